@@ -1,0 +1,65 @@
+"""The FastAPI application and its lifespan (database, Temporal client, Stripe, key cache)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from activities.stripe_gateway import StripeGateway
+from api.auth import KeyCache
+from api.errors import install_error_handlers
+from api.routes import (
+    api_keys,
+    customers,
+    entitlements,
+    events,
+    health,
+    invoices,
+    plans,
+    subscriptions,
+    test_clocks,
+)
+from config import Settings, configure_logging, get_settings
+from db.engine import get_engine, session_factory
+
+log = structlog.get_logger()
+
+
+def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+    """Build the app; pass `temporal` to share a client (tests), else it connects on start."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        app.state.settings = settings
+        app.state.sessions = session_factory(get_engine(settings.effective_database_url))
+        app.state.gateway = StripeGateway.from_settings(settings)
+        app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+        app.state.temporal = temporal
+        if temporal is None:
+            from worker import connect_temporal
+
+            app.state.temporal = await connect_temporal(settings)
+        log.info("api.started", temporal=settings.temporal_address, sandbox=settings.sandbox)
+        yield
+
+    app = FastAPI(
+        title="Recur",
+        version="1.0",
+        summary="Subscription lifecycle engine: trials, renewals, proration, dunning, cancellation.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (health, plans, api_keys, customers, entitlements, subscriptions, invoices, events, test_clocks):
+        app.include_router(module.router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory api.app:app_factory`."""
+    return create_app()

@@ -1,0 +1,78 @@
+"""FastAPI dependencies: database session, Temporal client, Stripe, and the caller's key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from activities.stripe_gateway import StripeGateway
+from api.auth import KeyCache, Principal, Role
+from api.errors import ApiError
+from config import Settings
+
+
+def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    return request.app.state.sessions  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with _sessions(request)() as session:
+        yield session
+
+
+def get_temporal(request: Request) -> Client:
+    client: Client | None = request.app.state.temporal
+    if client is None:
+        raise ApiError(503, "temporal_unavailable", "Temporal is not reachable right now")
+    return client
+
+
+def get_gateway(request: Request) -> StripeGateway:
+    return request.app.state.gateway  # type: ignore[no-any-return]
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise ApiError(401, "unauthorized", "Send an API key as 'Authorization: Bearer <key>'")
+    cache: KeyCache = request.app.state.key_cache
+    principal = await cache.resolve(_sessions(request), raw.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "Unknown or revoked API key")
+    request.state.principal = principal
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., object]:
+    """A dependency admitting the given roles (admin is always admitted)."""
+    allowed = {Role.ADMIN, *roles}
+
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise ApiError(
+                403, "forbidden", f"The {principal.role.value} role may not do this"
+            )
+        return principal
+
+    return check
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+CurrentKey = Annotated[Principal, Depends(current_principal)]
+AdminKey = Annotated[Principal, Depends(require())]
+ProductKey = Annotated[Principal, Depends(require(Role.PRODUCT))]
+SupportKey = Annotated[Principal, Depends(require(Role.SUPPORT))]
+ProductOrSupportKey = Annotated[Principal, Depends(require(Role.PRODUCT, Role.SUPPORT))]

@@ -1,0 +1,37 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    """PostgreSQL and Temporal both answer."""
+    checks: dict[str, str] = {}
+    try:
+        async with request.app.state.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        checks["postgres"] = "ok"
+    except Exception as err:  # noqa: BLE001 - any failure means "not ready"
+        checks["postgres"] = f"error: {type(err).__name__}"
+    client = request.app.state.temporal
+    try:
+        if client is None:
+            raise RuntimeError("not connected")
+        await client.service_client.check_health()
+        checks["temporal"] = "ok"
+    except Exception as err:  # noqa: BLE001
+        checks["temporal"] = f"error: {type(err).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})

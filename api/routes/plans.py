@@ -1,0 +1,42 @@
+"""Plans: the catalog of prices and the features each grants."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from sqlmodel import col, select
+
+from api.deps import AdminKey, CurrentKey, SessionDep
+from api.errors import not_found
+from api.idempotency import Idempotency
+from api.ids import new_id
+from api.schemas import PlanCreate, PlanOut
+from db.models import Plan
+
+router = APIRouter(prefix="/v1/plans", tags=["plans"])
+
+
+@router.post("", status_code=201, response_model=PlanOut)
+async def create_plan(body: PlanCreate, request: Request, session: SessionDep, key: AdminKey) -> object:
+    """Create a plan (admin)."""
+    idem = Idempotency(request, session, key)
+    if (replay := await idem.replay()) is not None:
+        return replay
+    plan = Plan(id=new_id("plan"), created_at=datetime.now(UTC), **body.model_dump())
+    session.add(plan)
+    await session.commit()
+    return await idem.respond(201, PlanOut.model_validate(plan, from_attributes=True))
+
+
+@router.get("", response_model=list[PlanOut])
+async def list_plans(session: SessionDep, _: CurrentKey) -> object:
+    return (await session.exec(select(Plan).order_by(col(Plan.amount), col(Plan.id)))).all()
+
+
+@router.get("/{plan_id}", response_model=PlanOut)
+async def get_plan(plan_id: str, session: SessionDep, _: CurrentKey) -> object:
+    plan = await session.get(Plan, plan_id)
+    if plan is None:
+        raise not_found("plan", plan_id)
+    return plan

@@ -1,0 +1,194 @@
+"""Subscriptions: create, read, and every lifecycle operation (each a workflow update)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from api import lifecycle
+from api.deps import (
+    CurrentKey,
+    ProductKey,
+    ProductOrSupportKey,
+    SessionDep,
+    SettingsDep,
+    SupportKey,
+    TemporalDep,
+)
+from api.errors import ApiError, not_found
+from api.idempotency import Idempotency
+from api.ids import new_id
+from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
+from db.models import Customer, Plan, TestClock
+from db.repositories import subscriptions as repo
+from domain.contracts import ChargeOutcome, SubscriptionView
+from domain.periods import Interval, interval_months
+from workflows.messages import (
+    ActorRequest,
+    CancelRequest,
+    ChangePlanRequest,
+    ExtendTrialRequest,
+    PauseRequest,
+    SubscriptionInput,
+)
+from workflows.subscription import SubscriptionWorkflow
+
+router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+
+STATUSES = {"trialing", "active", "past_due", "paused", "canceled", "incomplete", "incomplete_expired", "unpaid"}
+
+
+def _out(view: SubscriptionView) -> dict[str, Any]:
+    return view.model_dump(mode="json", exclude={"state_version"})
+
+
+@router.post("", status_code=201)
+async def create_subscription(
+    body: SubscriptionCreate,
+    request: Request,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    key: ProductKey,
+) -> object:
+    """Start the subscription; answers after the first charge (or trial start) is decided."""
+    idem = Idempotency(request, session, key)
+    if (replay := await idem.replay()) is not None:
+        return replay
+    customer = await session.get(Customer, body.customer_id)
+    if customer is None:
+        raise not_found("customer", body.customer_id)
+    plan = await session.get(Plan, body.plan_id)
+    if plan is None:
+        raise not_found("plan", body.plan_id)
+    now = datetime.now(UTC)
+    if body.test_clock_id is not None:
+        if not settings.sandbox:
+            raise ApiError(400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true")
+        clock = await session.get(TestClock, body.test_clock_id)
+        if clock is None:
+            raise not_found("test clock", body.test_clock_id)
+        now = clock.frozen_time
+    anchor = body.billing_cycle_anchor
+    if anchor is not None:
+        anchor = anchor.astimezone(UTC)
+        horizon = timedelta(days=31 * interval_months(Interval(plan.interval), plan.interval_count))
+        if not now <= anchor <= now + horizon:
+            raise ApiError(422, "invalid_billing_cycle_anchor", "billing_cycle_anchor must be between now and one period ahead")
+    inp = SubscriptionInput(
+        subscription_id=new_id("sub"),
+        customer_id=customer.id,
+        plan=lifecycle.plan_snapshot(plan),
+        trial_days=body.trial_days,
+        test_clock_id=body.test_clock_id,
+        clock_now=now if body.test_clock_id else None,
+        billing_cycle_anchor=anchor,
+        has_payment_method=customer.default_payment_method is not None,
+        actor=key.actor,
+        policy=lifecycle.billing_policy(settings),
+    )
+    view = await lifecycle.start_subscription(temporal, settings, inp)
+    return await idem.respond(201, _out(view))
+
+
+@router.get("")
+async def list_subscriptions(
+    session: SessionDep,
+    _: CurrentKey,
+    customer_id: str | None = None,
+    status: str | None = None,
+    plan_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[dict[str, Any]]:
+    if status is not None and status not in STATUSES:
+        raise ApiError(422, "validation_error", f"status must be one of {sorted(STATUSES)}")
+    rows = await repo.list_filtered(session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit)
+    return [_row_out(r) for r in rows]
+
+
+@router.get("/{subscription_id}")
+async def get_subscription(subscription_id: str, session: SessionDep, _: CurrentKey) -> dict[str, Any]:
+    row = await repo.get(session, subscription_id)
+    if row is None:
+        raise not_found("subscription", subscription_id)
+    return _row_out(row)
+
+
+def _row_out(row: Any) -> dict[str, Any]:
+    return _out(SubscriptionView.model_validate(row, from_attributes=True))
+
+
+async def _require(session: SessionDep, subscription_id: str) -> None:
+    if await repo.get(session, subscription_id) is None:
+        raise not_found("subscription", subscription_id)
+
+
+@router.post("/{subscription_id}/change_plan")
+async def change_plan(
+    subscription_id: str, body: ChangePlanIn, session: SessionDep, temporal: TemporalDep, key: ProductKey
+) -> dict[str, Any]:
+    """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
+    await _require(session, subscription_id)
+    plan = await session.get(Plan, body.plan_id)
+    if plan is None:
+        raise not_found("plan", body.plan_id)
+    req = ChangePlanRequest(
+        plan=lifecycle.plan_snapshot(plan), when=body.when, proration=body.proration, preview=body.preview, actor=key.actor
+    )
+    result: dict[str, Any] = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.change_plan, req)
+    if isinstance(result.get("subscription"), dict):
+        result["subscription"].pop("state_version", None)
+    return result
+
+
+@router.post("/{subscription_id}/cancel")
+async def cancel(
+    subscription_id: str, body: CancelIn, session: SessionDep, temporal: TemporalDep, key: ProductOrSupportKey
+) -> dict[str, Any]:
+    await _require(session, subscription_id)
+    req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
+    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.cancel, req))
+
+
+@router.post("/{subscription_id}/reactivate")
+async def reactivate(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey) -> dict[str, Any]:
+    await _require(session, subscription_id)
+    view = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.reactivate, ActorRequest(actor=key.actor))
+    return _out(view)
+
+
+@router.post("/{subscription_id}/pause")
+async def pause(
+    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey, body: PauseIn | None = None
+) -> dict[str, Any]:
+    await _require(session, subscription_id)
+    req = PauseRequest(resumes_at=body.resumes_at if body else None, actor=key.actor)
+    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.pause, req))
+
+
+@router.post("/{subscription_id}/resume")
+async def resume(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey) -> dict[str, Any]:
+    await _require(session, subscription_id)
+    view = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.resume, ActorRequest(actor=key.actor))
+    return _out(view)
+
+
+@router.post("/{subscription_id}/retry_payment")
+async def retry_payment(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: SupportKey) -> dict[str, Any]:
+    """Support: one payment attempt now; answers with its outcome."""
+    await _require(session, subscription_id)
+    outcome: ChargeOutcome = await lifecycle.update(
+        temporal, subscription_id, SubscriptionWorkflow.retry_payment, ActorRequest(actor=key.actor)
+    )
+    return outcome.model_dump(mode="json")
+
+
+@router.post("/{subscription_id}/extend_trial")
+async def extend_trial(
+    subscription_id: str, body: ExtendTrialIn, session: SessionDep, temporal: TemporalDep, key: SupportKey
+) -> dict[str, Any]:
+    await _require(session, subscription_id)
+    req = ExtendTrialRequest(trial_end=body.trial_end.astimezone(UTC), actor=key.actor)
+    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.extend_trial, req))

@@ -1,0 +1,82 @@
+"""Test clocks (sandbox only): frozen time that subscriptions on the clock live by."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+
+from api import lifecycle
+from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError, not_found
+from api.idempotency import Idempotency
+from api.ids import new_id
+from api.schemas import TestClockAdvance, TestClockCreate, TestClockOut
+from db.models import TestClock
+from db.repositories import subscriptions
+
+router = APIRouter(prefix="/v1/test_clocks", tags=["test clocks"])
+
+
+def _sandbox_only(settings: SettingsDep) -> None:
+    if not settings.sandbox:
+        raise ApiError(404, "not_found", "Test clocks exist only when RECUR_SANDBOX=true")
+
+
+@router.post("", status_code=201, response_model=TestClockOut)
+async def create_clock(
+    body: TestClockCreate, request: Request, session: SessionDep, settings: SettingsDep, key: ProductKey
+) -> object:
+    _sandbox_only(settings)
+    idem = Idempotency(request, session, key)
+    if (replay := await idem.replay()) is not None:
+        return replay
+    now = datetime.now(UTC)
+    clock = TestClock(
+        id=new_id("clock"),
+        name=body.name,
+        frozen_time=(body.frozen_time or now).astimezone(UTC),
+        created_at=now,
+    )
+    session.add(clock)
+    await session.commit()
+    return await idem.respond(201, TestClockOut.model_validate(clock, from_attributes=True))
+
+
+@router.get("/{clock_id}", response_model=TestClockOut)
+async def get_clock(clock_id: str, session: SessionDep, settings: SettingsDep, _: ProductKey) -> object:
+    _sandbox_only(settings)
+    clock = await session.get(TestClock, clock_id)
+    if clock is None:
+        raise not_found("test clock", clock_id)
+    return clock
+
+
+@router.post("/{clock_id}/advance", response_model=TestClockOut)
+async def advance_clock(
+    clock_id: str,
+    body: TestClockAdvance,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    _: ProductKey,
+) -> object:
+    """Move the clock forward; answers once every attached subscription has caught up."""
+    _sandbox_only(settings)
+    clock = await session.get(TestClock, clock_id)
+    if clock is None:
+        raise not_found("test clock", clock_id)
+    to = body.frozen_time.astimezone(UTC)
+    if to <= clock.frozen_time:
+        raise ApiError(422, "invalid_frozen_time", "frozen_time must be after the clock's current time")
+    clock.status = "advancing"
+    clock.frozen_time = to
+    session.add(clock)
+    await session.commit()
+    ids = list(await subscriptions.ids_on_clock(session, clock_id))
+    await session.commit()  # do not hold a transaction open while workflows catch up
+    await lifecycle.advance_all(temporal, ids, to)
+    clock.status = "ready"
+    session.add(clock)
+    await session.commit()
+    return clock

@@ -1,0 +1,190 @@
+"""Request and response bodies of the v1 API. Inputs forbid unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from api.auth import Role
+from domain.plan_change import ChangeWhen, ProrationBehavior
+
+Amount = Annotated[int, Field(ge=0, le=99_999_999_999, strict=True)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Feature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,200}$")]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlanCreate(Input):
+    name: Name
+    amount: Amount
+    currency: Currency
+    interval: Literal["month", "year"]
+    interval_count: Annotated[int, Field(ge=1, le=36, strict=True)] = 1
+    trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] = 0
+    features: list[Feature] = Field(default_factory=list, max_length=100)
+    creator_id: Name | None = None
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    amount: int
+    currency: str
+    interval: str
+    interval_count: int
+    trial_days: int
+    features: list[str]
+    creator_id: str | None
+    created_at: datetime
+
+
+class CustomerCreate(Input):
+    email: EmailStr
+    name: Name | None = None
+    payment_method: Token | None = None
+
+
+class PaymentMethodUpdate(Input):
+    payment_method: Token
+
+
+class CustomerOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    stripe_customer_id: str | None
+    default_payment_method: str | None
+    created_at: datetime
+
+
+class SubscriptionCreate(Input):
+    customer_id: Token
+    plan_id: Token
+    trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] | None = None
+    test_clock_id: Token | None = None
+    billing_cycle_anchor: AwareDatetime | None = None
+
+
+class ChangePlanIn(Input):
+    plan_id: Token
+    when: ChangeWhen | None = None
+    proration: ProrationBehavior | None = None
+    preview: bool = False
+
+
+class CancelIn(Input):
+    at_period_end: bool = True
+    refund: Literal["none", "prorated"] = "none"
+
+
+class PauseIn(Input):
+    resumes_at: AwareDatetime | None = None
+
+
+class ExtendTrialIn(Input):
+    trial_end: AwareDatetime
+
+
+class InvoiceLineOut(BaseModel):
+    kind: str
+    description: str
+    amount: int
+    period_start: datetime
+    period_end: datetime
+
+
+class PaymentAttemptOut(BaseModel):
+    attempt_number: int
+    status: str
+    amount: int
+    idempotency_key: str
+    stripe_payment_intent_id: str | None
+    decline_code: str | None
+    failure_code: str | None
+    failure_message: str | None
+    actor: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    subscription_id: str
+    customer_id: str
+    status: str
+    billing_reason: str
+    total: int
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+    paid_at: datetime | None
+    lines: list[InvoiceLineOut]
+    attempts: list[PaymentAttemptOut]
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    subscription_id: str | None
+    customer_id: str | None
+    data: dict[str, object]
+    actor: str | None
+    occurred_at: datetime
+
+
+class EntitlementOut(BaseModel):
+    feature: str
+    subscription_id: str
+    plan_id: str
+    active_until: datetime | None
+
+
+class EntitlementCheck(BaseModel):
+    entitled: bool
+    active_until: datetime | None
+
+
+class TestClockCreate(Input):
+    __test__ = False
+    frozen_time: AwareDatetime | None = None
+    name: Name | None = None
+
+
+class TestClockAdvance(Input):
+    __test__ = False
+    frozen_time: AwareDatetime
+
+
+class TestClockOut(BaseModel):
+    __test__ = False
+    id: str
+    name: str | None
+    frozen_time: datetime
+    status: str
+    created_at: datetime
+
+
+class ApiKeyCreate(Input):
+    role: Role
+    name: Name | None = None
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    role: str
+    name: str | None
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str

@@ -1,0 +1,134 @@
+"""Recur's one settings object: every knob is an environment variable `RECUR_*`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_KEY = "rk_dev_admin_0000000000000000000000000000"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Defaults run the embedded development stack."""
+
+    model_config = SettingsConfigDict(env_prefix="RECUR_", env_file=".env", extra="ignore")
+
+    # Where `recur dev` keeps its state (PostgreSQL cluster, Temporal SQLite file, logs).
+    data_dir: Path = Path(".data")
+
+    # PostgreSQL: unset means "start the embedded server on pg_port".
+    database_url: str | None = None
+    pg_port: int = 54329
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    task_queue: str = "recur"
+
+    # Stripe: unset key (or an sk_test_ key with api_base set) means localstripe.
+    stripe_api_key: str = "sk_test_recur_localstripe"
+    stripe_api_base: str | None = None
+    stripe_port: int = 8420
+    stripe_webhook_secret: str = "whsec_recur_dev"
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    admin_key: str = DEV_ADMIN_KEY
+    api_key_cache_seconds: float = 30.0
+
+    # Email
+    smtp_url: str | None = None
+    smtp_port: int = 8025
+    email_from: str = "billing@recur.local"
+
+    # Behaviour
+    sandbox: bool = True
+    log_level: str = "INFO"
+    log_json: bool = True
+    incomplete_expiry_hours: int = 23
+    trial_will_end_days: int = 3
+    max_plan_changes_per_period: int = 3
+    dunning_retry_hours: list[int] = Field(default=[24, 48, 96, 144, 192, 240, 288, 336])
+    dunning_exhausted_action: str = "cancel"
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL, embedded server included."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql+psycopg://recur@127.0.0.1:{self.pg_port}/recur"
+
+    @property
+    def effective_stripe_api_base(self) -> str | None:
+        """Where the stripe SDK sends requests; None means api.stripe.com."""
+        if self.stripe_api_base:
+            return self.stripe_api_base
+        if self.uses_localstripe:
+            return f"http://127.0.0.1:{self.stripe_port}"
+        return None
+
+    @property
+    def uses_localstripe(self) -> bool:
+        """True when no real Stripe key was configured."""
+        return self.stripe_api_key.startswith("sk_test_recur")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+# Keys whose values never reach a log line, whatever logged them.
+_SECRET_KEYS = ("authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc")
+
+
+def redact_secrets(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+    """structlog processor: mask secret-looking fields and bearer/API-key-looking strings."""
+    for name in list(event):
+        lowered = name.lower()
+        if lowered != "event" and any(s == lowered or lowered.endswith("_" + s) for s in _SECRET_KEYS):
+            event[name] = "[redacted]"
+        elif isinstance(event[name], str):
+            event[name] = _mask(str(event[name]))
+    return event
+
+
+def _mask(value: str) -> str:
+    import re
+
+    value = re.sub(r"(?i)bearer\s+\S+", "Bearer [redacted]", value)
+    value = re.sub(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}", r"\1_[redacted]", value)
+    return re.sub(r"\b\d{13,19}\b", "[redacted-pan]", value)
+
+
+def configure_logging(settings: Settings | None = None) -> None:
+    """JSON (or console) structlog output with secrets redacted; idempotent."""
+    import logging
+    import sys
+
+    import structlog
+
+    settings = settings or get_settings()
+    level = logging.getLevelName(settings.log_level.upper())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else 20),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")

@@ -1,0 +1,1 @@
+"""PostgreSQL: tables, engine and session, repositories, Alembic migrations."""

@@ -1,0 +1,31 @@
+"""One async engine per process, and the session factory every caller uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from config import get_settings
+
+
+@lru_cache(maxsize=4)
+def get_engine(url: str | None = None) -> AsyncEngine:
+    url = url or get_settings().effective_database_url
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def session_factory(engine: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(
+        engine or get_engine(), class_=AsyncSession, expire_on_commit=False
+    )
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine | None = None) -> AsyncIterator[AsyncSession]:
+    """A session whose work commits on success and rolls back on error."""
+    async with session_factory(engine)() as session, session.begin():
+        yield session

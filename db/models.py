@@ -1,0 +1,210 @@
+"""SQLModel tables: the catalog, the read model the workflows keep current, and API plumbing.
+
+The workflows own subscription state; the `subscriptions` table is a projection written by
+activities, guarded by `state_version` so a late retry never overwrites newer state.
+Table models never enter workflow code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Identity, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utc(**kwargs: Any) -> Any:
+    """A timezone-aware timestamp column (SQLModel's default drops the zone)."""
+    return Field(sa_type=DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
+
+
+def _json(default_factory: Any = dict) -> Any:
+    return Field(default_factory=default_factory, sa_type=JSON)
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: str = Field(primary_key=True)
+    email: str = Field(index=True)
+    name: str | None = None
+    stripe_customer_id: str | None = None
+    default_payment_method: str | None = None
+    created_at: datetime = _utc()
+
+
+class Plan(SQLModel, table=True):
+    __tablename__ = "plans"
+
+    id: str = Field(primary_key=True)
+    name: str
+    amount: int = Field(sa_type=BigInteger)
+    currency: str
+    interval: str
+    interval_count: int = 1
+    trial_days: int = 0
+    features: list[str] = _json(list)
+    creator_id: str | None = Field(default=None, index=True)
+    created_at: datetime = _utc()
+
+
+class Subscription(SQLModel, table=True):
+    """Read model of one SubscriptionWorkflow."""
+
+    __tablename__ = "subscriptions"
+
+    id: str = Field(primary_key=True)
+    customer_id: str = Field(index=True)
+    plan_id: str = Field(index=True)
+    status: str = Field(index=True)
+    current_period_start: datetime | None = _utc(default=None)
+    current_period_end: datetime | None = _utc(default=None)
+    billing_cycle_anchor: datetime | None = _utc(default=None)
+    trial_end: datetime | None = _utc(default=None)
+    cancel_at_period_end: bool = False
+    canceled_at: datetime | None = _utc(default=None)
+    pause: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    pending_change: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    latest_invoice_id: str | None = None
+    dunning: dict[str, Any] = _json()
+    test_clock_id: str | None = Field(default=None, index=True)
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    state_version: int = Field(default=0, sa_type=BigInteger)
+
+
+class Invoice(SQLModel, table=True):
+    __tablename__ = "invoices"
+
+    id: str = Field(primary_key=True)
+    subscription_id: str = Field(index=True)
+    customer_id: str = Field(index=True)
+    status: str
+    billing_reason: str
+    total: int = Field(sa_type=BigInteger)
+    currency: str
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+    created_at: datetime = _utc()
+    paid_at: datetime | None = _utc(default=None)
+
+
+class InvoiceLine(SQLModel, table=True):
+    __tablename__ = "invoice_lines"
+    __table_args__ = (UniqueConstraint("invoice_id", "position"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    invoice_id: str = Field(index=True)
+    position: int
+    kind: str
+    description: str
+    amount: int = Field(sa_type=BigInteger)
+    period_start: datetime = _utc()
+    period_end: datetime = _utc()
+
+
+class PaymentAttempt(SQLModel, table=True):
+    """One try at collecting an invoice; written *before* Stripe is called."""
+
+    __tablename__ = "payment_attempts"
+
+    id: str = Field(primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    invoice_id: str = Field(index=True)
+    subscription_id: str = Field(index=True)
+    attempt_number: int
+    amount: int = Field(sa_type=BigInteger)
+    currency: str
+    payment_method: str | None = None
+    status: str  # pending | succeeded | failed
+    stripe_payment_intent_id: str | None = None
+    decline_code: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    actor: str | None = None
+    created_at: datetime = _utc()
+    completed_at: datetime | None = _utc(default=None)
+
+
+class Entitlement(SQLModel, table=True):
+    """A feature a customer may use because of one subscription. Present = entitled."""
+
+    __tablename__ = "entitlements"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "feature"),
+        Index("ix_entitlements_customer_feature", "customer_id", "feature"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    customer_id: str
+    feature: str
+    subscription_id: str
+    plan_id: str
+    active_until: datetime | None = _utc(default=None)
+    granted_at: datetime = _utc()
+
+
+class Event(SQLModel, table=True):
+    """The subscription timeline. Ids come from the workflow, so a retried write is a no-op."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_subscription_seq", "subscription_id", "seq"),)
+
+    id: str = Field(primary_key=True)
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), unique=True))
+    subscription_id: str | None = None
+    customer_id: str | None = Field(default=None, index=True)
+    type: str = Field(index=True)
+    data: dict[str, Any] = _json()
+    actor: str | None = None
+    occurred_at: datetime = _utc()
+    created_at: datetime = _utc()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True)
+    name: str | None = None
+    role: str
+    key_hash: str = Field(unique=True)
+    prefix: str
+    created_at: datetime = _utc()
+    revoked_at: datetime | None = _utc(default=None)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The stored response of a POST sent with an `Idempotency-Key` header."""
+
+    __tablename__ = "idempotency_records"
+
+    api_key_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    method: str
+    path: str
+    request_hash: str
+    status_code: int
+    response_body: dict[str, Any] | list[Any] = _json()
+    created_at: datetime = _utc()
+
+
+class TestClock(SQLModel, table=True):
+    __tablename__ = "test_clocks"
+    __test__ = False  # not a pytest class
+
+    id: str = Field(primary_key=True)
+    name: str | None = None
+    frozen_time: datetime = _utc()
+    status: str = "ready"  # ready | advancing
+    created_at: datetime = _utc()
+
+
+class StripeEvent(SQLModel, table=True):
+    """Inbound Stripe webhook events already applied (deduplication by event id)."""
+
+    __tablename__ = "stripe_events"
+
+    id: str = Field(primary_key=True)
+    type: str
+    received_at: datetime = _utc()

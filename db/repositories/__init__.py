@@ -1,0 +1,1 @@
+"""Queries, one module per resource. Callers own the transaction: nothing here commits."""

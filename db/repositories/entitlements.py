@@ -1,0 +1,67 @@
+"""Entitlements: which features a customer may use, and because of which subscription."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import Entitlement
+from domain.contracts import EntitlementGrant
+
+
+async def replace_for_subscription(
+    session: AsyncSession, *, subscription_id: str, customer_id: str, grant: EntitlementGrant, now: datetime
+) -> None:
+    """Make the subscription's rows exactly `grant.features` (idempotent)."""
+    await session.execute(
+        delete(Entitlement).where(
+            col(Entitlement.subscription_id) == subscription_id,
+            col(Entitlement.feature).not_in(grant.features),
+        )
+    )
+    if not grant.features:
+        return
+    statement = insert(Entitlement).values(
+        [
+            {
+                "customer_id": customer_id,
+                "feature": feature,
+                "subscription_id": subscription_id,
+                "plan_id": grant.plan_id,
+                "active_until": grant.active_until,
+                "granted_at": now,
+            }
+            for feature in grant.features
+        ]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["subscription_id", "feature"],
+            set_={"plan_id": statement.excluded.plan_id, "active_until": statement.excluded.active_until},
+        )
+    )
+
+
+async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Entitlement]:
+    query = (
+        select(Entitlement)
+        .where(Entitlement.customer_id == customer_id)
+        .order_by(col(Entitlement.feature), col(Entitlement.subscription_id))
+    )
+    return (await session.exec(query)).all()
+
+
+CHECK_SQL = text(
+    "SELECT max(active_until), count(*) FROM entitlements WHERE customer_id = :customer_id AND feature = :feature"
+)
+
+
+async def check(session: AsyncSession, customer_id: str, feature: str) -> tuple[bool, datetime | None]:
+    """The hot path: one indexed lookup on (customer_id, feature)."""
+    row = (await session.execute(CHECK_SQL, {"customer_id": customer_id, "feature": feature})).one()
+    return row[1] > 0, row[0]

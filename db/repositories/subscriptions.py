@@ -1,0 +1,64 @@
+"""The subscription read model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import Subscription
+from domain.contracts import SubscriptionView
+
+
+async def upsert_view(session: AsyncSession, view: SubscriptionView, now: datetime) -> None:
+    """Write the workflow's view unless a newer one (higher state_version) is already stored."""
+    values = view.model_dump(mode="python")
+    values["pause"] = view.pause.model_dump(mode="json") if view.pause else None
+    values["pending_change"] = view.pending_change.model_dump(mode="json") if view.pending_change else None
+    values["dunning"] = view.dunning.model_dump(mode="json")
+    values["updated_at"] = now
+    statement = insert(Subscription).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in ("id", "created_at")}
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_=changed,
+            where=col(Subscription.state_version) < statement.excluded.state_version,
+        )
+    )
+
+
+async def get(session: AsyncSession, subscription_id: str) -> Subscription | None:
+    return await session.get(Subscription, subscription_id)
+
+
+async def list_filtered(
+    session: AsyncSession,
+    *,
+    customer_id: str | None = None,
+    status: str | None = None,
+    plan_id: str | None = None,
+    test_clock_id: str | None = None,
+    limit: int = 100,
+) -> Sequence[Subscription]:
+    query = select(Subscription).order_by(col(Subscription.created_at), col(Subscription.id)).limit(limit)
+    if customer_id:
+        query = query.where(Subscription.customer_id == customer_id)
+    if status:
+        query = query.where(Subscription.status == status)
+    if plan_id:
+        query = query.where(Subscription.plan_id == plan_id)
+    if test_clock_id:
+        query = query.where(Subscription.test_clock_id == test_clock_id)
+    return (await session.exec(query)).all()
+
+
+async def ids_on_clock(session: AsyncSession, test_clock_id: str) -> Sequence[str]:
+    query = select(Subscription.id).where(
+        Subscription.test_clock_id == test_clock_id,
+        col(Subscription.status).not_in(["canceled", "incomplete_expired"]),
+    )
+    return (await session.exec(query)).all()

@@ -1,0 +1,1 @@
+"""Embedded services for `recur dev` and the test suite: PostgreSQL, Temporal, localstripe, SMTP."""

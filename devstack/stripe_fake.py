@@ -1,0 +1,22 @@
+"""localstripe: a stateful fake of the Stripe API that the real `stripe` SDK talks to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sys
+
+from devstack.process import Child, port_open, wait_until
+
+
+def start_localstripe(*, port: int, log_path: Path) -> Child:
+    argv = [sys.executable, "-m", "devstack.localstripe_server", "--port", str(port)]
+    child = Child("localstripe", argv, log_path)
+    child.start()
+
+    def ready() -> bool:
+        child.ensure_alive()
+        return port_open("127.0.0.1", port)
+
+    wait_until(ready, "localstripe")
+    return child

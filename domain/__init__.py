@@ -1,0 +1,1 @@
+"""Pure billing logic for Recur: no I/O, no clock reads, deterministic at import."""

@@ -1,0 +1,145 @@
+"""Data shapes exchanged between the subscription workflow, its activities and the API.
+
+Plain pydantic models (no table models, no I/O) so they are safe inside the workflow
+sandbox and serialise through `pydantic_data_converter`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from domain.invoices import InvoiceLine
+from domain.plans import PlanTerms
+
+
+class PlanSnapshot(PlanTerms):
+    """A plan as the workflow saw it when it subscribed or changed to it."""
+
+    name: str
+    trial_days: int = 0
+
+
+class InvoiceDraft(BaseModel):
+    """An invoice the workflow decided to issue; the id is minted by the workflow."""
+
+    id: str
+    subscription_id: str
+    customer_id: str
+    currency: str
+    billing_reason: str  # subscription_create | subscription_cycle | subscription_update | ...
+    lines: list[InvoiceLine]
+    period_start: datetime
+    period_end: datetime
+    created_at: datetime
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+class ChargeRequest(BaseModel):
+    """Collect one invoice, attempt `attempt_number` (1-based)."""
+
+    invoice: InvoiceDraft
+    attempt_number: int
+    actor: str | None = None
+
+
+class ChargeOutcome(BaseModel):
+    status: Literal["paid", "failed"]
+    invoice_id: str
+    attempt_number: int
+    amount: int
+    payment_intent_id: str | None = None
+    decline_code: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    hard_decline: bool = False
+    no_payment_method: bool = False
+
+
+class RefundRequest(BaseModel):
+    """Refund `amount` of a paid invoice; `credit_note` records the money moving back."""
+
+    invoice_id: str
+    subscription_id: str
+    amount: int
+    refund_key: str
+    credit_note: InvoiceDraft
+
+
+class RefundOutcome(BaseModel):
+    refunded: int
+    stripe_refund_ids: list[str] = Field(default_factory=list)
+
+
+class EventDraft(BaseModel):
+    """A timeline entry; its id is minted by the workflow, so a retried write is a no-op."""
+
+    id: str
+    type: str
+    subscription_id: str
+    customer_id: str
+    occurred_at: datetime
+    data: dict[str, object] = Field(default_factory=dict)
+    actor: str | None = None
+
+
+class DunningView(BaseModel):
+    attempts: int = 0
+    next_retry_at: datetime | None = None
+    first_failure_at: datetime | None = None
+    awaiting_payment_method: bool = False
+
+
+class PauseView(BaseModel):
+    paused_at: datetime
+    resumes_at: datetime | None = None
+
+
+class PendingChangeView(BaseModel):
+    plan_id: str
+    effective_at: datetime
+    proration: str = "none"
+
+
+class SubscriptionView(BaseModel):
+    """What the API returns for a subscription, and what the read model stores."""
+
+    id: str
+    customer_id: str
+    plan_id: str
+    status: str
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    billing_cycle_anchor: datetime | None = None
+    trial_end: datetime | None = None
+    cancel_at_period_end: bool = False
+    canceled_at: datetime | None = None
+    pause: PauseView | None = None
+    pending_change: PendingChangeView | None = None
+    latest_invoice_id: str | None = None
+    dunning: DunningView = Field(default_factory=DunningView)
+    test_clock_id: str | None = None
+    created_at: datetime
+    state_version: int = 0
+
+
+class EntitlementGrant(BaseModel):
+    """The complete set of features one subscription grants right now (empty = none)."""
+
+    features: list[str]
+    plan_id: str
+    active_until: datetime | None = None
+
+
+class SyncRequest(BaseModel):
+    """Write the read model, append timeline events and set entitlements in one transaction."""
+
+    subscription: SubscriptionView
+    events: list[EventDraft] = Field(default_factory=list)
+    entitlements: EntitlementGrant | None = None
+    invoice_status: dict[str, str] = Field(default_factory=dict)

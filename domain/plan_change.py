@@ -1,0 +1,157 @@
+"""Deciding how and when a plan change is applied."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.errors import DomainError
+from domain.periods import interval_months
+from domain.plans import PlanTerms, compare_price_per_time
+from domain.status import SubscriptionStatus
+
+
+class ChangeWhen(StrEnum):
+    """When a plan change takes effect."""
+
+    NOW = "now"
+    PERIOD_END = "period_end"
+
+
+class ProrationBehavior(StrEnum):
+    """How an immediate change is charged."""
+
+    ALWAYS_INVOICE = "always_invoice"
+    CREATE_PRORATIONS = "create_prorations"
+    NONE = "none"
+
+
+class ChangeKind(StrEnum):
+    """Classification of a plan change by price per time and period length."""
+
+    UPGRADE = "upgrade"
+    DOWNGRADE = "downgrade"
+    INTERVAL_CHANGE = "interval_change"
+    LATERAL = "lateral"
+
+
+class PlanChangePolicy(BaseModel):
+    """Merchant defaults for plan changes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_changes_per_period: Annotated[int, Field(ge=1)] = 3
+    upgrade_when: ChangeWhen = ChangeWhen.NOW
+    upgrade_proration: ProrationBehavior = ProrationBehavior.ALWAYS_INVOICE
+    downgrade_when: ChangeWhen = ChangeWhen.PERIOD_END
+    # Used only for a downgrade applied now: the net is a credit, so carry it forward
+    # to the next invoice rather than issuing a negative invoice.
+    downgrade_proration: ProrationBehavior = ProrationBehavior.CREATE_PRORATIONS
+
+
+@dataclass(frozen=True)
+class ChangeDecision:
+    """How a plan change will be applied."""
+
+    kind: ChangeKind
+    when: ChangeWhen
+    proration: ProrationBehavior
+    new_anchor: bool
+
+
+DEFAULT_PLAN_CHANGE_POLICY = PlanChangePolicy()
+
+_NOT_CHANGEABLE = frozenset(
+    {
+        SubscriptionStatus.CANCELED,
+        SubscriptionStatus.INCOMPLETE,
+        SubscriptionStatus.INCOMPLETE_EXPIRED,
+        SubscriptionStatus.PAUSED,
+        # Dunning gave up and access is revoked; the debt must be settled first.
+        SubscriptionStatus.UNPAID,
+    }
+)
+
+
+def classify_change(current: PlanTerms, new: PlanTerms) -> ChangeKind:
+    """Classify a change; a different period length wins over any price difference."""
+    current_months = interval_months(current.interval, current.interval_count)
+    new_months = interval_months(new.interval, new.interval_count)
+    if current_months != new_months:
+        return ChangeKind.INTERVAL_CHANGE
+    order = compare_price_per_time(new, current)
+    if order > 0:
+        return ChangeKind.UPGRADE
+    if order < 0:
+        return ChangeKind.DOWNGRADE
+    return ChangeKind.LATERAL
+
+
+def _check_guardrails(
+    current: PlanTerms, new: PlanTerms, status: str, changes_this_period: int, limit: int
+) -> None:
+    if changes_this_period < 0:
+        raise ValueError(f"changes_this_period must be >= 0, got {changes_this_period}")
+    try:
+        state = SubscriptionStatus(status)
+    except ValueError:
+        raise ValueError(f"unknown subscription status: {status!r}") from None
+    if state == SubscriptionStatus.PAST_DUE:
+        raise DomainError(
+            "subscription_past_due", "Settle the outstanding invoice before changing plans", 409
+        )
+    if state in _NOT_CHANGEABLE:
+        raise DomainError(
+            "subscription_not_changeable", f"A {state.value} subscription cannot change plans", 409
+        )
+    if current.plan_id == new.plan_id:
+        raise DomainError("same_plan", f"Subscription is already on plan {new.plan_id}", 409)
+    if current.currency != new.currency:
+        raise DomainError(
+            "currency_mismatch",
+            f"Cannot change from a {current.currency} plan to a {new.currency} plan",
+            422,
+        )
+    if changes_this_period >= limit:
+        raise DomainError(
+            "too_many_changes", f"At most {limit} plan changes are allowed per period", 409
+        )
+
+
+def decide_plan_change(
+    current: PlanTerms,
+    new: PlanTerms,
+    status: str,
+    changes_this_period: int,
+    requested_when: ChangeWhen | None = None,
+    requested_proration: ProrationBehavior | None = None,
+    policy: PlanChangePolicy = DEFAULT_PLAN_CHANGE_POLICY,
+) -> ChangeDecision:
+    """Validate a plan change and decide when it applies and how it is charged.
+
+    Requested values override the policy defaults. A change at period end is never
+    prorated: there is no remaining time on the old plan to credit.
+    """
+    _check_guardrails(current, new, status, changes_this_period, policy.max_changes_per_period)
+    kind = classify_change(current, new)
+    if kind == ChangeKind.DOWNGRADE:
+        when = requested_when or policy.downgrade_when
+        default_proration = policy.downgrade_proration
+    elif kind == ChangeKind.INTERVAL_CHANGE:
+        # The old and new periods do not line up, so by default start a new period now.
+        when = requested_when or ChangeWhen.NOW
+        default_proration = policy.upgrade_proration
+    else:
+        when = requested_when or policy.upgrade_when
+        default_proration = policy.upgrade_proration
+    if when == ChangeWhen.PERIOD_END:
+        proration = ProrationBehavior.NONE
+    else:
+        proration = requested_proration or default_proration
+    return ChangeDecision(
+        kind=kind,
+        when=when,
+        proration=proration,
+        new_anchor=kind == ChangeKind.INTERVAL_CHANGE and when == ChangeWhen.NOW,
+    )

@@ -1,0 +1,82 @@
+"""Builds and runs the Temporal worker: the subscription workflow and its activities."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+from dataclasses import dataclass
+
+import structlog
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.ledger import LedgerActivities
+from activities.payments import PaymentActivities
+from activities.stripe_gateway import StripeGateway
+from config import Settings, configure_logging, get_settings
+from db.engine import get_engine
+from workflows.subscription import SubscriptionWorkflow
+
+log = structlog.get_logger()
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+@dataclass
+class WorkerParts:
+    payments: PaymentActivities
+    ledger: LedgerActivities
+
+
+def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerParts]:
+    engine = get_engine(settings.effective_database_url)
+    parts = WorkerParts(
+        payments=PaymentActivities(engine, StripeGateway.from_settings(settings)),
+        ledger=LedgerActivities(engine),
+    )
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[SubscriptionWorkflow],
+        activities=[
+            parts.payments.charge_invoice,
+            parts.payments.refund_invoice,
+            parts.ledger.sync_subscription,
+        ],
+        # domain/ is pure and deterministic: sharing it with the sandbox skips re-importing
+        # it for every workflow run.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "pydantic")
+        ),
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+    return worker, parts
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    client = await connect_temporal(settings)
+    worker, _ = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker.started", task_queue=settings.task_queue, temporal=settings.temporal_address)
+    async with worker:
+        await stop.wait()
+        log.info("worker.stopping", reason="signal")
+    log.info("worker.stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(run_worker())

@@ -1,0 +1,122 @@
+"""Messages into and out of `SubscriptionWorkflow`: its input, updates, signals and queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from domain.contracts import DunningView, PauseView, PendingChangeView, PlanSnapshot
+from domain.dunning import DunningPolicy
+from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
+
+
+def workflow_id_for(subscription_id: str) -> str:
+    """One workflow per subscription; the id says what it is in the Temporal UI."""
+    return f"subscription/{subscription_id}"
+
+
+class CarriedState(BaseModel):
+    """Everything a run hands to the next one through continue-as-new."""
+
+    status: str
+    plan: PlanSnapshot
+    created_at: datetime
+    billing_cycle_anchor: datetime
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
+    trial_end: datetime | None = None
+    trial_will_end_sent: bool = False
+    cancel_at_period_end: bool = False
+    canceled_at: datetime | None = None
+    pause: PauseView | None = None
+    pending_change: PendingChangeView | None = None
+    pending_plan: PlanSnapshot | None = None
+    pending_proration_lines: list[dict[str, object]] = Field(default_factory=list)
+    latest_invoice_id: str | None = None
+    open_invoice_id: str | None = None
+    dunning: DunningView = Field(default_factory=DunningView)
+    granted_features: list[str] = Field(default_factory=list)
+    changes_this_period: int = 0
+    state_version: int = 0
+    clock_now: datetime | None = None
+    renewals: int = 0
+
+
+class BillingPolicy(BaseModel):
+    """The configurable billing rules a subscription runs under (from `Settings`)."""
+
+    dunning: DunningPolicy = Field(default_factory=DunningPolicy)
+    plan_change: PlanChangePolicy = Field(default_factory=PlanChangePolicy)
+    incomplete_expiry_hours: int = 23
+    trial_will_end_days: int = 3
+
+
+class SubscriptionInput(BaseModel):
+    """Start arguments; `carried` is set only when a run continues as new."""
+
+    subscription_id: str
+    customer_id: str
+    plan: PlanSnapshot
+    trial_days: int | None = None
+    test_clock_id: str | None = None
+    clock_now: datetime | None = None
+    billing_cycle_anchor: datetime | None = None
+    has_payment_method: bool = True
+    actor: str | None = None
+    policy: BillingPolicy = Field(default_factory=BillingPolicy)
+    carried: CarriedState | None = None
+
+
+class AdvanceClock(BaseModel):
+    to: datetime
+
+
+class AdvanceResult(BaseModel):
+    """`caught_up` is False when the run continued as new before catching up: ask again."""
+
+    caught_up: bool
+    now: datetime
+    status: str
+
+
+class ChangePlanRequest(BaseModel):
+    plan: PlanSnapshot
+    when: ChangeWhen | None = None
+    proration: ProrationBehavior | None = None
+    preview: bool = False
+    actor: str | None = None
+
+
+class CancelRequest(BaseModel):
+    at_period_end: bool = True
+    refund: str = "none"  # none | prorated
+    actor: str | None = None
+
+
+class ActorRequest(BaseModel):
+    """A lifecycle request whose only content is who asked."""
+
+    actor: str | None = None
+
+
+class PauseRequest(BaseModel):
+    resumes_at: datetime | None = None
+    actor: str | None = None
+
+
+class ExtendTrialRequest(BaseModel):
+    trial_end: datetime
+    actor: str | None = None
+
+
+class PaymentMethodChanged(BaseModel):
+    payment_method: str
+    actor: str | None = None
+
+
+class PaymentSucceeded(BaseModel):
+    """An asynchronous payment outcome reported by Stripe (webhook)."""
+
+    invoice_id: str
+    payment_intent_id: str
