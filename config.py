@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -84,14 +86,28 @@ def get_settings() -> Settings:
 
 
 # Keys whose values never reach a log line, whatever logged them.
-_SECRET_KEYS = ("authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc")
+_SECRET_KEYS = (
+    "authorization",
+    "api_key",
+    "key",
+    "secret",
+    "password",
+    "token",
+    "card",
+    "number",
+    "cvc",
+)
 
 
-def redact_secrets(_logger: object, _method: str, event: dict[str, object]) -> dict[str, object]:
+def redact_secrets(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: mask secret-looking fields and bearer/API-key-looking strings."""
     for name in list(event):
         lowered = name.lower()
-        if lowered != "event" and any(s == lowered or lowered.endswith("_" + s) for s in _SECRET_KEYS):
+        if lowered != "event" and any(
+            s == lowered or lowered.endswith("_" + s) for s in _SECRET_KEYS
+        ):
             event[name] = "[redacted]"
         elif isinstance(event[name], str):
             event[name] = _mask(str(event[name]))
@@ -116,7 +132,9 @@ def configure_logging(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     level = logging.getLevelName(settings.log_level.upper())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[
@@ -127,7 +145,9 @@ def configure_logging(settings: Settings | None = None) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(level if isinstance(level, int) else 20),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else 20
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=False,
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client

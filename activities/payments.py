@@ -42,7 +42,9 @@ class PaymentActivities:
         invoice = req.invoice
         key = charge_key(invoice.subscription_id, invoice.id, req.attempt_number)
         bound = log.bind(
-            subscription_id=invoice.subscription_id, invoice_id=invoice.id, attempt=req.attempt_number
+            subscription_id=invoice.subscription_id,
+            invoice_id=invoice.id,
+            attempt=req.attempt_number,
         )
         async with transaction(self._engine) as session:
             await invoice_repo.ensure_invoice(session, invoice)
@@ -77,7 +79,11 @@ class PaymentActivities:
                 _finish(attempt, PaymentResult(status="succeeded", payment_intent_id=None), now)
                 await invoice_repo.set_invoice_status(session, invoice.id, "paid", paid_at=now)
                 return _outcome(attempt)
-            if customer is None or not customer.stripe_customer_id or not customer.default_payment_method:
+            if (
+                customer is None
+                or not customer.stripe_customer_id
+                or not customer.default_payment_method
+            ):
                 _finish(
                     attempt,
                     PaymentResult(
@@ -89,7 +95,10 @@ class PaymentActivities:
                     now,
                 )
                 return _outcome(attempt)
-            stripe_customer, payment_method = customer.stripe_customer_id, customer.default_payment_method
+            stripe_customer, payment_method = (
+                customer.stripe_customer_id,
+                customer.default_payment_method,
+            )
         # Committed: the key is on record before any money can move.
 
         result: PaymentResult | None = None
@@ -116,7 +125,10 @@ class PaymentActivities:
                 # No retry fixes a request Stripe rejects; record it as a failed attempt
                 # the subscription can act on (dunning waits for a new payment method).
                 result = PaymentResult(
-                    status="failed", payment_intent_id=None, failure_code=err.code, failure_message=err.message
+                    status="failed",
+                    payment_intent_id=None,
+                    failure_code=err.code,
+                    failure_message=err.message,
                 )
                 bound.error("charge.invalid_request", code=err.code)
         if self.after_stripe_call is not None:
@@ -147,7 +159,9 @@ class PaymentActivities:
         async with transaction(self._engine) as session:
             paid = await invoice_repo.succeeded_attempt(session, req.invoice_id)
             await invoice_repo.ensure_invoice(session, req.credit_note)
-            await invoice_repo.set_invoice_status(session, req.credit_note.id, "paid", paid_at=datetime.now(UTC))
+            await invoice_repo.set_invoice_status(
+                session, req.credit_note.id, "paid", paid_at=datetime.now(UTC)
+            )
         if paid is None or paid.stripe_payment_intent_id is None:
             return RefundOutcome(refunded=0)
         amount = min(req.amount, paid.amount)
@@ -157,9 +171,16 @@ class PaymentActivities:
         if existing is not None:
             return RefundOutcome(refunded=amount, stripe_refund_ids=[existing])
         refund_id = await self._gateway.refund(
-            payment_intent_id=paid.stripe_payment_intent_id, amount=amount, idempotency_key=req.refund_key
+            payment_intent_id=paid.stripe_payment_intent_id,
+            amount=amount,
+            idempotency_key=req.refund_key,
         )
-        log.info("refund.created", subscription_id=req.subscription_id, invoice_id=req.invoice_id, amount=amount)
+        log.info(
+            "refund.created",
+            subscription_id=req.subscription_id,
+            invoice_id=req.invoice_id,
+            amount=amount,
+        )
         return RefundOutcome(refunded=amount, stripe_refund_ids=[refund_id])
 
 

@@ -118,10 +118,14 @@ class StripeGateway:
         except TRANSIENT_ERRORS:
             raise
         except stripe.InvalidRequestError as err:
-            raise InvalidPaymentRequest(err.code or "invalid_request", err.user_message or str(err)) from err
+            raise InvalidPaymentRequest(
+                err.code or "invalid_request", err.user_message or str(err)
+            ) from err
         return _result_of(intent)
 
-    async def find_payment(self, *, stripe_customer_id: str, idempotency_key: str) -> PaymentResult | None:
+    async def find_payment(
+        self, *, stripe_customer_id: str, idempotency_key: str
+    ) -> PaymentResult | None:
         """The PaymentIntent an earlier try created under this key, if Stripe has one.
 
         Real Stripe would replay the response for the same Idempotency-Key, but only for
@@ -141,7 +145,9 @@ class StripeGateway:
                 return _result_of(intent)
         return None
 
-    async def count_succeeded_payments(self, *, stripe_customer_id: str, idempotency_prefix: str) -> int:
+    async def count_succeeded_payments(
+        self, *, stripe_customer_id: str, idempotency_prefix: str
+    ) -> int:
         """Succeeded PaymentIntents whose key starts with the prefix (used by tests and audits)."""
         charges = await self._call(
             self._client.v1.charges.list_async({"customer": stripe_customer_id, "limit": 100})
@@ -201,7 +207,9 @@ class StripeGateway:
         try:
             return await awaitable
         except stripe.InvalidRequestError as err:
-            raise InvalidPaymentRequest(err.code or "invalid_request", err.user_message or str(err)) from err
+            raise InvalidPaymentRequest(
+                err.code or "invalid_request", err.user_message or str(err)
+            ) from err
 
 
 def _result_of(intent: Any) -> PaymentResult:

@@ -51,11 +51,21 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app = FastAPI(
         title="Recur",
         version="1.0",
-        summary="Subscription lifecycle engine: trials, renewals, proration, dunning, cancellation.",
+        summary="Subscription lifecycle engine: trials, renewals, proration, dunning.",
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (health, plans, api_keys, customers, entitlements, subscriptions, invoices, events, test_clocks):
+    for module in (
+        health,
+        plans,
+        api_keys,
+        customers,
+        entitlements,
+        subscriptions,
+        invoices,
+        events,
+        test_clocks,
+    ):
         app.include_router(module.router)
     return app
 

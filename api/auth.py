@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import ApiKey
@@ -70,6 +70,8 @@ class KeyCache:
 
 async def lookup(session: AsyncSession, digest: str) -> Principal | None:
     row = (
-        await session.exec(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at == None))  # noqa: E711
+        await session.exec(
+            select(ApiKey).where(ApiKey.key_hash == digest, col(ApiKey.revoked_at).is_(None))
+        )
     ).first()
     return Principal(row.id, Role(row.role)) if row else None

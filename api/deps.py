@@ -59,9 +59,7 @@ def require(*roles: Role) -> Callable[..., object]:
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in allowed:
-            raise ApiError(
-                403, "forbidden", f"The {principal.role.value} role may not do this"
-            )
+            raise ApiError(403, "forbidden", f"The {principal.role.value} role may not do this")
         return principal
 
     return check

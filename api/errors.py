@@ -36,7 +36,7 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def from_update_failure(err: WorkflowUpdateFailedError) -> ApiError:
     """A rejected workflow update (validator or handler) as the API error it stands for."""
-    cause = err.cause
+    cause: BaseException | None = err.cause
     while cause is not None and not isinstance(cause, ApplicationError):
         cause = cause.__cause__
     if isinstance(cause, ApplicationError) and cause.type:

@@ -32,7 +32,9 @@ class Idempotency:
         if self.key is None:
             return None
         if not 1 <= len(self.key) <= 255:
-            raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters")
+            raise ApiError(
+                400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters"
+            )
         body = await self._request.body()
         self._hash = hashlib.sha256(self._request.url.path.encode() + b"\0" + body).hexdigest()
         record = await self._session.get(IdempotencyRecord, (self._principal.key_id, self.key))
@@ -40,7 +42,9 @@ class Idempotency:
             return None
         if record.request_hash != self._hash:
             raise ApiError(
-                409, "idempotency_key_reused", "This Idempotency-Key was used with a different request"
+                409,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request",
             )
         return JSONResponse(status_code=record.status_code, content=record.response_body)
 

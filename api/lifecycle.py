@@ -64,7 +64,8 @@ async def start_subscription(
         search_attributes=TypedSearchAttributes(attributes),
         static_summary=f"{inp.subscription_id}: {plan.name} for {inp.customer_id}",
         static_details=(
-            f"**{plan.name}** (`{plan.plan_id}`), {format_amount(plan.amount, plan.currency)} every "
+            f"**{plan.name}** (`{plan.plan_id}`), "
+            f"{format_amount(plan.amount, plan.currency)} every "
             f"{plan.interval_count} {plan.interval.value}(s)\n\ncustomer `{inp.customer_id}`"
             + (f"\n\ntest clock `{inp.test_clock_id}`" if inp.test_clock_id else "")
         ),
@@ -77,7 +78,9 @@ async def start_subscription(
         raise from_rpc_error(err) from err
 
 
-async def update(client: Client, subscription_id: str, update_fn: Any, arg: Any, result_type: Any = None) -> Any:
+async def update(
+    client: Client, subscription_id: str, update_fn: Any, arg: Any, result_type: Any = None
+) -> Any:
     """Run a workflow update; rejections become API errors via the app's handlers."""
     handle = client.get_workflow_handle(workflow_id_for(subscription_id))
     try:
@@ -86,7 +89,9 @@ async def update(client: Client, subscription_id: str, update_fn: Any, arg: Any,
         raise from_rpc_error(err) from err
 
 
-async def signal_payment_method(client: Client, subscription_id: str, payment_method: str, actor: str) -> None:
+async def signal_payment_method(
+    client: Client, subscription_id: str, payment_method: str, actor: str
+) -> None:
     handle = client.get_workflow_handle(workflow_id_for(subscription_id))
     try:
         await handle.signal(
@@ -98,7 +103,9 @@ async def signal_payment_method(client: Client, subscription_id: str, payment_me
             raise
 
 
-async def advance_subscription(client: Client, subscription_id: str, to: datetime) -> AdvanceResult | None:
+async def advance_subscription(
+    client: Client, subscription_id: str, to: datetime
+) -> AdvanceResult | None:
     """Advance one subscription's clock and wait until it has caught up (None: it has ended).
 
     A run that continues as new mid-advance answers `caught_up=False`; the next run
@@ -122,7 +129,9 @@ async def advance_subscription(client: Client, subscription_id: str, to: datetim
     raise ApiError(409, "advance_failed", f"{subscription_id} did not catch up")
 
 
-async def advance_all(client: Client, subscription_ids: list[str], to: datetime, concurrency: int = 64) -> None:
+async def advance_all(
+    client: Client, subscription_ids: list[str], to: datetime, concurrency: int = 64
+) -> None:
     gate = asyncio.Semaphore(concurrency)
 
     async def one(subscription_id: str) -> None:

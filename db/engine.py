@@ -19,9 +19,7 @@ def get_engine(url: str | None = None) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(
-        engine or get_engine(), class_=AsyncSession, expire_on_commit=False
-    )
+    return async_sessionmaker(engine or get_engine(), class_=AsyncSession, expire_on_commit=False)
 
 
 @asynccontextmanager

@@ -16,7 +16,7 @@ from sqlmodel import Field, SQLModel
 
 def _utc(**kwargs: Any) -> Any:
     """A timezone-aware timestamp column (SQLModel's default drops the zone)."""
-    return Field(sa_type=DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
 
 
 def _json(default_factory: Any = dict) -> Any:

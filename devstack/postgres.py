@@ -37,7 +37,14 @@ def _system_user() -> str | None:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                PG_SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -58,7 +65,7 @@ def _open_path_for(user: str, path: Path) -> None:
     bin_dir = pg_bin_dir()
     for parent in bin_dir.parent.resolve().parents:
         parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
-    for root, dirs, files in os.walk(bin_dir.parent):
+    for root, _dirs, files in os.walk(bin_dir.parent):
         os.chmod(root, os.stat(root).st_mode | stat.S_IROTH | stat.S_IXOTH)
         for name in files:
             full = os.path.join(root, name)
@@ -77,12 +84,26 @@ def start_postgres(
         _open_path_for(user, pgdata)
     bin_dir = pg_bin_dir()
     if not (pgdata / "PG_VERSION").exists():
-        subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_ROLE, "--auth=trust", "-E", "UTF8"],
-            check=True,
+        result = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                PG_ROLE,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+            ],
             capture_output=True,
+            text=True,
             user=user,
+            group=user,
+            extra_groups=[] if user else None,
+            cwd=pgdata,
         )
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
     argv = [
         str(bin_dir / "postgres"),
         "-D", str(pgdata),
@@ -94,12 +115,16 @@ def start_postgres(
     if not durable:
         # Tests throw the cluster away; skipping fsync makes them much faster.
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-    child = Child("postgres", argv, log_path, user=user, stop_signal=2).start()  # SIGINT: fast shutdown
+    child = Child(
+        "postgres", argv, log_path, user=user, cwd=pgdata, stop_signal=2
+    ).start()  # SIGINT: fast shutdown
 
     def ready() -> bool:
         child.ensure_alive()
         try:
-            with psycopg.connect(f"postgresql://{PG_ROLE}@127.0.0.1:{port}/postgres", connect_timeout=2):
+            with psycopg.connect(
+                f"postgresql://{PG_ROLE}@127.0.0.1:{port}/postgres", connect_timeout=2
+            ):
                 return True
         except psycopg.OperationalError:
             return False
@@ -108,7 +133,9 @@ def start_postgres(
     with psycopg.connect(
         f"postgresql://{PG_ROLE}@127.0.0.1:{port}/postgres", autocommit=True
     ) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{database}"')
     return child

@@ -58,6 +58,7 @@ class Child:
     log_path: Path
     env: dict[str, str] | None = None
     user: str | None = None
+    cwd: Path | None = None
     stop_signal: int = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
@@ -72,7 +73,12 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            # Drop the group too: with root's gid the server could not enter
+            # root-group directories that only "others" may traverse.
             user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
+            cwd=self.cwd,
             # Own process group: Ctrl-C in the terminal reaches only the supervisor,
             # which then stops children in order instead of all at once.
             start_new_session=True,

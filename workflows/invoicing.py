@@ -15,8 +15,7 @@ def period_line(plan: PlanSnapshot, start: datetime, end: datetime) -> InvoiceLi
     """The full price of `plan` for one period."""
     return InvoiceLine(
         kind=LineKind.SUBSCRIPTION,
-        description=f"{plan.name} ({format_amount(plan.amount, plan.currency)} / "
-        f"{_cadence(plan)})",
+        description=f"{plan.name} ({format_amount(plan.amount, plan.currency)} / {_cadence(plan)})",
         amount=plan.amount,
         period_start=start,
         period_end=end,

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from domain.contracts import DunningView, PauseView, PendingChangeView, PlanSnapshot
+from domain.contracts import DunningView, InvoiceDraft, PauseView, PendingChangeView, PlanSnapshot
 from domain.dunning import DunningPolicy
 from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
 
@@ -34,12 +34,14 @@ class CarriedState(BaseModel):
     pending_plan: PlanSnapshot | None = None
     pending_proration_lines: list[dict[str, object]] = Field(default_factory=list)
     latest_invoice_id: str | None = None
-    open_invoice_id: str | None = None
+    open_invoice: InvoiceDraft | None = None
+    incomplete_attempts: int = 0
     dunning: DunningView = Field(default_factory=DunningView)
     granted_features: list[str] = Field(default_factory=list)
     changes_this_period: int = 0
     state_version: int = 0
     clock_now: datetime | None = None
+    clock_cursor: datetime | None = None
     renewals: int = 0
 
 

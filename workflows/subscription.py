@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
 
 from domain.contracts import (
     ChargeOutcome,
@@ -29,15 +28,14 @@ from domain.contracts import (
     InvoiceDraft,
     PauseView,
     PendingChangeView,
-    PlanSnapshot,
     RefundOutcome,
     RefundRequest,
     SubscriptionView,
     SyncRequest,
 )
-from domain.dunning import ExhaustedAction, is_hard_decline, next_retry_at
+from domain.dunning import ExhaustedAction, next_retry_at
 from domain.errors import DomainError
-from domain.invoices import InvoiceLine, LineKind, proration_lines
+from domain.invoices import InvoiceLine, proration_lines
 from domain.periods import next_boundary_after
 from domain.plan_change import (
     ChangeKind,
@@ -46,8 +44,8 @@ from domain.plan_change import (
     decide_plan_change,
 )
 from domain.status import SubscriptionStatus as S
-from workflows import search_attributes as sa
 from workflows.clock import WorkflowClock
+from workflows.details import current_details, search_attribute_updates
 from workflows.errors import from_domain, rejected
 from workflows.invoicing import partial_period_line, period_line, unused_time_credit
 from workflows.messages import (
@@ -73,7 +71,9 @@ CHARGE_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
 )
-SYNC_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30))
+SYNC_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+)
 
 
 @workflow.defn
@@ -83,7 +83,9 @@ class SubscriptionWorkflow:
         self._in = inp
         carried = inp.carried
         self._clock = WorkflowClock(
-            inp.test_clock_id, carried.clock_now if carried else inp.clock_now
+            inp.test_clock_id,
+            carried.clock_now if carried else inp.clock_now,
+            carried.clock_cursor if carried else None,
         )
         self._s: CarriedState = carried or self._initial_state(inp)
         self._started = carried is not None
@@ -126,7 +128,9 @@ class SubscriptionWorkflow:
             )
             return
         start = now
-        end = next_boundary_after(s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, now)
+        end = next_boundary_after(
+            s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, now
+        )
         if s.billing_cycle_anchor > now:
             line = partial_period_line(s.plan, s.billing_cycle_anchor, start, end)
         else:
@@ -137,16 +141,24 @@ class SubscriptionWorkflow:
             s.status = S.ACTIVE
             s.current_period_start, s.current_period_end = start, end
             await self._sync(
-                [created, *self._paid_events(invoice, outcome), self._event("subscription.activated")],
+                [
+                    created,
+                    *self._paid_events(invoice, outcome),
+                    self._event("subscription.activated"),
+                ],
                 features=s.plan.features,
             )
         else:
             s.status = S.INCOMPLETE
-            s.open_invoice_id = invoice.id
+            s.open_invoice = invoice
+            s.incomplete_attempts = 1
             s.current_period_start, s.current_period_end = start, end
-            self._pending_invoice = invoice
             await self._sync(
-                [created, self._failed_event(invoice, outcome), self._event("subscription.incomplete")],
+                [
+                    created,
+                    self._failed_event(invoice, outcome),
+                    self._event("subscription.incomplete"),
+                ],
                 features=[],
             )
 
@@ -167,8 +179,11 @@ class SubscriptionWorkflow:
                 return "await_payment_method", None
             return "dunning_retry", s.dunning.next_retry_at
         if s.status == S.INCOMPLETE:
-            hours = self._in.policy.incomplete_expiry_hours
-            return "incomplete_expire", s.created_at + timedelta(hours=hours)
+            expires_at = s.created_at + timedelta(hours=self._in.policy.incomplete_expiry_hours)
+            retry_at = s.dunning.next_retry_at
+            if retry_at is not None and retry_at < expires_at:
+                return "dunning_retry", retry_at  # a new payment method arrived
+            return "incomplete_expire", expires_at
         if s.status == S.PAUSED:
             return "resume", s.pause.resumes_at if s.pause else None
         return "none", None
@@ -177,7 +192,9 @@ class SubscriptionWorkflow:
         """Do the due step; True when a new period began (time to continue as new)."""
         if step == "trial_will_end":
             self._s.trial_will_end_sent = True
-            await self._sync([self._event("subscription.trial_will_end", trial_end=self._s.trial_end)])
+            await self._sync(
+                [self._event("subscription.trial_will_end", trial_end=self._s.trial_end)]
+            )
             return False
         if step == "trial_end":
             return await self._end_trial()
@@ -198,7 +215,9 @@ class SubscriptionWorkflow:
         s = self._s
         assert s.trial_end is not None
         start = s.trial_end
-        end = next_boundary_after(s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start)
+        end = next_boundary_after(
+            s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start
+        )
         invoice = self._invoice("subscription_cycle", [period_line(s.plan, start, end)], start, end)
         s.current_period_start, s.current_period_end = start, end
         s.trial_end = start
@@ -212,7 +231,9 @@ class SubscriptionWorkflow:
             return True
         if outcome.no_payment_method:
             # Design rule: a trial that ends with no way to pay is canceled.
-            await self._cancel_now(reason="trial_ended_without_payment_method", actor=None, void=invoice.id)
+            await self._cancel_now(
+                reason="trial_ended_without_payment_method", actor=None, void=invoice.id
+            )
             return False
         await self._enter_dunning(invoice, outcome)
         return False
@@ -227,9 +248,18 @@ class SubscriptionWorkflow:
         if s.pending_plan is not None:
             old = s.plan
             s.plan, s.pending_plan, s.pending_change = s.pending_plan, None, None
-            events.append(self._event("subscription.plan_changed", from_plan=old.plan_id, to_plan=s.plan.plan_id, when="period_end"))
+            events.append(
+                self._event(
+                    "subscription.plan_changed",
+                    from_plan=old.plan_id,
+                    to_plan=s.plan.plan_id,
+                    when="period_end",
+                )
+            )
         start = s.current_period_end
-        end = next_boundary_after(s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start)
+        end = next_boundary_after(
+            s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start
+        )
         lines = [*self._take_pending_prorations(), period_line(s.plan, start, end)]
         invoice = self._invoice("subscription_cycle", lines, start, end)
         s.current_period_start, s.current_period_end = start, end
@@ -238,7 +268,11 @@ class SubscriptionWorkflow:
         if outcome.status == "paid":
             s.renewals += 1
             await self._sync(
-                [*events, *self._paid_events(invoice, outcome), self._event("subscription.renewed", period_end=end)],
+                [
+                    *events,
+                    *self._paid_events(invoice, outcome),
+                    self._event("subscription.renewed", period_end=end),
+                ],
                 features=s.plan.features,
             )
             return True
@@ -247,12 +281,13 @@ class SubscriptionWorkflow:
 
     # ------------------------------------------------------------------ dunning
 
-    async def _enter_dunning(self, invoice: InvoiceDraft, outcome: ChargeOutcome, extra: list[EventDraft] | None = None) -> None:
+    async def _enter_dunning(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, extra: list[EventDraft] | None = None
+    ) -> None:
         s = self._s
         now = self._now()
         s.status = S.PAST_DUE
-        s.open_invoice_id = invoice.id
-        self._pending_invoice = invoice
+        s.open_invoice = invoice
         hard = outcome.hard_decline or outcome.no_payment_method
         s.dunning = DunningView(
             attempts=1,
@@ -261,33 +296,50 @@ class SubscriptionWorkflow:
             next_retry_at=None if hard else next_retry_at(now, 0, self._in.policy.dunning),
         )
         await self._sync(
-            [*(extra or []), self._failed_event(invoice, outcome), self._event("subscription.past_due", next_retry_at=s.dunning.next_retry_at)],
+            [
+                *(extra or []),
+                self._failed_event(invoice, outcome),
+                self._event("subscription.past_due", next_retry_at=s.dunning.next_retry_at),
+            ],
             # Entitlements stay during the dunning grace (design rule).
             features=s.plan.features,
         )
 
     async def _retry_open_invoice(self, actor: str | None) -> ChargeOutcome:
         s = self._s
-        invoice = self._pending_invoice
-        attempt = s.dunning.attempts + 1 if s.status != S.INCOMPLETE else self._incomplete_attempts + 1
+        invoice = s.open_invoice
+        assert invoice is not None
+        attempt = (s.incomplete_attempts if s.status == S.INCOMPLETE else s.dunning.attempts) + 1
         outcome = await self._charge(invoice, attempt, actor=actor)
         if outcome.status == "paid":
             was = s.status
             s.status = S.ACTIVE
-            s.open_invoice_id = None
+            s.open_invoice = None
             s.dunning = DunningView()
             events = [*self._paid_events(invoice, outcome, actor=actor)]
-            events.append(self._event("subscription.activated" if was == S.INCOMPLETE else "subscription.recovered", actor=actor))
+            events.append(
+                self._event(
+                    "subscription.activated" if was == S.INCOMPLETE else "subscription.recovered",
+                    actor=actor,
+                )
+            )
             await self._sync(events, features=s.plan.features)
             return outcome
         if s.status == S.INCOMPLETE:
-            self._incomplete_attempts += 1
+            s.incomplete_attempts += 1
+            s.dunning.next_retry_at = None
             await self._sync([self._failed_event(invoice, outcome, actor=actor)])
             return outcome
         retries_done = s.dunning.attempts  # attempts includes the first failure
         s.dunning.attempts += 1
         hard = outcome.hard_decline or outcome.no_payment_method
-        nxt = None if hard else next_retry_at(s.dunning.first_failure_at or self._now(), retries_done, self._in.policy.dunning)
+        nxt = (
+            None
+            if hard
+            else next_retry_at(
+                s.dunning.first_failure_at or self._now(), retries_done, self._in.policy.dunning
+            )
+        )
         if nxt is None and not hard:
             await self._sync([self._failed_event(invoice, outcome, actor=actor)])
             await self._dunning_exhausted()
@@ -299,25 +351,39 @@ class SubscriptionWorkflow:
 
     async def _dunning_exhausted(self) -> None:
         s = self._s
-        invoice_id = s.open_invoice_id
+        invoice_id = s.open_invoice.id if s.open_invoice else None
         if self._in.policy.dunning.exhausted_action == ExhaustedAction.UNPAID:
             s.status = S.UNPAID
             s.dunning.next_retry_at = None
             s.dunning.awaiting_payment_method = True
-            await self._sync([self._event("subscription.unpaid")], features=[], invoice_status={invoice_id: "uncollectible"} if invoice_id else None)
+            await self._sync(
+                [self._event("subscription.unpaid")],
+                features=[],
+                invoice_status={invoice_id: "uncollectible"} if invoice_id else None,
+            )
             return
         await self._cancel_now(reason="dunning_exhausted", actor=None, uncollectible=invoice_id)
 
     async def _expire_incomplete(self) -> None:
         s = self._s
         s.status = S.INCOMPLETE_EXPIRED
-        void = {s.open_invoice_id: "void"} if s.open_invoice_id else None
-        s.open_invoice_id = None
-        await self._sync([self._event("subscription.incomplete_expired")], features=[], invoice_status=void)
+        void = {s.open_invoice.id: "void"} if s.open_invoice else None
+        s.open_invoice = None
+        await self._sync(
+            [self._event("subscription.incomplete_expired")], features=[], invoice_status=void
+        )
 
     # ------------------------------------------------------------------ cancel, pause
 
-    async def _cancel_now(self, reason: str, actor: str | None, *, void: str | None = None, uncollectible: str | None = None, refund: str = "none") -> None:
+    async def _cancel_now(
+        self,
+        reason: str,
+        actor: str | None,
+        *,
+        void: str | None = None,
+        uncollectible: str | None = None,
+        refund: str = "none",
+    ) -> None:
         s = self._s
         now = self._now()
         events: list[EventDraft] = []
@@ -326,7 +392,13 @@ class SubscriptionWorkflow:
             statuses[void] = "void"
         if uncollectible:
             statuses[uncollectible] = "uncollectible"
-        if refund == "prorated" and s.status == S.ACTIVE and s.current_period_start and s.current_period_end and s.latest_invoice_id:
+        if (
+            refund == "prorated"
+            and s.status == S.ACTIVE
+            and s.current_period_start
+            and s.current_period_end
+            and s.latest_invoice_id
+        ):
             credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
             if credit is not None:
                 events += await self._refund(credit, actor)
@@ -335,7 +407,7 @@ class SubscriptionWorkflow:
         s.cancel_at_period_end = False
         s.pending_change, s.pending_plan = None, None
         s.dunning.next_retry_at = None
-        s.open_invoice_id = None
+        s.open_invoice = None
         events.append(self._event("subscription.canceled", reason=reason, actor=actor))
         await self._sync(events, features=[], invoice_status=statuses or None)
 
@@ -343,16 +415,32 @@ class SubscriptionWorkflow:
         s = self._s
         paid_invoice = s.latest_invoice_id
         assert paid_invoice is not None
-        note = self._invoice("subscription_cancel_refund", [credit], credit.period_start, credit.period_end)
+        note = self._invoice(
+            "subscription_cancel_refund", [credit], credit.period_start, credit.period_end
+        )
         result: RefundOutcome = await workflow.execute_activity(
             "refund_invoice",
-            RefundRequest(invoice_id=paid_invoice, subscription_id=s_id(self), amount=-credit.amount, refund_key=f"{s_id(self)}:{note.id}:refund", credit_note=note),
+            RefundRequest(
+                invoice_id=paid_invoice,
+                subscription_id=s_id(self),
+                amount=-credit.amount,
+                refund_key=f"{s_id(self)}:{note.id}:refund",
+                credit_note=note,
+            ),
             result_type=RefundOutcome,
             start_to_close_timeout=timedelta(seconds=60),
             retry_policy=CHARGE_RETRY,
             summary=f"refund {-credit.amount} {s.plan.currency} of {paid_invoice}",
         )
-        return [self._event("invoice.refunded", invoice_id=paid_invoice, credit_note_id=note.id, amount=result.refunded, actor=actor)]
+        return [
+            self._event(
+                "invoice.refunded",
+                invoice_id=paid_invoice,
+                credit_note_id=note.id,
+                amount=result.refunded,
+                actor=actor,
+            )
+        ]
 
     async def _resume(self, actor: str | None) -> None:
         s = self._s
@@ -363,12 +451,16 @@ class SubscriptionWorkflow:
         end = next_boundary_after(now, s.plan.interval, s.plan.interval_count, now)
         s.current_period_start, s.current_period_end = start, end
         s.changes_this_period = 0
-        invoice = self._invoice("subscription_resume", [period_line(s.plan, start, end)], start, end)
+        invoice = self._invoice(
+            "subscription_resume", [period_line(s.plan, start, end)], start, end
+        )
         outcome = await self._charge(invoice, 1, actor=actor)
         resumed = self._event("subscription.resumed", actor=actor)
         if outcome.status == "paid":
             s.status = S.ACTIVE
-            await self._sync([resumed, *self._paid_events(invoice, outcome)], features=s.plan.features)
+            await self._sync(
+                [resumed, *self._paid_events(invoice, outcome)], features=s.plan.features
+            )
             return
         await self._enter_dunning(invoice, outcome, extra=[resumed])
 
@@ -376,7 +468,8 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def initial_state(self) -> SubscriptionView:
-        """Sent with the start (update-with-start): answers once the first charge or trial is decided."""
+        """Sent with the start (update-with-start): answers once the first charge or trial
+        is decided."""
         await workflow.wait_condition(lambda: self._started)
         return self._view()
 
@@ -388,20 +481,68 @@ class SubscriptionWorkflow:
                 return await self._drop_pending_change(req.actor)
             if s.status == S.TRIALING:
                 return await self._change_during_trial(req)
-            decision = decide_plan_change(s.plan, req.plan, s.status, s.changes_this_period, req.when, req.proration, self._in.policy.plan_change)
+            decision = decide_plan_change(
+                s.plan,
+                req.plan,
+                s.status,
+                s.changes_this_period,
+                req.when,
+                req.proration,
+                self._in.policy.plan_change,
+            )
             now = self._now()
             if decision.when == ChangeWhen.PERIOD_END:
                 assert s.current_period_end is not None
-                preview = self._invoice("subscription_cycle", [period_line(req.plan, s.current_period_end, next_boundary_after(s.billing_cycle_anchor, req.plan.interval, req.plan.interval_count, s.current_period_end))], s.current_period_end, s.current_period_end)
+                preview = self._invoice(
+                    "subscription_cycle",
+                    [
+                        period_line(
+                            req.plan,
+                            s.current_period_end,
+                            next_boundary_after(
+                                s.billing_cycle_anchor,
+                                req.plan.interval,
+                                req.plan.interval_count,
+                                s.current_period_end,
+                            ),
+                        )
+                    ],
+                    s.current_period_end,
+                    s.current_period_end,
+                )
                 if req.preview:
-                    return {"decision": _decision_dict(decision), "invoice_preview": preview.model_dump(mode="json")}
+                    return {
+                        "decision": _decision_dict(decision),
+                        "invoice_preview": preview.model_dump(mode="json"),
+                    }
                 s.pending_plan = req.plan
-                s.pending_change = PendingChangeView(plan_id=req.plan.plan_id, effective_at=s.current_period_end, proration="none")
+                s.pending_change = PendingChangeView(
+                    plan_id=req.plan.plan_id, effective_at=s.current_period_end, proration="none"
+                )
                 s.changes_this_period += 1
                 self._dirty = True
-                await self._sync([self._event("subscription.plan_change_scheduled", to_plan=req.plan.plan_id, effective_at=s.current_period_end, actor=req.actor)])
-                return {"decision": _decision_dict(decision), "subscription": self._view().model_dump(mode="json")}
-            return await self._change_now(req, decision.kind, decision.proration, decision.new_anchor, now, decision_dict=_decision_dict(decision))
+                await self._sync(
+                    [
+                        self._event(
+                            "subscription.plan_change_scheduled",
+                            to_plan=req.plan.plan_id,
+                            effective_at=s.current_period_end,
+                            actor=req.actor,
+                        )
+                    ]
+                )
+                return {
+                    "decision": _decision_dict(decision),
+                    "subscription": self._view().model_dump(mode="json"),
+                }
+            return await self._change_now(
+                req,
+                decision.kind,
+                decision.proration,
+                decision.new_anchor,
+                now,
+                decision_dict=_decision_dict(decision),
+            )
 
     @change_plan.validator
     def _validate_change_plan(self, req: ChangePlanRequest) -> None:
@@ -412,10 +553,20 @@ class SubscriptionWorkflow:
             if req.plan.plan_id == s.plan.plan_id:
                 raise rejected("same_plan", f"Subscription is already on plan {s.plan.plan_id}")
             if req.plan.currency != s.plan.currency:
-                raise rejected("currency_mismatch", "Cannot change to a plan in another currency", 422)
+                raise rejected(
+                    "currency_mismatch", "Cannot change to a plan in another currency", 422
+                )
             return
         try:
-            decide_plan_change(s.plan, req.plan, s.status, s.changes_this_period, req.when, req.proration, self._in.policy.plan_change)
+            decide_plan_change(
+                s.plan,
+                req.plan,
+                s.status,
+                s.changes_this_period,
+                req.when,
+                req.proration,
+                self._in.policy.plan_change,
+            )
         except DomainError as err:
             raise from_domain(err) from None
 
@@ -424,7 +575,9 @@ class SubscriptionWorkflow:
         dropped = s.pending_change.plan_id if s.pending_change else None
         s.pending_plan, s.pending_change = None, None
         self._dirty = True
-        await self._sync([self._event("subscription.plan_change_canceled", plan_id=dropped, actor=actor)])
+        await self._sync(
+            [self._event("subscription.plan_change_canceled", plan_id=dropped, actor=actor)]
+        )
         return {"subscription": self._view().model_dump(mode="json")}
 
     async def _change_during_trial(self, req: ChangePlanRequest) -> dict[str, object]:
@@ -434,16 +587,38 @@ class SubscriptionWorkflow:
         old = s.plan
         s.plan = req.plan
         s.pending_plan, s.pending_change = None, None
-        await self._sync([self._event("subscription.plan_changed", from_plan=old.plan_id, to_plan=req.plan.plan_id, when="now", actor=req.actor)], features=req.plan.features)
+        await self._sync(
+            [
+                self._event(
+                    "subscription.plan_changed",
+                    from_plan=old.plan_id,
+                    to_plan=req.plan.plan_id,
+                    when="now",
+                    actor=req.actor,
+                )
+            ],
+            features=req.plan.features,
+        )
         return {"subscription": self._view().model_dump(mode="json")}
 
-    async def _change_now(self, req: ChangePlanRequest, kind: ChangeKind, proration: ProrationBehavior, new_anchor: bool, now: datetime, decision_dict: dict[str, object]) -> dict[str, object]:
+    async def _change_now(
+        self,
+        req: ChangePlanRequest,
+        kind: ChangeKind,
+        proration: ProrationBehavior,
+        new_anchor: bool,
+        now: datetime,
+        decision_dict: dict[str, object],
+    ) -> dict[str, object]:
         s = self._s
         assert s.current_period_start is not None and s.current_period_end is not None
         old = s.plan
         if new_anchor:
             # Interval change: credit the unused old period, start a full new one now.
-            start, end = now, next_boundary_after(now, req.plan.interval, req.plan.interval_count, now)
+            start, end = (
+                now,
+                next_boundary_after(now, req.plan.interval, req.plan.interval_count, now),
+            )
             lines: list[InvoiceLine] = []
             if proration != ProrationBehavior.NONE:
                 credit = unused_time_credit(old, s.current_period_start, s.current_period_end, now)
@@ -452,7 +627,11 @@ class SubscriptionWorkflow:
             lines.append(period_line(req.plan, start, end))
         else:
             start, end = s.current_period_start, s.current_period_end
-            lines = [] if proration == ProrationBehavior.NONE else proration_lines(old, req.plan, start, end, now)
+            lines = (
+                []
+                if proration == ProrationBehavior.NONE
+                else proration_lines(old, req.plan, start, end, now)
+            )
         invoice = self._invoice("subscription_update", lines, start if new_anchor else now, end)
         charge_now = new_anchor or proration == ProrationBehavior.ALWAYS_INVOICE
         if req.preview:
@@ -463,12 +642,23 @@ class SubscriptionWorkflow:
             if invoice.total > 0:
                 outcome = await self._charge(invoice, 1, actor=req.actor)
                 if outcome.status != "paid":
-                    await self._sync([self._failed_event(invoice, outcome, actor=req.actor)], invoice_status={invoice.id: "void"})
-                    raise rejected("payment_failed", f"The change was not applied: the charge of {invoice.total} was declined ({outcome.decline_code or outcome.failure_code})", 402 if False else 409)
+                    await self._sync(
+                        [self._failed_event(invoice, outcome, actor=req.actor)],
+                        invoice_status={invoice.id: "void"},
+                    )
+                    raise rejected(
+                        "payment_failed",
+                        "The change was not applied: the charge of "
+                        f"{invoice.total} was declined "
+                        f"({outcome.decline_code or outcome.failure_code})",
+                        402 if False else 409,
+                    )
                 events += self._paid_events(invoice, outcome, actor=req.actor)
             else:
                 # A net credit is carried to the next invoice rather than paid out.
-                s.pending_proration_lines += [line.model_dump(mode="json") for line in invoice.lines]
+                s.pending_proration_lines += [
+                    line.model_dump(mode="json") for line in invoice.lines
+                ]
             result["invoice"] = invoice.model_dump(mode="json")
         elif proration == ProrationBehavior.CREATE_PRORATIONS:
             s.pending_proration_lines += [line.model_dump(mode="json") for line in invoice.lines]
@@ -480,7 +670,16 @@ class SubscriptionWorkflow:
             s.current_period_start, s.current_period_end = start, end
             s.changes_this_period = 0
         self._dirty = True
-        events.append(self._event("subscription.plan_changed", from_plan=old.plan_id, to_plan=req.plan.plan_id, when="now", kind=kind.value, actor=req.actor))
+        events.append(
+            self._event(
+                "subscription.plan_changed",
+                from_plan=old.plan_id,
+                to_plan=req.plan.plan_id,
+                when="now",
+                kind=kind.value,
+                actor=req.actor,
+            )
+        )
         await self._sync(events, features=req.plan.features)
         result["subscription"] = self._view().model_dump(mode="json")
         return result
@@ -496,10 +695,20 @@ class SubscriptionWorkflow:
                     await self._cancel_now(reason="canceled_during_trial", actor=req.actor)
                     return self._view()
                 self._dirty = True
-                await self._sync([self._event("subscription.cancel_scheduled", at=s.current_period_end, actor=req.actor)])
+                await self._sync(
+                    [
+                        self._event(
+                            "subscription.cancel_scheduled",
+                            at=s.current_period_end,
+                            actor=req.actor,
+                        )
+                    ]
+                )
                 return self._view()
-            void = s.open_invoice_id
-            await self._cancel_now(reason="requested", actor=req.actor, void=void, refund=req.refund)
+            void = s.open_invoice.id if s.open_invoice else None
+            await self._cancel_now(
+                reason="requested", actor=req.actor, void=void, refund=req.refund
+            )
             self._dirty = True
             return self._view()
 
@@ -510,7 +719,9 @@ class SubscriptionWorkflow:
         if req.refund not in ("none", "prorated"):
             raise rejected("invalid_refund", "refund must be none or prorated", 422)
         if req.refund == "prorated" and req.at_period_end:
-            raise rejected("invalid_refund", "A prorated refund applies only to an immediate cancel", 422)
+            raise rejected(
+                "invalid_refund", "A prorated refund applies only to an immediate cancel", 422
+            )
 
     @workflow.update
     async def reactivate(self, req: ActorRequest) -> SubscriptionView:
@@ -532,13 +743,19 @@ class SubscriptionWorkflow:
             s.status = S.PAUSED
             s.pause = PauseView(paused_at=self._now(), resumes_at=req.resumes_at)
             self._dirty = True
-            await self._sync([self._event("subscription.paused", resumes_at=req.resumes_at, actor=req.actor)], features=[])
+            await self._sync(
+                [self._event("subscription.paused", resumes_at=req.resumes_at, actor=req.actor)],
+                features=[],
+            )
             return self._view()
 
     @pause.validator
     def _validate_pause(self, req: PauseRequest) -> None:
         if self.status != S.ACTIVE:
-            raise rejected("subscription_not_pausable", f"Only an active subscription can be paused (it is {self.status})")
+            raise rejected(
+                "subscription_not_pausable",
+                f"Only an active subscription can be paused (it is {self.status})",
+            )
         if req.resumes_at is not None and req.resumes_at <= self._now():
             raise rejected("invalid_resumes_at", "resumes_at must be in the future", 422)
 
@@ -565,7 +782,17 @@ class SubscriptionWorkflow:
             if warn_at > self._now():
                 s.trial_will_end_sent = False
             self._dirty = True
-            await self._sync([self._event("subscription.trial_extended", from_trial_end=old, trial_end=req.trial_end, actor=req.actor)], features=s.plan.features)
+            await self._sync(
+                [
+                    self._event(
+                        "subscription.trial_extended",
+                        from_trial_end=old,
+                        trial_end=req.trial_end,
+                        actor=req.actor,
+                    )
+                ],
+                features=s.plan.features,
+            )
             return self._view()
 
     @extend_trial.validator
@@ -574,7 +801,9 @@ class SubscriptionWorkflow:
         if s.status != S.TRIALING:
             raise rejected("subscription_not_trialing", f"Subscription is {s.status}, not trialing")
         if req.trial_end.tzinfo is None or s.trial_end is None or req.trial_end <= s.trial_end:
-            raise rejected("invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422)
+            raise rejected(
+                "invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422
+            )
 
     @workflow.update
     async def retry_payment(self, req: ActorRequest) -> ChargeOutcome:
@@ -585,8 +814,10 @@ class SubscriptionWorkflow:
 
     @retry_payment.validator
     def _validate_retry_payment(self, req: ActorRequest) -> None:
-        if self.status not in (S.PAST_DUE, S.INCOMPLETE, S.UNPAID) or self._s.open_invoice_id is None:
-            raise rejected("nothing_to_retry", f"Subscription is {self.status} with no open invoice")
+        if self.status not in (S.PAST_DUE, S.INCOMPLETE, S.UNPAID) or self._s.open_invoice is None:
+            raise rejected(
+                "nothing_to_retry", f"Subscription is {self.status} with no open invoice"
+            )
 
     @workflow.update
     async def advance_clock(self, req: AdvanceClock) -> AdvanceResult:
@@ -609,16 +840,15 @@ class SubscriptionWorkflow:
     def payment_method_changed(self, msg: PaymentMethodChanged) -> None:
         """A new card: dunning and incomplete subscriptions try again at once."""
         d = self._s.dunning
-        if self.status in (S.PAST_DUE, S.UNPAID, S.INCOMPLETE) and self._s.open_invoice_id:
+        if self.status in (S.PAST_DUE, S.UNPAID, S.INCOMPLETE) and self._s.open_invoice:
             d.awaiting_payment_method = False
             d.next_retry_at = self._now()
-            self._retry_now = True
             self._dirty = True
 
     @workflow.signal
     def payment_succeeded(self, msg: PaymentSucceeded) -> None:
         """Stripe reported an asynchronous success (e.g. after 3-D Secure)."""
-        if self._s.open_invoice_id == msg.invoice_id:
+        if self._s.open_invoice and self._s.open_invoice.id == msg.invoice_id:
             self._s.dunning.next_retry_at = self._now()
             self._s.dunning.awaiting_payment_method = False
             self._dirty = True
@@ -672,7 +902,9 @@ class SubscriptionWorkflow:
             actor=actor,
         )
 
-    def _invoice(self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime) -> InvoiceDraft:
+    def _invoice(
+        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+    ) -> InvoiceDraft:
         return InvoiceDraft(
             id=self._new_id("in"),
             subscription_id=self._in.subscription_id,
@@ -690,7 +922,9 @@ class SubscriptionWorkflow:
         self._s.pending_proration_lines = []
         return lines
 
-    async def _charge(self, invoice: InvoiceDraft, attempt: int, actor: str | None = None) -> ChargeOutcome:
+    async def _charge(
+        self, invoice: InvoiceDraft, attempt: int, actor: str | None = None
+    ) -> ChargeOutcome:
         outcome: ChargeOutcome = await workflow.execute_activity(
             "charge_invoice",
             ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor),
@@ -704,10 +938,22 @@ class SubscriptionWorkflow:
         self._last_outcome = outcome
         return outcome
 
-    def _paid_events(self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None) -> list[EventDraft]:
-        return [self._event("invoice.paid", invoice_id=invoice.id, amount=outcome.amount, attempt=outcome.attempt_number, actor=actor)]
+    def _paid_events(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
+    ) -> list[EventDraft]:
+        return [
+            self._event(
+                "invoice.paid",
+                invoice_id=invoice.id,
+                amount=outcome.amount,
+                attempt=outcome.attempt_number,
+                actor=actor,
+            )
+        ]
 
-    def _failed_event(self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None) -> EventDraft:
+    def _failed_event(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
+    ) -> EventDraft:
         return self._event(
             "invoice.payment_failed",
             invoice_id=invoice.id,
@@ -719,22 +965,38 @@ class SubscriptionWorkflow:
 
     def _entitlement_events(self, features: list[str]) -> list[EventDraft]:
         before, after = set(self._s.granted_features), set(features)
-        events = [self._event("entitlement.granted", feature=f, plan_id=self._s.plan.plan_id) for f in sorted(after - before)]
+        events = [
+            self._event("entitlement.granted", feature=f, plan_id=self._s.plan.plan_id)
+            for f in sorted(after - before)
+        ]
         events += [self._event("entitlement.revoked", feature=f) for f in sorted(before - after)]
         return events
 
-    async def _sync(self, events: list[EventDraft], *, features: list[str] | None = None, invoice_status: dict[str, str] | None = None) -> None:
+    async def _sync(
+        self,
+        events: list[EventDraft],
+        *,
+        features: list[str] | None = None,
+        invoice_status: dict[str, str] | None = None,
+    ) -> None:
         """Project state to PostgreSQL (read model, timeline, entitlements) and to Temporal."""
         s = self._s
         grant: EntitlementGrant | None = None
         if features is not None:
             events = events + self._entitlement_events(features)
             s.granted_features = list(features)
-            grant = EntitlementGrant(features=list(features), plan_id=s.plan.plan_id, active_until=s.current_period_end)
+            grant = EntitlementGrant(
+                features=list(features), plan_id=s.plan.plan_id, active_until=s.current_period_end
+            )
         s.state_version += 1
         await workflow.execute_activity(
             "sync_subscription",
-            SyncRequest(subscription=self._view(), events=events, entitlements=grant, invoice_status=invoice_status or {}),
+            SyncRequest(
+                subscription=self._view(),
+                events=events,
+                entitlements=grant,
+                invoice_status=invoice_status or {},
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=SYNC_RETRY,
             summary=", ".join(e.type for e in events) or "state",
@@ -743,30 +1005,10 @@ class SubscriptionWorkflow:
 
     def _publish(self) -> None:
         """Search attributes and current details, for operators in the Temporal UI."""
-        s = self._s
-        next_billing = s.dunning.next_retry_at if s.status == S.PAST_DUE else (s.current_period_end if s.status in (S.ACTIVE, S.TRIALING) else None)
-        workflow.upsert_search_attributes(
-            [
-                sa.SUBSCRIPTION_STATUS.value_set(s.status),
-                sa.PLAN_ID.value_set(s.plan.plan_id),
-                sa.DUNNING_ATTEMPT.value_set(s.dunning.attempts),
-                sa.NEXT_BILLING_AT.value_set(next_billing) if next_billing else sa.NEXT_BILLING_AT.value_unset(),
-            ]
+        workflow.upsert_search_attributes(search_attribute_updates(self._s))
+        workflow.set_current_details(
+            current_details(self._s, self._clock.test_clock_id, self._now())
         )
-        lines = [f"**{s.status}** on `{s.plan.plan_id}` ({s.plan.amount} {s.plan.currency}/{s.plan.interval})"]
-        if s.current_period_start and s.current_period_end:
-            lines.append(f"period {s.current_period_start:%Y-%m-%d %H:%M} → {s.current_period_end:%Y-%m-%d %H:%M} UTC")
-        if s.trial_end and s.status == S.TRIALING:
-            lines.append(f"trial ends {s.trial_end:%Y-%m-%d %H:%M} UTC")
-        if s.pending_change:
-            lines.append(f"pending change to `{s.pending_change.plan_id}` at {s.pending_change.effective_at:%Y-%m-%d}")
-        if s.cancel_at_period_end:
-            lines.append("cancels at period end")
-        if s.status == S.PAST_DUE:
-            lines.append(f"dunning: {s.dunning.attempts} failed attempt(s), next retry {s.dunning.next_retry_at or 'awaiting new payment method'}")
-        if self._clock.is_test_clock:
-            lines.append(f"test clock `{self._clock.test_clock_id}` at {self._now():%Y-%m-%d %H:%M} UTC")
-        workflow.set_current_details("\n\n".join(lines))
 
     def _view(self) -> SubscriptionView:
         s = self._s
@@ -795,6 +1037,7 @@ class SubscriptionWorkflow:
         self._continuing = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._s.clock_now = self._clock.test_now
+        self._s.clock_cursor = self._clock.cursor
         workflow.continue_as_new(self._in.model_copy(update={"carried": self._s}))
 
 

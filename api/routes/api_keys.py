@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated)
-async def create_key(body: ApiKeyCreate, request: Request, session: SessionDep, key: AdminKey) -> object:
+async def create_key(
+    body: ApiKeyCreate, request: Request, session: SessionDep, key: AdminKey
+) -> object:
     idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay

@@ -9,7 +9,14 @@ from sqlmodel import col, select
 
 from activities.stripe_gateway import InvalidPaymentRequest
 from api import lifecycle
-from api.deps import CurrentKey, GatewayDep, ProductKey, ProductOrSupportKey, SessionDep, TemporalDep
+from api.deps import (
+    CurrentKey,
+    GatewayDep,
+    ProductKey,
+    ProductOrSupportKey,
+    SessionDep,
+    TemporalDep,
+)
 from api.errors import ApiError, not_found
 from api.idempotency import Idempotency
 from api.ids import new_id
@@ -22,14 +29,20 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 @router.post("", status_code=201, response_model=CustomerOut)
 async def create_customer(
-    body: CustomerCreate, request: Request, session: SessionDep, gateway: GatewayDep, key: ProductKey
+    body: CustomerCreate,
+    request: Request,
+    session: SessionDep,
+    gateway: GatewayDep,
+    key: ProductKey,
 ) -> object:
     """Create the customer here and in Stripe, attaching the payment method if given."""
     idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     customer_id = new_id("cus")
-    stripe_id = await gateway.create_customer(email=body.email, name=body.name, recur_id=customer_id)
+    stripe_id = await gateway.create_customer(
+        email=body.email, name=body.name, recur_id=customer_id
+    )
     payment_method = None
     if body.payment_method:
         payment_method = await _attach(gateway, stripe_id, body.payment_method)
@@ -69,7 +82,9 @@ async def update_payment_method(
         raise not_found("customer", customer_id)
     if customer.stripe_customer_id is None:
         raise ApiError(409, "no_stripe_customer", "Customer has no Stripe customer")
-    customer.default_payment_method = await _attach(gateway, customer.stripe_customer_id, body.payment_method)
+    customer.default_payment_method = await _attach(
+        gateway, customer.stripe_customer_id, body.payment_method
+    )
     session.add(customer)
     await session.commit()
     waiting = await session.exec(
@@ -79,7 +94,9 @@ async def update_payment_method(
         )
     )
     for subscription_id in waiting.all():
-        await lifecycle.signal_payment_method(temporal, subscription_id, customer.default_payment_method, key.actor)
+        await lifecycle.signal_payment_method(
+            temporal, subscription_id, customer.default_payment_method, key.actor
+        )
     return customer
 
 
@@ -92,6 +109,10 @@ async def list_entitlements(customer_id: str, session: SessionDep, _: CurrentKey
 
 async def _attach(gateway: GatewayDep, stripe_id: str, payment_method: str) -> str:
     try:
-        return await gateway.attach_payment_method(stripe_customer_id=stripe_id, payment_method=payment_method)
+        return await gateway.attach_payment_method(
+            stripe_customer_id=stripe_id, payment_method=payment_method
+        )
     except InvalidPaymentRequest as err:
-        raise ApiError(422, "invalid_payment_method", f"Stripe refused the payment method: {err.message}") from err
+        raise ApiError(
+            422, "invalid_payment_method", f"Stripe refused the payment method: {err.message}"
+        ) from err

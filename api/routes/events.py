@@ -24,4 +24,6 @@ async def list_events(
 ) -> object:
     if not subscription_id and not customer_id:
         raise ApiError(422, "validation_error", "Pass subscription_id or customer_id")
-    return await events.timeline(session, subscription_id=subscription_id, customer_id=customer_id, limit=limit)
+    return await events.timeline(
+        session, subscription_id=subscription_id, customer_id=customer_id, limit=limit
+    )

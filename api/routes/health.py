@@ -23,7 +23,7 @@ async def readyz(request: Request) -> JSONResponse:
         async with request.app.state.sessions() as session:
             await session.execute(text("SELECT 1"))
         checks["postgres"] = "ok"
-    except Exception as err:  # noqa: BLE001 - any failure means "not ready"
+    except Exception as err:
         checks["postgres"] = f"error: {type(err).__name__}"
     client = request.app.state.temporal
     try:
@@ -31,7 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
             raise RuntimeError("not connected")
         await client.service_client.check_health()
         checks["temporal"] = "ok"
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         checks["temporal"] = f"error: {type(err).__name__}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(status_code=200 if ready else 503, content={"ready": ready, "checks": checks})
+    return JSONResponse(
+        status_code=200 if ready else 503, content={"ready": ready, "checks": checks}
+    )

@@ -28,7 +28,9 @@ async def list_invoices(
 ) -> list[InvoiceOut]:
     if not subscription_id and not customer_id:
         raise ApiError(422, "validation_error", "Pass subscription_id or customer_id")
-    rows = await repo.list_invoices(session, subscription_id=subscription_id, customer_id=customer_id, limit=limit)
+    rows = await repo.list_invoices(
+        session, subscription_id=subscription_id, customer_id=customer_id, limit=limit
+    )
     return await render(session, rows)
 
 
@@ -47,7 +49,9 @@ async def render(session: AsyncSession, rows: Sequence[Invoice]) -> list[Invoice
         lines[line.invoice_id].append(InvoiceLineOut.model_validate(line, from_attributes=True))
     attempts: dict[str, list[PaymentAttemptOut]] = defaultdict(list)
     for attempt in await repo.attempts_of(session, ids):
-        attempts[attempt.invoice_id].append(PaymentAttemptOut.model_validate(attempt, from_attributes=True))
+        attempts[attempt.invoice_id].append(
+            PaymentAttemptOut.model_validate(attempt, from_attributes=True)
+        )
     return [
         InvoiceOut(
             **{k: getattr(r, k) for k in InvoiceOut.model_fields if k not in ("lines", "attempts")},

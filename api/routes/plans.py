@@ -18,7 +18,9 @@ router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 
 @router.post("", status_code=201, response_model=PlanOut)
-async def create_plan(body: PlanCreate, request: Request, session: SessionDep, key: AdminKey) -> object:
+async def create_plan(
+    body: PlanCreate, request: Request, session: SessionDep, key: AdminKey
+) -> object:
     """Create a plan (admin)."""
     idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:

@@ -37,7 +37,16 @@ from workflows.subscription import SubscriptionWorkflow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
-STATUSES = {"trialing", "active", "past_due", "paused", "canceled", "incomplete", "incomplete_expired", "unpaid"}
+STATUSES = {
+    "trialing",
+    "active",
+    "past_due",
+    "paused",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "unpaid",
+}
 
 
 def _out(view: SubscriptionView) -> dict[str, Any]:
@@ -66,7 +75,9 @@ async def create_subscription(
     now = datetime.now(UTC)
     if body.test_clock_id is not None:
         if not settings.sandbox:
-            raise ApiError(400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true")
+            raise ApiError(
+                400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true"
+            )
         clock = await session.get(TestClock, body.test_clock_id)
         if clock is None:
             raise not_found("test clock", body.test_clock_id)
@@ -76,7 +87,11 @@ async def create_subscription(
         anchor = anchor.astimezone(UTC)
         horizon = timedelta(days=31 * interval_months(Interval(plan.interval), plan.interval_count))
         if not now <= anchor <= now + horizon:
-            raise ApiError(422, "invalid_billing_cycle_anchor", "billing_cycle_anchor must be between now and one period ahead")
+            raise ApiError(
+                422,
+                "invalid_billing_cycle_anchor",
+                "billing_cycle_anchor must be between now and one period ahead",
+            )
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
         customer_id=customer.id,
@@ -104,12 +119,16 @@ async def list_subscriptions(
 ) -> list[dict[str, Any]]:
     if status is not None and status not in STATUSES:
         raise ApiError(422, "validation_error", f"status must be one of {sorted(STATUSES)}")
-    rows = await repo.list_filtered(session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit)
+    rows = await repo.list_filtered(
+        session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit
+    )
     return [_row_out(r) for r in rows]
 
 
 @router.get("/{subscription_id}")
-async def get_subscription(subscription_id: str, session: SessionDep, _: CurrentKey) -> dict[str, Any]:
+async def get_subscription(
+    subscription_id: str, session: SessionDep, _: CurrentKey
+) -> dict[str, Any]:
     row = await repo.get(session, subscription_id)
     if row is None:
         raise not_found("subscription", subscription_id)
@@ -127,7 +146,11 @@ async def _require(session: SessionDep, subscription_id: str) -> None:
 
 @router.post("/{subscription_id}/change_plan")
 async def change_plan(
-    subscription_id: str, body: ChangePlanIn, session: SessionDep, temporal: TemporalDep, key: ProductKey
+    subscription_id: str,
+    body: ChangePlanIn,
+    session: SessionDep,
+    temporal: TemporalDep,
+    key: ProductKey,
 ) -> dict[str, Any]:
     """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
     await _require(session, subscription_id)
@@ -135,9 +158,15 @@ async def change_plan(
     if plan is None:
         raise not_found("plan", body.plan_id)
     req = ChangePlanRequest(
-        plan=lifecycle.plan_snapshot(plan), when=body.when, proration=body.proration, preview=body.preview, actor=key.actor
+        plan=lifecycle.plan_snapshot(plan),
+        when=body.when,
+        proration=body.proration,
+        preview=body.preview,
+        actor=key.actor,
     )
-    result: dict[str, Any] = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.change_plan, req)
+    result: dict[str, Any] = await lifecycle.update(
+        temporal, subscription_id, SubscriptionWorkflow.change_plan, req
+    )
     if isinstance(result.get("subscription"), dict):
         result["subscription"].pop("state_version", None)
     return result
@@ -145,7 +174,11 @@ async def change_plan(
 
 @router.post("/{subscription_id}/cancel")
 async def cancel(
-    subscription_id: str, body: CancelIn, session: SessionDep, temporal: TemporalDep, key: ProductOrSupportKey
+    subscription_id: str,
+    body: CancelIn,
+    session: SessionDep,
+    temporal: TemporalDep,
+    key: ProductOrSupportKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
@@ -153,15 +186,23 @@ async def cancel(
 
 
 @router.post("/{subscription_id}/reactivate")
-async def reactivate(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey) -> dict[str, Any]:
+async def reactivate(
+    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey
+) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.reactivate, ActorRequest(actor=key.actor))
+    view = await lifecycle.update(
+        temporal, subscription_id, SubscriptionWorkflow.reactivate, ActorRequest(actor=key.actor)
+    )
     return _out(view)
 
 
 @router.post("/{subscription_id}/pause")
 async def pause(
-    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey, body: PauseIn | None = None
+    subscription_id: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    key: ProductKey,
+    body: PauseIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     req = PauseRequest(resumes_at=body.resumes_at if body else None, actor=key.actor)
@@ -169,14 +210,20 @@ async def pause(
 
 
 @router.post("/{subscription_id}/resume")
-async def resume(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey) -> dict[str, Any]:
+async def resume(
+    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey
+) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.resume, ActorRequest(actor=key.actor))
+    view = await lifecycle.update(
+        temporal, subscription_id, SubscriptionWorkflow.resume, ActorRequest(actor=key.actor)
+    )
     return _out(view)
 
 
 @router.post("/{subscription_id}/retry_payment")
-async def retry_payment(subscription_id: str, session: SessionDep, temporal: TemporalDep, key: SupportKey) -> dict[str, Any]:
+async def retry_payment(
+    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: SupportKey
+) -> dict[str, Any]:
     """Support: one payment attempt now; answers with its outcome."""
     await _require(session, subscription_id)
     outcome: ChargeOutcome = await lifecycle.update(
@@ -187,8 +234,14 @@ async def retry_payment(subscription_id: str, session: SessionDep, temporal: Tem
 
 @router.post("/{subscription_id}/extend_trial")
 async def extend_trial(
-    subscription_id: str, body: ExtendTrialIn, session: SessionDep, temporal: TemporalDep, key: SupportKey
+    subscription_id: str,
+    body: ExtendTrialIn,
+    session: SessionDep,
+    temporal: TemporalDep,
+    key: SupportKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     req = ExtendTrialRequest(trial_end=body.trial_end.astimezone(UTC), actor=key.actor)
-    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.extend_trial, req))
+    return _out(
+        await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.extend_trial, req)
+    )

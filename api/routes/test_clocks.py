@@ -25,7 +25,11 @@ def _sandbox_only(settings: SettingsDep) -> None:
 
 @router.post("", status_code=201, response_model=TestClockOut)
 async def create_clock(
-    body: TestClockCreate, request: Request, session: SessionDep, settings: SettingsDep, key: ProductKey
+    body: TestClockCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: ProductKey,
 ) -> object:
     _sandbox_only(settings)
     idem = Idempotency(request, session, key)
@@ -44,7 +48,9 @@ async def create_clock(
 
 
 @router.get("/{clock_id}", response_model=TestClockOut)
-async def get_clock(clock_id: str, session: SessionDep, settings: SettingsDep, _: ProductKey) -> object:
+async def get_clock(
+    clock_id: str, session: SessionDep, settings: SettingsDep, _: ProductKey
+) -> object:
     _sandbox_only(settings)
     clock = await session.get(TestClock, clock_id)
     if clock is None:
@@ -68,7 +74,9 @@ async def advance_clock(
         raise not_found("test clock", clock_id)
     to = body.frozen_time.astimezone(UTC)
     if to <= clock.frozen_time:
-        raise ApiError(422, "invalid_frozen_time", "frozen_time must be after the clock's current time")
+        raise ApiError(
+            422, "invalid_frozen_time", "frozen_time must be after the clock's current time"
+        )
     clock.status = "advancing"
     clock.frozen_time = to
     session.add(clock)

@@ -15,7 +15,12 @@ from domain.contracts import EntitlementGrant
 
 
 async def replace_for_subscription(
-    session: AsyncSession, *, subscription_id: str, customer_id: str, grant: EntitlementGrant, now: datetime
+    session: AsyncSession,
+    *,
+    subscription_id: str,
+    customer_id: str,
+    grant: EntitlementGrant,
+    now: datetime,
 ) -> None:
     """Make the subscription's rows exactly `grant.features` (idempotent)."""
     await session.execute(
@@ -42,7 +47,10 @@ async def replace_for_subscription(
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["subscription_id", "feature"],
-            set_={"plan_id": statement.excluded.plan_id, "active_until": statement.excluded.active_until},
+            set_={
+                "plan_id": statement.excluded.plan_id,
+                "active_until": statement.excluded.active_until,
+            },
         )
     )
 
@@ -57,11 +65,14 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
 
 
 CHECK_SQL = text(
-    "SELECT max(active_until), count(*) FROM entitlements WHERE customer_id = :customer_id AND feature = :feature"
+    "SELECT max(active_until), count(*) FROM entitlements"
+    " WHERE customer_id = :customer_id AND feature = :feature"
 )
 
 
-async def check(session: AsyncSession, customer_id: str, feature: str) -> tuple[bool, datetime | None]:
+async def check(
+    session: AsyncSession, customer_id: str, feature: str
+) -> tuple[bool, datetime | None]:
     """The hot path: one indexed lookup on (customer_id, feature)."""
     row = (await session.execute(CHECK_SQL, {"customer_id": customer_id, "feature": feature})).one()
     return row[1] > 0, row[0]

@@ -31,7 +31,7 @@ async def ensure_invoice(session: AsyncSession, draft: InvoiceDraft) -> None:
             created_at=draft.created_at,
         )
         .on_conflict_do_nothing(index_elements=["id"])
-        .returning(Invoice.id)  # type: ignore[arg-type]
+        .returning(col(Invoice.id))
     )
     if inserted.first() is None:
         return
@@ -69,9 +69,17 @@ async def set_invoice_status(
 
 
 async def list_invoices(
-    session: AsyncSession, *, subscription_id: str | None, limit: int, customer_id: str | None = None
+    session: AsyncSession,
+    *,
+    subscription_id: str | None,
+    limit: int,
+    customer_id: str | None = None,
 ) -> Sequence[Invoice]:
-    query = select(Invoice).order_by(col(Invoice.created_at), col(Invoice.id)).limit(limit)
+    query = (
+        select(Invoice)
+        .order_by(col(Invoice.created_at), col(Invoice.period_start), col(Invoice.id))
+        .limit(limit)
+    )
     if subscription_id:
         query = query.where(Invoice.subscription_id == subscription_id)
     if customer_id:
@@ -88,7 +96,9 @@ async def lines_of(session: AsyncSession, invoice_ids: Sequence[str]) -> Sequenc
     return (await session.exec(query)).all()
 
 
-async def attempts_of(session: AsyncSession, invoice_ids: Sequence[str]) -> Sequence[PaymentAttempt]:
+async def attempts_of(
+    session: AsyncSession, invoice_ids: Sequence[str]
+) -> Sequence[PaymentAttempt]:
     query = (
         select(PaymentAttempt)
         .where(col(PaymentAttempt.invoice_id).in_(invoice_ids))
@@ -97,7 +107,9 @@ async def attempts_of(session: AsyncSession, invoice_ids: Sequence[str]) -> Sequ
     return (await session.exec(query)).all()
 
 
-async def attempt_by_key(session: AsyncSession, key: str, *, lock: bool = False) -> PaymentAttempt | None:
+async def attempt_by_key(
+    session: AsyncSession, key: str, *, lock: bool = False
+) -> PaymentAttempt | None:
     query = select(PaymentAttempt).where(PaymentAttempt.idempotency_key == key)
     if lock:
         query = query.with_for_update()

@@ -17,7 +17,9 @@ async def upsert_view(session: AsyncSession, view: SubscriptionView, now: dateti
     """Write the workflow's view unless a newer one (higher state_version) is already stored."""
     values = view.model_dump(mode="python")
     values["pause"] = view.pause.model_dump(mode="json") if view.pause else None
-    values["pending_change"] = view.pending_change.model_dump(mode="json") if view.pending_change else None
+    values["pending_change"] = (
+        view.pending_change.model_dump(mode="json") if view.pending_change else None
+    )
     values["dunning"] = view.dunning.model_dump(mode="json")
     values["updated_at"] = now
     statement = insert(Subscription).values(**values)
@@ -44,7 +46,11 @@ async def list_filtered(
     test_clock_id: str | None = None,
     limit: int = 100,
 ) -> Sequence[Subscription]:
-    query = select(Subscription).order_by(col(Subscription.created_at), col(Subscription.id)).limit(limit)
+    query = (
+        select(Subscription)
+        .order_by(col(Subscription.created_at), col(Subscription.id))
+        .limit(limit)
+    )
     if customer_id:
         query = query.where(Subscription.customer_id == customer_id)
     if status:

@@ -1,0 +1,101 @@
+"""The real stack for integration tests: PostgreSQL, a Temporal dev server, localstripe.
+
+Started once per test session on free ports, torn down at the end. The worker runs in
+the test's event loop and the API is called in-process through ASGI, so a test sees
+exactly what `make dev` runs, minus the sockets in front of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from api.app import create_app
+from api.bootstrap import ensure_admin_key
+from config import Settings
+from db.engine import get_engine
+from db.migrate import upgrade
+from devstack.postgres import start_postgres
+from devstack.process import Child, free_port
+from devstack.stripe_fake import start_localstripe
+from devstack.temporal import start_temporal
+from worker import WorkerParts, build_worker, connect_temporal
+
+ADMIN_KEY = "rk_test_admin_0123456789abcdef0123456789"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    children: list[Child]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("stack")
+    children: list[Child] = []
+    try:
+        pg_port, temporal_port, stripe_port = free_port(), free_port(), free_port()
+        children.append(start_postgres(base / "pg", pg_port, base / "postgres.log", durable=False))
+        children.append(
+            start_temporal(port=temporal_port, ui_port=None, log_path=base / "temporal.log")
+        )
+        children.append(start_localstripe(port=stripe_port, log_path=base / "localstripe.log"))
+        settings = Settings(
+            data_dir=base,
+            database_url=f"postgresql+psycopg://recur@127.0.0.1:{pg_port}/recur",
+            temporal_address=f"127.0.0.1:{temporal_port}",
+            stripe_api_base=f"http://127.0.0.1:{stripe_port}",
+            task_queue="recur-test",
+            admin_key=ADMIN_KEY,
+            log_json=True,
+            log_level="WARNING",
+        )
+        upgrade(settings.effective_database_url)
+        yield Stack(settings=settings, children=children)
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(stack: Stack) -> Client:
+    return await connect_temporal(stack.settings)
+
+
+@pytest.fixture(scope="session")
+async def worker_parts(stack: Stack, temporal_client: Client) -> AsyncIterator[WorkerParts]:
+    worker, parts = build_worker(temporal_client, stack.settings)
+    task = asyncio.create_task(worker.run())
+    yield parts
+    await worker.shutdown()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+async def app_client(
+    stack: Stack, temporal_client: Client, worker_parts: WorkerParts
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client authenticated as the bootstrap admin."""
+    await ensure_admin_key(get_engine(stack.settings.effective_database_url), ADMIN_KEY)
+    app = create_app(stack.settings, temporal=temporal_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://recur.test",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            timeout=120,
+        ) as client:
+            yield client
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]

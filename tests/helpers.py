@@ -1,0 +1,74 @@
+"""Small API helpers shared by integration tests (each asserts the status it expects)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    return response.json()
+
+
+async def make_plan(api: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    body = {
+        "name": f"Tier {uuid.uuid4().hex[:6]}",
+        "amount": 1000,
+        "currency": "usd",
+        "interval": "month",
+        "features": ["posts"],
+        **overrides,
+    }
+    return ok(await api.post("/v1/plans", json=body), 201)  # type: ignore[no-any-return]
+
+
+async def make_customer(
+    api: httpx.AsyncClient, payment_method: str | None = "pm_card_visa"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"email": f"fan-{uuid.uuid4().hex[:8]}@example.com", "name": "A Fan"}
+    if payment_method:
+        body["payment_method"] = payment_method
+    return ok(await api.post("/v1/customers", json=body), 201)  # type: ignore[no-any-return]
+
+
+async def make_clock(api: httpx.AsyncClient, at: datetime) -> dict[str, Any]:
+    return ok(await api.post("/v1/test_clocks", json={"frozen_time": at.isoformat()}), 201)  # type: ignore[no-any-return]
+
+
+async def advance(api: httpx.AsyncClient, clock_id: str, to: datetime) -> dict[str, Any]:
+    body = {"frozen_time": to.isoformat()}
+    return ok(await api.post(f"/v1/test_clocks/{clock_id}/advance", json=body))  # type: ignore[no-any-return]
+
+
+async def subscribe(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    return ok(await api.post("/v1/subscriptions", json=body), 201)  # type: ignore[no-any-return]
+
+
+async def get_sub(api: httpx.AsyncClient, sub_id: str) -> dict[str, Any]:
+    return ok(await api.get(f"/v1/subscriptions/{sub_id}"))  # type: ignore[no-any-return]
+
+
+async def invoices(api: httpx.AsyncClient, sub_id: str) -> list[dict[str, Any]]:
+    return ok(await api.get("/v1/invoices", params={"subscription_id": sub_id}))  # type: ignore[no-any-return]
+
+
+async def event_types(api: httpx.AsyncClient, sub_id: str) -> list[str]:
+    events = ok(await api.get("/v1/events", params={"subscription_id": sub_id}))
+    return [e["type"] for e in events]
+
+
+async def entitled(api: httpx.AsyncClient, customer_id: str, feature: str) -> bool:
+    body = ok(
+        await api.get(
+            "/v1/entitlements/check", params={"customer_id": customer_id, "feature": feature}
+        )
+    )
+    return bool(body["entitled"])
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)

@@ -1,0 +1,56 @@
+"""What operators see of a subscription in the Temporal UI: search attributes and details."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from temporalio.common import SearchAttributeUpdate
+
+from domain.money import format_amount
+from domain.status import SubscriptionStatus as S
+from workflows import search_attributes as sa
+from workflows.messages import CarriedState
+
+_T = "%Y-%m-%d %H:%M"
+
+
+def next_billing_at(s: CarriedState) -> datetime | None:
+    """When money is next asked for: the dunning retry, else the period end."""
+    if s.status == S.PAST_DUE:
+        return s.dunning.next_retry_at
+    if s.status in (S.ACTIVE, S.TRIALING):
+        return s.current_period_end
+    return None
+
+
+def search_attribute_updates(s: CarriedState) -> list[SearchAttributeUpdate[Any]]:
+    nxt = next_billing_at(s)
+    return [
+        sa.SUBSCRIPTION_STATUS.value_set(s.status),
+        sa.PLAN_ID.value_set(s.plan.plan_id),
+        sa.DUNNING_ATTEMPT.value_set(s.dunning.attempts),
+        sa.NEXT_BILLING_AT.value_set(nxt) if nxt else sa.NEXT_BILLING_AT.value_unset(),
+    ]
+
+
+def current_details(s: CarriedState, test_clock: str | None, now: datetime) -> str:
+    """A short Markdown card: status, plan, period, and whatever is pending."""
+    price = format_amount(s.plan.amount, s.plan.currency)
+    lines = [f"**{s.status}** on `{s.plan.plan_id}` ({price} / {s.plan.interval})"]
+    if s.current_period_start and s.current_period_end:
+        lines.append(f"period {s.current_period_start:{_T}} → {s.current_period_end:{_T}} UTC")
+    if s.trial_end and s.status == S.TRIALING:
+        lines.append(f"trial ends {s.trial_end:{_T}} UTC")
+    if s.pending_change:
+        change = s.pending_change
+        lines.append(f"pending change to `{change.plan_id}` at {change.effective_at:{_T}} UTC")
+    if s.cancel_at_period_end:
+        lines.append("cancels at period end")
+    if s.status == S.PAST_DUE:
+        retry = s.dunning.next_retry_at
+        when = f"{retry:{_T}} UTC" if retry else "after a new payment method"
+        lines.append(f"dunning: {s.dunning.attempts} failed attempt(s), next retry {when}")
+    if test_clock:
+        lines.append(f"test clock `{test_clock}` at {now:{_T}} UTC")
+    return "\n\n".join(lines)
