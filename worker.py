@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -76,7 +78,16 @@ async def run_worker(settings: Settings | None = None) -> None:
         await stop.wait()
         log.info("worker.stopping", reason="signal")
     log.info("worker.stopped")
+    await get_engine(settings.effective_database_url).dispose()
+
+
+def main() -> None:
+    asyncio.run(run_worker())
+    # Every activity has finished and the pools are closed. Exit without interpreter
+    # finalization, which can abort while the SDK's native threads are winding down.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker())
+    main()

@@ -8,8 +8,11 @@ from pathlib import Path
 from devstack.process import Child, port_open, wait_until
 
 
-def start_localstripe(*, port: int, log_path: Path) -> Child:
+def start_localstripe(*, port: int, log_path: Path, store: Path | None = None) -> Child:
+    """Start localstripe; `store` keeps its data across restarts (None: memory only)."""
     argv = [sys.executable, "-m", "devstack.localstripe_server", "--port", str(port)]
+    if store is not None:
+        argv += ["--store", str(store)]
     child = Child("localstripe", argv, log_path)
     child.start()
 

@@ -1,0 +1,47 @@
+"""Database-side work behind `recur keys` (runs without the API)."""
+
+from __future__ import annotations
+
+from api import key_admin
+from api.auth import Role
+from config import get_settings
+from db.engine import get_engine, transaction
+
+
+async def create_key(role: str, name: str | None) -> tuple[str, str]:
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise ValueError(f"role must be one of {[r.value for r in Role]}") from None
+    row, raw = key_admin.mint(parsed, name)
+    engine = get_engine(get_settings().effective_database_url)
+    async with transaction(engine) as session:
+        session.add(row)
+    await engine.dispose()
+    return row.id, raw
+
+
+async def list_keys() -> list[list[str]]:
+    engine = get_engine(get_settings().effective_database_url)
+    async with transaction(engine) as session:
+        rows = await key_admin.all_keys(session)
+    await engine.dispose()
+    return [
+        [
+            r.id,
+            r.role,
+            r.name or "",
+            r.prefix + "…",
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "",
+        ]
+        for r in rows
+    ]
+
+
+async def revoke_key(key_id: str) -> bool:
+    engine = get_engine(get_settings().effective_database_url)
+    async with transaction(engine) as session:
+        row = await key_admin.revoke(session, key_id)
+    await engine.dispose()
+    return row is not None
