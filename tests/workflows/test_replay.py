@@ -1,0 +1,83 @@
+"""Replay: today's workflow code must reproduce the decisions of recorded histories.
+
+`tests/histories/*.json` hold real histories of SubscriptionWorkflow runs. A change that
+would break running subscriptions (a new activity call, a reordered timer) fails here
+unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
+patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
+from workflows.messages import workflow_id_for
+from workflows.subscription import SubscriptionWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+
+
+def _replayer() -> Replayer:
+    return Replayer(workflows=[SubscriptionWorkflow], data_converter=pydantic_data_converter)
+
+
+async def test_recorded_histories_replay() -> None:
+    files = sorted(HISTORIES.glob("*.json"))
+    assert files, "no recorded histories in tests/histories"
+    replayer = _replayer()
+    for path in files:
+        history = WorkflowHistory.from_json(path.stem, path.read_text())
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+async def _all_runs(client: Client, subscription_id: str) -> list[WorkflowHistory]:
+    workflow_id = workflow_id_for(subscription_id)
+    runs = [wf async for wf in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
+    runs.sort(key=lambda wf: wf.start_time)
+    return [
+        await client.get_workflow_handle(workflow_id, run_id=wf.run_id).fetch_history()
+        for wf in runs
+    ]
+
+
+async def _lifecycle_scenario(api: httpx.AsyncClient) -> str:
+    """Trial, activation, renewals (continue-as-new), an upgrade, a scheduled cancel."""
+    start = datetime(2029, 1, 31, 8, 0, tzinfo=UTC)
+    basic = await make_plan(api, amount=1000, trial_days=3, features=["posts"])
+    plus = await make_plan(api, amount=2500, features=["posts", "archive"])
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=basic["id"], test_clock_id=clock["id"]
+    )
+    await advance(api, clock["id"], start + timedelta(days=3))
+    await advance(api, clock["id"], start + timedelta(days=40))
+    path = f"/v1/subscriptions/{sub['id']}"
+    ok(await api.post(f"{path}/change_plan", json={"plan_id": plus["id"]}))
+    ok(await api.post(f"{path}/cancel", json={"at_period_end": True}))
+    await advance(api, clock["id"], start + timedelta(days=80))
+    return str(sub["id"])
+
+
+async def test_fresh_histories_replay_and_can_be_recorded(
+    app_client: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    subscription_id = await _lifecycle_scenario(app_client)
+    histories = await _all_runs(temporal_client, subscription_id)
+    assert len(histories) >= 2, "the scenario should span a continue-as-new"
+    replayer = _replayer()
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is None, result.replay_failure
+    if os.environ.get("RECUR_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(exist_ok=True)
+        for n, history in enumerate(histories):
+            (HISTORIES / f"lifecycle-run{n}.json").write_text(history.to_json())
