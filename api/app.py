@@ -20,6 +20,7 @@ from api.routes import (
     health,
     invoices,
     plans,
+    stripe_webhooks,
     subscriptions,
     test_clocks,
 )
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         invoices,
         events,
         test_clocks,
+        stripe_webhooks,
     ):
         app.include_router(module.router)
     return app

@@ -91,6 +91,7 @@ class SubscriptionWorkflow:
         self._started = carried is not None
         self._dirty = False
         self._continuing = False
+        self._finished = False
         self._lock = asyncio.Lock()
         self._last_outcome: ChargeOutcome | None = None
 
@@ -104,8 +105,9 @@ class SubscriptionWorkflow:
             self._started = True
         while self.status not in TERMINAL:
             step, due = self._next_step()
-            woken = await self._clock.wait(due, self._take_dirty)
+            woken = await self._clock.wait(due, lambda: self._dirty)
             if woken:
+                self._dirty = False
                 continue  # something changed: recompute what is due next
             async with self._lock:
                 if self._next_step() != (step, due):
@@ -113,6 +115,7 @@ class SubscriptionWorkflow:
                 renewed = await self._perform(step)
             if renewed or workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new()
+        self._finished = True  # only now is the final state projected
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -823,8 +826,15 @@ class SubscriptionWorkflow:
     async def advance_clock(self, req: AdvanceClock) -> AdvanceResult:
         """Test clocks: answer once everything due up to the clock's new time is done."""
         epoch = self._clock.advance(req.to)
+        # Runs recorded before this patch answered as soon as the status turned terminal,
+        # which could be before the final state reached PostgreSQL.
+        wait_for_projection = workflow.patched("advance-waits-for-final-projection")
         await workflow.wait_condition(
-            lambda: self._clock.caught_up(epoch) or self._continuing or self.status in TERMINAL
+            lambda: (
+                self._clock.caught_up(epoch)
+                or self._continuing
+                or (self._finished if wait_for_projection else self.status in TERMINAL)
+            )
         )
         caught_up = not self._continuing or self._clock.caught_up(epoch)
         return AdvanceResult(caught_up=caught_up, now=self._now(), status=self.status)
@@ -862,12 +872,6 @@ class SubscriptionWorkflow:
     @property
     def status(self) -> S:
         return S(self._s.status)
-
-    def _take_dirty(self) -> bool:
-        if self._dirty:
-            self._dirty = False
-            return True
-        return False
 
     def _now(self) -> datetime:
         return self._clock.now()
