@@ -1,4 +1,4 @@
-"""Failed payments: first-charge `incomplete`, renewal dunning on the test clock, support retries."""
+"""Failed payments: `incomplete` first charges, renewal dunning on test clocks, support retries."""
 
 from __future__ import annotations
 
