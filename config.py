@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     stripe_port: int = 8420
     stripe_webhook_secret: str = "whsec_recur_dev"
 
+    # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off)
+    worker_metrics_port: int = 9464
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -12,6 +12,7 @@ from datetime import timedelta
 import structlog
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -25,12 +26,21 @@ from workflows.subscription import SubscriptionWorkflow
 log = structlog.get_logger()
 
 
-async def connect_temporal(settings: Settings) -> Client:
+async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime that serves SDK and business metrics for Prometheus."""
+    if not settings.worker_metrics_port:
+        return None
+    bind = f"0.0.0.0:{settings.worker_metrics_port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
 
 
 @dataclass
@@ -67,7 +77,7 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging(settings)
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, metrics_runtime(settings))
     worker, _ = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -37,8 +37,12 @@ class LedgerActivities:
                 )
             for invoice_id, status in req.invoice_status.items():
                 await invoices.set_invoice_status(session, invoice_id, status)
+        renewals = sum(1 for e in req.events if e.type == "subscription.renewed")
+        if renewals:
+            activity.metric_meter().create_counter("recur_renewals", "Paid renewals").add(renewals)
         log.info(
             "subscription.synced",
+            workflow_id=activity.info().workflow_id,
             subscription_id=view.id,
             status=view.status,
             state_version=view.state_version,

@@ -42,6 +42,7 @@ class PaymentActivities:
         invoice = req.invoice
         key = charge_key(invoice.subscription_id, invoice.id, req.attempt_number)
         bound = log.bind(
+            workflow_id=activity.info().workflow_id,
             subscription_id=invoice.subscription_id,
             invoice_id=invoice.id,
             attempt=req.attempt_number,
@@ -143,6 +144,7 @@ class PaymentActivities:
                 session.add(attempt)
             if attempt.status == "succeeded":
                 await invoice_repo.set_invoice_status(session, invoice.id, "paid", paid_at=now)
+        _count_outcome(attempt)
         bound.info(
             "charge.finished",
             status=attempt.status,
@@ -182,6 +184,20 @@ class PaymentActivities:
             amount=amount,
         )
         return RefundOutcome(refunded=amount, stripe_refund_ids=[refund_id])
+
+
+def _count_outcome(attempt: PaymentAttempt) -> None:
+    """Business counters on the worker's Prometheus endpoint (SDK metric meter)."""
+    meter = activity.metric_meter()
+    labels = {"currency": attempt.currency}
+    if attempt.status == "succeeded":
+        meter.create_counter("recur_charges_succeeded", "Succeeded charges").add(1, labels)
+        if attempt.attempt_number > 1:
+            meter.create_counter(
+                "recur_recovered_revenue", "Minor units collected by a retry", "minor_units"
+            ).add(attempt.amount, labels)
+    else:
+        meter.create_counter("recur_charges_failed", "Failed charge attempts").add(1, labels)
 
 
 def _finish(attempt: PaymentAttempt, result: PaymentResult, now: datetime) -> None:

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache
 from api.errors import install_error_handlers
+from api.observability import install_observability
 from api.routes import (
     api_keys,
     customers,
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_observability(app)
     for module in (
         health,
         plans,
