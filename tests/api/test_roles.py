@@ -1,4 +1,4 @@
-"""The whole role × route matrix: 401 without a (valid) key, 403 for a role the route does not admit."""
+"""The role-by-route matrix: 401 without a valid key, 403 for a role the route does not admit."""
 
 from __future__ import annotations
 
