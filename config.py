@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     email_from: str = "billing@recur.local"
 
+    # Outbound notifications (webhooks and email): backoff of retried deliveries, how many
+    # attempts before a delivery is marked failed, and how long an idle notifier lives.
+    webhook_retry_initial_ms: int = 10_000
+    webhook_retry_max_ms: int = 3_600_000
+    webhook_max_attempts: int = 30
+    webhook_timeout_seconds: float = 10.0
+    notifier_idle_seconds: int = 600
+
     # Behaviour
     sandbox: bool = True
     log_level: str = "INFO"
@@ -67,6 +75,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"postgresql+psycopg://recur@127.0.0.1:{self.pg_port}/recur"
+
+    @property
+    def effective_smtp_url(self) -> str:
+        """Where email goes; unset means the dev SMTP sink on smtp_port."""
+        return self.smtp_url or f"smtp://127.0.0.1:{self.smtp_port}"
 
     @property
     def effective_stripe_api_base(self) -> str | None:
@@ -125,6 +138,21 @@ def _mask(value: str) -> str:
     return re.sub(r"\b\d{13,19}\b", "[redacted-pan]", value)
 
 
+class _CurrentStdout:
+    """Writes to whatever `sys.stdout` is now, not the stream seen at configuration time
+    (a replaced and closed stream must never make logging, and so an activity, fail)."""
+
+    def write(self, text: str) -> int:
+        import sys
+
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        import sys
+
+        sys.stdout.flush()
+
+
 def configure_logging(settings: Settings | None = None) -> None:
     """JSON (or console) structlog output with secrets redacted; idempotent."""
     import logging
@@ -151,7 +179,7 @@ def configure_logging(settings: Settings | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             level if isinstance(level, int) else 20
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
