@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    UrlConstraints,
+)
 
 from api.auth import Role
 from domain.plan_change import ChangeWhen, ProrationBehavior
@@ -15,6 +25,17 @@ Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=T
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Feature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,200}$")]
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("time is out of range in UTC") from None
+
+
+# A time with an offset, normalised to UTC (naive or unrepresentable times are a 422).
+UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
 class Input(BaseModel):
@@ -69,7 +90,7 @@ class SubscriptionCreate(Input):
     plan_id: Token
     trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] | None = None
     test_clock_id: Token | None = None
-    billing_cycle_anchor: AwareDatetime | None = None
+    billing_cycle_anchor: UtcTime | None = None
 
 
 class ChangePlanIn(Input):
@@ -85,11 +106,11 @@ class CancelIn(Input):
 
 
 class PauseIn(Input):
-    resumes_at: AwareDatetime | None = None
+    resumes_at: UtcTime | None = None
 
 
 class ExtendTrialIn(Input):
-    trial_end: AwareDatetime
+    trial_end: UtcTime
 
 
 class InvoiceLineOut(BaseModel):
@@ -154,13 +175,13 @@ class EntitlementCheck(BaseModel):
 
 class TestClockCreate(Input):
     __test__ = False
-    frozen_time: AwareDatetime | None = None
+    frozen_time: UtcTime | None = None
     name: Name | None = None
 
 
 class TestClockAdvance(Input):
     __test__ = False
-    frozen_time: AwareDatetime
+    frozen_time: UtcTime
 
 
 class TestClockOut(BaseModel):
@@ -188,3 +209,42 @@ class ApiKeyOut(BaseModel):
 
 class ApiKeyCreated(ApiKeyOut):
     key: str
+
+
+EventPattern = Annotated[
+    str,
+    StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$"),
+]
+
+
+class WebhookEndpointCreate(Input):
+    url: Annotated[HttpUrl, UrlConstraints(max_length=2000, allowed_schemes=["http", "https"])]
+    events: Annotated[list[EventPattern], Field(min_length=1, max_length=100)]
+    description: Name | None = None
+
+
+class WebhookEndpointOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    disabled: bool
+    created_at: datetime
+
+
+class WebhookEndpointCreated(WebhookEndpointOut):
+    secret: str
+
+
+class WebhookDeliveryOut(BaseModel):
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    subscription_id: str | None
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None

@@ -40,6 +40,17 @@ def partial_period_line(
     )
 
 
+def opening_line(
+    plan: PlanSnapshot, anchor: datetime, start: datetime
+) -> tuple[InvoiceLine, datetime]:
+    """The line for the period starting at `start` and its end: the full price when `start`
+    is on an anchor boundary, pro rata up to the next boundary otherwise."""
+    full_start, end = period_containing(anchor, plan.interval, plan.interval_count, start)
+    if full_start == start:
+        return period_line(plan, start, end), end
+    return partial_period_line(plan, anchor, start, end), end
+
+
 def unused_time_credit(
     plan: PlanSnapshot, period_start: datetime, period_end: datetime, at: datetime
 ) -> InvoiceLine | None:
@@ -54,6 +65,51 @@ def unused_time_credit(
         period_start=at,
         period_end=period_end,
     )
+
+
+def carry_credit(
+    lines: list[InvoiceLine], at: datetime
+) -> tuple[list[InvoiceLine], InvoiceLine | None]:
+    """Keep an invoice from going negative: a net credit moves to the next invoice.
+
+    Returns the lines to invoice (with a balancing `credit` line when the net is a credit,
+    so the total is zero) and the credit line to carry to the next invoice, if any.
+    """
+    total = sum(line.amount for line in lines)
+    if total >= 0:
+        return lines, None
+    day = at.date().isoformat()
+    balance = InvoiceLine(
+        kind=LineKind.CREDIT,
+        description="Credit carried to the next invoice",
+        amount=-total,
+        period_start=at,
+        period_end=at,
+    )
+    carried = InvoiceLine(
+        kind=LineKind.CREDIT,
+        description=f"Credit carried from {day}",
+        amount=total,
+        period_start=at,
+        period_end=at,
+    )
+    return [*lines, balance], carried
+
+
+def allocate_refund(amount: int, payments: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Split a refund over the period's payments, newest first, never beyond what each paid."""
+    if amount < 0:
+        raise ValueError("refund amount must be non-negative")
+    plan: list[tuple[str, int]] = []
+    left = amount
+    for invoice_id, paid in reversed(payments):
+        if left <= 0:
+            break
+        part = min(left, paid)
+        if part > 0:
+            plan.append((invoice_id, part))
+            left -= part
+    return plan
 
 
 def _cadence(plan: PlanSnapshot) -> str:

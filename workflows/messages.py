@@ -6,14 +6,29 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from domain.contracts import DunningView, InvoiceDraft, PauseView, PendingChangeView, PlanSnapshot
+from domain.contracts import (
+    DunningView,
+    InvoiceDraft,
+    PauseView,
+    PendingChangeView,
+    PlanSnapshot,
+    SubscriptionView,
+)
 from domain.dunning import DunningPolicy
+from domain.invoices import InvoiceLine
 from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
 
 
 def workflow_id_for(subscription_id: str) -> str:
     """One workflow per subscription; the id says what it is in the Temporal UI."""
     return f"subscription/{subscription_id}"
+
+
+class PeriodPayment(BaseModel):
+    """Money collected for the current period: what a prorated refund may give back."""
+
+    invoice_id: str
+    amount: int
 
 
 class CarriedState(BaseModel):
@@ -32,7 +47,9 @@ class CarriedState(BaseModel):
     pause: PauseView | None = None
     pending_change: PendingChangeView | None = None
     pending_plan: PlanSnapshot | None = None
-    pending_proration_lines: list[dict[str, object]] = Field(default_factory=list)
+    # Lines waiting for the next invoice: create_prorations, carried credits, pause credit.
+    pending_proration_lines: list[InvoiceLine] = Field(default_factory=list)
+    period_payments: list[PeriodPayment] = Field(default_factory=list)
     latest_invoice_id: str | None = None
     open_invoice: InvoiceDraft | None = None
     incomplete_attempts: int = 0
@@ -88,6 +105,17 @@ class ChangePlanRequest(BaseModel):
     proration: ProrationBehavior | None = None
     preview: bool = False
     actor: str | None = None
+
+
+class ChangePlanResult(BaseModel):
+    """`invoice` is what the change charged now (None: nothing now); a preview answers with
+    `invoice_preview` instead: the invoice charged now, or else the next renewal invoice."""
+
+    subscription: SubscriptionView
+    decision: dict[str, str] | None = None
+    invoice: InvoiceDraft | None = None
+    invoice_preview: InvoiceDraft | None = None
+    preview: bool = False
 
 
 class CancelRequest(BaseModel):

@@ -28,6 +28,7 @@ from domain.contracts import (
     InvoiceDraft,
     PauseView,
     PendingChangeView,
+    PlanSnapshot,
     RefundOutcome,
     RefundRequest,
     SubscriptionView,
@@ -35,19 +36,20 @@ from domain.contracts import (
 )
 from domain.dunning import ExhaustedAction, next_retry_at
 from domain.errors import DomainError
-from domain.invoices import InvoiceLine, proration_lines
+from domain.invoices import InvoiceLine
 from domain.periods import next_boundary_after
-from domain.plan_change import (
-    ChangeKind,
-    ChangeWhen,
-    ProrationBehavior,
-    decide_plan_change,
-)
 from domain.status import SubscriptionStatus as S
 from workflows.clock import WorkflowClock
 from workflows.details import current_details, search_attribute_updates
 from workflows.errors import from_domain, rejected
-from workflows.invoicing import partial_period_line, period_line, unused_time_credit
+from workflows.invoicing import (
+    allocate_refund,
+    carry_credit,
+    opening_line,
+    partial_period_line,
+    period_line,
+    unused_time_credit,
+)
 from workflows.messages import (
     ActorRequest,
     AdvanceClock,
@@ -55,14 +57,31 @@ from workflows.messages import (
     CancelRequest,
     CarriedState,
     ChangePlanRequest,
+    ChangePlanResult,
     ExtendTrialRequest,
     PauseRequest,
     PaymentMethodChanged,
     PaymentSucceeded,
+    PeriodPayment,
     SubscriptionInput,
+)
+from workflows.plan_changes import (
+    Billing,
+    ChangeQuote,
+    InvoicePlan,
+    anchor_after_change,
+    check_trial_change,
+    decide,
+    decision_summary,
+    period_after,
+    preview_invoice,
+    quote_change,
+    upcoming_renewal,
 )
 
 TERMINAL = frozenset({S.CANCELED, S.INCOMPLETE_EXPIRED})
+MAX_TRIAL = timedelta(days=730)  # as for `trial_days` when subscribing
+MAX_PAUSE = timedelta(days=730)
 
 # Charges retry transient failures (network, rate limits, 5xx) with backoff; card
 # declines come back as a normal "failed" outcome, not as an activity failure.
@@ -140,9 +159,10 @@ class SubscriptionWorkflow:
             line = period_line(s.plan, start, end)
         invoice = self._invoice("subscription_create", [line], start, end)
         outcome = await self._charge(invoice, 1)
+        self._start_period(start, end)
         if outcome.status == "paid":
             s.status = S.ACTIVE
-            s.current_period_start, s.current_period_end = start, end
+            self._record_paid(invoice, outcome)
             await self._sync(
                 [
                     created,
@@ -155,7 +175,6 @@ class SubscriptionWorkflow:
             s.status = S.INCOMPLETE
             s.open_invoice = invoice
             s.incomplete_attempts = 1
-            s.current_period_start, s.current_period_end = start, end
             await self._sync(
                 [
                     created,
@@ -217,16 +236,19 @@ class SubscriptionWorkflow:
     async def _end_trial(self) -> bool:
         s = self._s
         assert s.trial_end is not None
+        if s.cancel_at_period_end:
+            # Canceled during the trial: it ends with the trial, uncharged.
+            await self._cancel_now(reason="cancel_at_period_end", actor=None, settle=True)
+            return False
         start = s.trial_end
-        end = next_boundary_after(
-            s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start
-        )
-        invoice = self._invoice("subscription_cycle", [period_line(s.plan, start, end)], start, end)
-        s.current_period_start, s.current_period_end = start, end
+        line, end = opening_line(s.plan, s.billing_cycle_anchor, start)
+        invoice = self._invoice("subscription_cycle", [line], start, end)
+        self._start_period(start, end)
         s.trial_end = start
         outcome = await self._charge(invoice, 1)
         if outcome.status == "paid":
             s.status = S.ACTIVE
+            self._record_paid(invoice, outcome)
             await self._sync(
                 [*self._paid_events(invoice, outcome), self._event("subscription.activated")],
                 features=s.plan.features,
@@ -245,31 +267,17 @@ class SubscriptionWorkflow:
         s = self._s
         assert s.current_period_end is not None
         if s.cancel_at_period_end:
-            await self._cancel_now(reason="cancel_at_period_end", actor=None)
+            await self._cancel_now(reason="cancel_at_period_end", actor=None, settle=True)
             return False
-        events: list[EventDraft] = []
-        if s.pending_plan is not None:
-            old = s.plan
-            s.plan, s.pending_plan, s.pending_change = s.pending_plan, None, None
-            events.append(
-                self._event(
-                    "subscription.plan_changed",
-                    from_plan=old.plan_id,
-                    to_plan=s.plan.plan_id,
-                    when="period_end",
-                )
-            )
         start = s.current_period_end
-        end = next_boundary_after(
-            s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, start
-        )
-        lines = [*self._take_pending_prorations(), period_line(s.plan, start, end)]
-        invoice = self._invoice("subscription_cycle", lines, start, end)
-        s.current_period_start, s.current_period_end = start, end
-        s.changes_this_period = 0
+        events = self._apply_pending_plan(start, when="period_end")
+        start, end = period_after(s.plan, s.billing_cycle_anchor, start)
+        invoice = self._next_invoice("subscription_cycle", start, end)
+        self._start_period(start, end)
         outcome = await self._charge(invoice, 1)
         if outcome.status == "paid":
             s.renewals += 1
+            self._record_paid(invoice, outcome)
             await self._sync(
                 [
                     *events,
@@ -319,6 +327,7 @@ class SubscriptionWorkflow:
             s.status = S.ACTIVE
             s.open_invoice = None
             s.dunning = DunningView()
+            self._record_paid(invoice, outcome)
             events = [*self._paid_events(invoice, outcome, actor=actor)]
             events.append(
                 self._event(
@@ -386,7 +395,11 @@ class SubscriptionWorkflow:
         void: str | None = None,
         uncollectible: str | None = None,
         refund: str = "none",
+        settle: bool = False,
     ) -> None:
+        """End the subscription now. With `settle` (a requested or scheduled cancel), lines
+        still waiting for the next invoice are settled: a net debit is invoiced, and with
+        `refund="prorated"` the unused time plus any waiting credit is refunded."""
         s = self._s
         now = self._now()
         events: list[EventDraft] = []
@@ -395,77 +408,105 @@ class SubscriptionWorkflow:
             statuses[void] = "void"
         if uncollectible:
             statuses[uncollectible] = "uncollectible"
-        if (
-            refund == "prorated"
-            and s.status == S.ACTIVE
-            and s.current_period_start
-            and s.current_period_end
-            and s.latest_invoice_id
-        ):
-            credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
-            if credit is not None:
-                events += await self._refund(credit, actor)
+        if settle:
+            events += await self._settle_on_cancel(refund, actor, statuses)
         s.status = S.CANCELED
         s.canceled_at = now
         s.cancel_at_period_end = False
         s.pending_change, s.pending_plan = None, None
+        s.pending_proration_lines = []
         s.dunning.next_retry_at = None
         s.open_invoice = None
         events.append(self._event("subscription.canceled", reason=reason, actor=actor))
         await self._sync(events, features=[], invoice_status=statuses or None)
 
-    async def _refund(self, credit: InvoiceLine, actor: str | None) -> list[EventDraft]:
+    async def _settle_on_cancel(
+        self, refund: str, actor: str | None, statuses: dict[str, str]
+    ) -> list[EventDraft]:
         s = self._s
-        paid_invoice = s.latest_invoice_id
-        assert paid_invoice is not None
-        note = self._invoice(
-            "subscription_cancel_refund", [credit], credit.period_start, credit.period_end
-        )
-        result: RefundOutcome = await workflow.execute_activity(
-            "refund_invoice",
-            RefundRequest(
-                invoice_id=paid_invoice,
-                subscription_id=s_id(self),
-                amount=-credit.amount,
-                refund_key=f"{s_id(self)}:{note.id}:refund",
-                credit_note=note,
-            ),
-            result_type=RefundOutcome,
-            start_to_close_timeout=timedelta(seconds=60),
-            retry_policy=CHARGE_RETRY,
-            summary=f"refund {-credit.amount} {s.plan.currency} of {paid_invoice}",
-        )
+        now = self._now()
+        lines = list(s.pending_proration_lines)
+        s.pending_proration_lines = []
+        if (
+            refund == "prorated"
+            and s.status == S.ACTIVE
+            and s.current_period_start is not None
+            and s.current_period_end is not None
+        ):
+            credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
+            if credit is not None:
+                lines.append(credit)
+        total = sum(line.amount for line in lines)
+        if total < 0 and refund == "prorated":
+            return await self._refund(lines, actor)
+        if total <= 0:
+            return []
+        # Prorations owed (e.g. an upgrade with create_prorations): a final invoice.
+        invoice = self._invoice("subscription_cancel", lines, now, now)
+        outcome = await self._charge(invoice, 1, actor=actor)
+        if outcome.status == "paid":
+            return self._paid_events(invoice, outcome, actor=actor)
+        statuses[invoice.id] = "uncollectible"
+        return [self._failed_event(invoice, outcome, actor=actor)]
+
+    async def _refund(self, lines: list[InvoiceLine], actor: str | None) -> list[EventDraft]:
+        """A credit note for `lines` (a net credit), refunded over the period's payments."""
+        s = self._s
+        start = min(line.period_start for line in lines)
+        end = max(line.period_end for line in lines)
+        note = self._invoice("subscription_cancel_refund", lines, start, end)
+        payments = [(p.invoice_id, p.amount) for p in s.period_payments]
+        # Nothing paid in cash this period: the activity records the note, refunds nothing.
+        parts = allocate_refund(-note.total, payments) or [(note.id, 0)]
+        refunded = 0
+        for invoice_id, amount in parts:
+            result: RefundOutcome = await workflow.execute_activity(
+                "refund_invoice",
+                RefundRequest(
+                    invoice_id=invoice_id,
+                    subscription_id=s_id(self),
+                    amount=amount,
+                    refund_key=f"{s_id(self)}:{note.id}:{invoice_id}:refund",
+                    credit_note=note,
+                ),
+                result_type=RefundOutcome,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=CHARGE_RETRY,
+                summary=f"refund {amount} {s.plan.currency} of {invoice_id}",
+            )
+            refunded += result.refunded
         return [
             self._event(
                 "invoice.refunded",
-                invoice_id=paid_invoice,
+                invoice_id=parts[0][0],
+                refunded_invoices=[invoice_id for invoice_id, _ in parts],
                 credit_note_id=note.id,
-                amount=result.refunded,
+                credit=-note.total,
+                amount=refunded,
                 actor=actor,
             )
         ]
 
     async def _resume(self, actor: str | None) -> None:
+        """A new period starts now and is charged; a change scheduled while paused applies."""
         s = self._s
         now = self._now()
         s.pause = None
+        events = [self._event("subscription.resumed", actor=actor)]
+        events += self._apply_pending_plan(now, when="resume")
         s.billing_cycle_anchor = now
-        start = now
-        end = next_boundary_after(now, s.plan.interval, s.plan.interval_count, now)
-        s.current_period_start, s.current_period_end = start, end
-        s.changes_this_period = 0
-        invoice = self._invoice(
-            "subscription_resume", [period_line(s.plan, start, end)], start, end
-        )
+        start, end = period_after(s.plan, now, now)
+        invoice = self._next_invoice("subscription_resume", start, end)
+        self._start_period(start, end)
         outcome = await self._charge(invoice, 1, actor=actor)
-        resumed = self._event("subscription.resumed", actor=actor)
         if outcome.status == "paid":
             s.status = S.ACTIVE
+            self._record_paid(invoice, outcome)
             await self._sync(
-                [resumed, *self._paid_events(invoice, outcome)], features=s.plan.features
+                [*events, *self._paid_events(invoice, outcome)], features=s.plan.features
             )
             return
-        await self._enter_dunning(invoice, outcome, extra=[resumed])
+        await self._enter_dunning(invoice, outcome, extra=events)
 
     # ------------------------------------------------------------------ updates
 
@@ -477,91 +518,52 @@ class SubscriptionWorkflow:
         return self._view()
 
     @workflow.update
-    async def change_plan(self, req: ChangePlanRequest) -> dict[str, object]:
+    async def change_plan(self, req: ChangePlanRequest) -> ChangePlanResult:
+        """Upgrade, downgrade or switch interval; `preview` computes and changes nothing."""
         async with self._lock:
             s = self._s
-            if req.plan.plan_id == s.plan.plan_id and s.pending_plan is not None:
-                return await self._drop_pending_change(req.actor)
-            if s.status == S.TRIALING:
-                return await self._change_during_trial(req)
-            decision = decide_plan_change(
-                s.plan,
-                req.plan,
-                s.status,
-                s.changes_this_period,
-                req.when,
-                req.proration,
-                self._in.policy.plan_change,
-            )
-            now = self._now()
-            if decision.when == ChangeWhen.PERIOD_END:
-                assert s.current_period_end is not None
-                preview = self._invoice(
-                    "subscription_cycle",
-                    [
-                        period_line(
-                            req.plan,
-                            s.current_period_end,
-                            next_boundary_after(
-                                s.billing_cycle_anchor,
-                                req.plan.interval,
-                                req.plan.interval_count,
-                                s.current_period_end,
-                            ),
-                        )
-                    ],
-                    s.current_period_end,
-                    s.current_period_end,
-                )
+            if self._drops_pending_change(req):
                 if req.preview:
-                    return {
-                        "decision": _decision_dict(decision),
-                        "invoice_preview": preview.model_dump(mode="json"),
-                    }
-                s.pending_plan = req.plan
-                s.pending_change = PendingChangeView(
-                    plan_id=req.plan.plan_id, effective_at=s.current_period_end, proration="none"
-                )
-                s.changes_this_period += 1
-                self._dirty = True
-                await self._sync(
-                    [
-                        self._event(
-                            "subscription.plan_change_scheduled",
-                            to_plan=req.plan.plan_id,
-                            effective_at=s.current_period_end,
-                            actor=req.actor,
-                        )
-                    ]
-                )
-                return {
-                    "decision": _decision_dict(decision),
-                    "subscription": self._view().model_dump(mode="json"),
-                }
-            return await self._change_now(
-                req,
-                decision.kind,
-                decision.proration,
-                decision.new_anchor,
-                now,
-                decision_dict=_decision_dict(decision),
-            )
+                    return self._change_result(req, preview=self._upcoming_renewal(s.plan))
+                return await self._drop_pending_change(req)
+            if s.status == S.TRIALING:
+                self._check_trial_change(req)
+                return await self._change_during_trial(req)
+            quote = self._quote(req)
+            if req.preview:
+                return self._change_result(req, quote, preview=self._quote_preview(quote, req))
+            if quote.billing == Billing.AT_PERIOD_END:
+                return await self._schedule_change(req, quote)
+            return await self._change_now(req, quote)
 
     @change_plan.validator
     def _validate_change_plan(self, req: ChangePlanRequest) -> None:
-        s = self._s
-        if req.plan.plan_id == s.plan.plan_id and s.pending_plan is not None:
+        if self._drops_pending_change(req):
             return  # asking for the current plan cancels the scheduled change
-        if s.status == S.TRIALING:
-            if req.plan.plan_id == s.plan.plan_id:
-                raise rejected("same_plan", f"Subscription is already on plan {s.plan.plan_id}")
-            if req.plan.currency != s.plan.currency:
-                raise rejected(
-                    "currency_mismatch", "Cannot change to a plan in another currency", 422
-                )
+        if self.status == S.TRIALING:
+            self._check_trial_change(req)
             return
+        self._quote(req)
+
+    def _drops_pending_change(self, req: ChangePlanRequest) -> bool:
+        return req.plan.plan_id == self._s.plan.plan_id and self._s.pending_plan is not None
+
+    def _check_trial_change(self, req: ChangePlanRequest) -> None:
         try:
-            decide_plan_change(
+            check_trial_change(
+                self._s.plan,
+                req.plan,
+                self._s.changes_this_period,
+                self._in.policy.plan_change.max_changes_per_period,
+            )
+        except DomainError as err:
+            raise from_domain(err) from None
+
+    def _quote(self, req: ChangePlanRequest) -> ChangeQuote:
+        """Decide and price the change, or reject it (validator and handler alike)."""
+        s = self._s
+        try:
+            decision = decide(
                 s.plan,
                 req.plan,
                 s.status,
@@ -572,24 +574,91 @@ class SubscriptionWorkflow:
             )
         except DomainError as err:
             raise from_domain(err) from None
+        now = self._now()
+        start, end = s.current_period_start, s.current_period_end
+        if start is None or end is None or not start <= now < end:
+            raise rejected("period_renewing", "The billing period is renewing; try again")
+        return quote_change(
+            s.plan,
+            req.plan,
+            decision,
+            period_start=start,
+            period_end=end,
+            anchor=s.billing_cycle_anchor,
+            now=now,
+        )
 
-    async def _drop_pending_change(self, actor: str | None) -> dict[str, object]:
+    def _quote_preview(self, quote: ChangeQuote, req: ChangePlanRequest) -> InvoiceDraft:
+        s = self._s
+        assert s.current_period_end is not None
+        return self._draft(
+            preview_invoice(
+                quote,
+                s.plan,
+                req.plan,
+                s.billing_cycle_anchor,
+                s.current_period_end,
+                s.pending_proration_lines,
+            )
+        )
+
+    def _upcoming_renewal(self, plan: PlanSnapshot) -> InvoiceDraft:
+        s = self._s
+        assert s.current_period_end is not None
+        return self._draft(
+            upcoming_renewal(
+                s.plan,
+                plan,
+                s.billing_cycle_anchor,
+                s.current_period_end,
+                s.pending_proration_lines,
+            )
+        )
+
+    def _draft(self, content: InvoicePlan) -> InvoiceDraft:
+        """A previewed invoice: built like a real one, never stored or charged."""
+        return self._build_invoice(content.reason, content.lines, content.start, content.end)[0]
+
+    def _change_result(
+        self,
+        req: ChangePlanRequest,
+        quote: ChangeQuote | None = None,
+        *,
+        invoice: InvoiceDraft | None = None,
+        preview: InvoiceDraft | None = None,
+    ) -> ChangePlanResult:
+        return ChangePlanResult(
+            subscription=self._view(),
+            decision=decision_summary(quote.decision) if quote else None,
+            invoice=invoice,
+            invoice_preview=preview,
+            preview=req.preview,
+        )
+
+    async def _drop_pending_change(self, req: ChangePlanRequest) -> ChangePlanResult:
         s = self._s
         dropped = s.pending_change.plan_id if s.pending_change else None
         s.pending_plan, s.pending_change = None, None
         self._dirty = True
         await self._sync(
-            [self._event("subscription.plan_change_canceled", plan_id=dropped, actor=actor)]
+            [self._event("subscription.plan_change_canceled", plan_id=dropped, actor=req.actor)]
         )
-        return {"subscription": self._view().model_dump(mode="json")}
+        return self._change_result(req)
 
-    async def _change_during_trial(self, req: ChangePlanRequest) -> dict[str, object]:
+    async def _change_during_trial(self, req: ChangePlanRequest) -> ChangePlanResult:
+        """Nothing was charged yet: swap the plan; the trial-end invoice is at the new price."""
         s = self._s
+        assert s.trial_end is not None
+        anchor = anchor_after_change(s.plan, req.plan, s.billing_cycle_anchor, s.trial_end)
         if req.preview:
-            return {"invoice_preview": None, "subscription": self._view().model_dump(mode="json")}
+            line, end = opening_line(req.plan, anchor, s.trial_end)
+            preview = self._build_invoice("subscription_cycle", [line], s.trial_end, end)[0]
+            return self._change_result(req, preview=preview)
         old = s.plan
         s.plan = req.plan
-        s.pending_plan, s.pending_change = None, None
+        s.billing_cycle_anchor = anchor
+        s.changes_this_period += 1
+        self._dirty = True
         await self._sync(
             [
                 self._event(
@@ -597,81 +666,79 @@ class SubscriptionWorkflow:
                     from_plan=old.plan_id,
                     to_plan=req.plan.plan_id,
                     when="now",
+                    during_trial=True,
                     actor=req.actor,
                 )
             ],
             features=req.plan.features,
         )
-        return {"subscription": self._view().model_dump(mode="json")}
+        return self._change_result(req)
 
-    async def _change_now(
-        self,
-        req: ChangePlanRequest,
-        kind: ChangeKind,
-        proration: ProrationBehavior,
-        new_anchor: bool,
-        now: datetime,
-        decision_dict: dict[str, object],
-    ) -> dict[str, object]:
+    async def _schedule_change(
+        self, req: ChangePlanRequest, quote: ChangeQuote
+    ) -> ChangePlanResult:
+        """A downgrade (by default) waits for the period end; a new request replaces it."""
         s = self._s
-        assert s.current_period_start is not None and s.current_period_end is not None
+        replaced = s.pending_change.plan_id if s.pending_change else None
+        s.pending_plan = req.plan
+        s.pending_change = PendingChangeView(
+            plan_id=req.plan.plan_id, effective_at=quote.effective_at, proration="none"
+        )
+        s.changes_this_period += 1
+        self._dirty = True
+        await self._sync(
+            [
+                self._event(
+                    "subscription.plan_change_scheduled",
+                    from_plan=s.plan.plan_id,
+                    to_plan=req.plan.plan_id,
+                    effective_at=quote.effective_at,
+                    kind=quote.decision.kind.value,
+                    replaces=replaced,
+                    actor=req.actor,
+                )
+            ]
+        )
+        return self._change_result(req, quote)
+
+    async def _change_now(self, req: ChangePlanRequest, quote: ChangeQuote) -> ChangePlanResult:
+        s = self._s
         old = s.plan
-        if new_anchor:
-            # Interval change: credit the unused old period, start a full new one now.
-            start, end = (
-                now,
-                next_boundary_after(now, req.plan.interval, req.plan.interval_count, now),
-            )
-            lines: list[InvoiceLine] = []
-            if proration != ProrationBehavior.NONE:
-                credit = unused_time_credit(old, s.current_period_start, s.current_period_end, now)
-                if credit is not None:
-                    lines.append(credit)
-            lines.append(period_line(req.plan, start, end))
-        else:
-            start, end = s.current_period_start, s.current_period_end
-            lines = (
-                []
-                if proration == ProrationBehavior.NONE
-                else proration_lines(old, req.plan, start, end, now)
-            )
-        invoice = self._invoice("subscription_update", lines, start if new_anchor else now, end)
-        charge_now = new_anchor or proration == ProrationBehavior.ALWAYS_INVOICE
-        if req.preview:
-            return {"decision": decision_dict, "invoice_preview": invoice.model_dump(mode="json")}
         events: list[EventDraft] = []
-        result: dict[str, object] = {"decision": decision_dict}
-        if charge_now and invoice.lines:
-            if invoice.total > 0:
-                outcome = await self._charge(invoice, 1, actor=req.actor)
-                if outcome.status != "paid":
-                    await self._sync(
-                        [self._failed_event(invoice, outcome, actor=req.actor)],
-                        invoice_status={invoice.id: "void"},
-                    )
-                    raise rejected(
-                        "payment_failed",
-                        "The change was not applied: the charge of "
-                        f"{invoice.total} was declined "
-                        f"({outcome.decline_code or outcome.failure_code})",
-                        402 if False else 409,
-                    )
-                events += self._paid_events(invoice, outcome, actor=req.actor)
-            else:
-                # A net credit is carried to the next invoice rather than paid out.
-                s.pending_proration_lines += [
-                    line.model_dump(mode="json") for line in invoice.lines
-                ]
-            result["invoice"] = invoice.model_dump(mode="json")
-        elif proration == ProrationBehavior.CREATE_PRORATIONS:
-            s.pending_proration_lines += [line.model_dump(mode="json") for line in invoice.lines]
+        invoice: InvoiceDraft | None = None
+        outcome: ChargeOutcome | None = None
+        if quote.billing == Billing.INVOICE_NOW and quote.lines:
+            invoice, carried = self._build_invoice(
+                "subscription_update", quote.lines, quote.invoice_start, quote.invoice_end
+            )
+            latest = s.latest_invoice_id
+            outcome = await self._charge(invoice, 1, actor=req.actor)
+            if outcome.status != "paid":
+                s.latest_invoice_id = latest
+                await self._sync(
+                    [self._failed_event(invoice, outcome, actor=req.actor)],
+                    invoice_status={invoice.id: "void"},
+                )
+                raise rejected(
+                    "payment_failed",
+                    f"The change was not applied: the charge of {invoice.total} was declined "
+                    f"({outcome.decline_code or outcome.failure_code})",
+                )
+            events += self._paid_events(invoice, outcome, actor=req.actor)
+            if carried is not None:
+                s.pending_proration_lines.append(carried)
+        elif quote.billing == Billing.NEXT_INVOICE:
+            s.pending_proration_lines += quote.lines
+        replaced = s.pending_change.plan_id if s.pending_change else None
         s.plan = req.plan
         s.pending_plan, s.pending_change = None, None
-        s.changes_this_period += 1
-        if new_anchor:
-            s.billing_cycle_anchor = start
-            s.current_period_start, s.current_period_end = start, end
-            s.changes_this_period = 0
+        if quote.decision.new_anchor:
+            s.billing_cycle_anchor = quote.anchor
+            self._start_period(quote.period_start, quote.period_end)
+        else:
+            s.changes_this_period += 1
+        if invoice is not None and outcome is not None:
+            self._record_paid(invoice, outcome)
         self._dirty = True
         events.append(
             self._event(
@@ -679,24 +746,26 @@ class SubscriptionWorkflow:
                 from_plan=old.plan_id,
                 to_plan=req.plan.plan_id,
                 when="now",
-                kind=kind.value,
+                kind=quote.decision.kind.value,
+                proration=quote.decision.proration.value,
+                invoice_id=invoice.id if invoice else None,
+                deferred_lines=len(quote.lines) if quote.billing == Billing.NEXT_INVOICE else 0,
+                replaces=replaced,
                 actor=req.actor,
             )
         )
         await self._sync(events, features=req.plan.features)
-        result["subscription"] = self._view().model_dump(mode="json")
-        return result
+        return self._change_result(req, quote, invoice=invoice)
 
     @workflow.update
     async def cancel(self, req: CancelRequest) -> SubscriptionView:
         async with self._lock:
             s = self._s
             if req.at_period_end and s.status in (S.ACTIVE, S.TRIALING):
+                if s.cancel_at_period_end:
+                    return self._view()  # already scheduled
+                # A trial canceled at period end ends with the trial, uncharged.
                 s.cancel_at_period_end = True
-                if s.status == S.TRIALING:
-                    # A trial canceled "at period end" ends with the trial, uncharged.
-                    await self._cancel_now(reason="canceled_during_trial", actor=req.actor)
-                    return self._view()
                 self._dirty = True
                 await self._sync(
                     [
@@ -710,7 +779,7 @@ class SubscriptionWorkflow:
                 return self._view()
             void = s.open_invoice.id if s.open_invoice else None
             await self._cancel_now(
-                reason="requested", actor=req.actor, void=void, refund=req.refund
+                reason="requested", actor=req.actor, void=void, refund=req.refund, settle=True
             )
             self._dirty = True
             return self._view()
@@ -743,11 +812,25 @@ class SubscriptionWorkflow:
     async def pause(self, req: PauseRequest) -> SubscriptionView:
         async with self._lock:
             s = self._s
+            now = self._now()
+            assert s.current_period_start is not None and s.current_period_end is not None
+            # Access stops now, so the paid time left in the period is credited to the
+            # invoice that resumes the subscription.
+            credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
+            if credit is not None:
+                s.pending_proration_lines.append(credit)
             s.status = S.PAUSED
-            s.pause = PauseView(paused_at=self._now(), resumes_at=req.resumes_at)
+            s.pause = PauseView(paused_at=now, resumes_at=req.resumes_at)
             self._dirty = True
             await self._sync(
-                [self._event("subscription.paused", resumes_at=req.resumes_at, actor=req.actor)],
+                [
+                    self._event(
+                        "subscription.paused",
+                        resumes_at=req.resumes_at,
+                        credit=credit.amount if credit else 0,
+                        actor=req.actor,
+                    )
+                ],
                 features=[],
             )
             return self._view()
@@ -759,8 +842,17 @@ class SubscriptionWorkflow:
                 "subscription_not_pausable",
                 f"Only an active subscription can be paused (it is {self.status})",
             )
+        if self._s.cancel_at_period_end:
+            raise rejected(
+                "subscription_cancel_pending",
+                "The subscription cancels at period end; reactivate it before pausing",
+            )
         if req.resumes_at is not None and req.resumes_at <= self._now():
             raise rejected("invalid_resumes_at", "resumes_at must be in the future", 422)
+        if req.resumes_at is not None and req.resumes_at > self._now() + MAX_PAUSE:
+            raise rejected(
+                "invalid_resumes_at", f"A pause may last at most {MAX_PAUSE.days} days", 422
+            )
 
     @workflow.update
     async def resume(self, req: ActorRequest) -> SubscriptionView:
@@ -779,8 +871,9 @@ class SubscriptionWorkflow:
         async with self._lock:
             s = self._s
             old = s.trial_end
-            s.trial_end = req.trial_end
-            s.billing_cycle_anchor = req.trial_end
+            if s.billing_cycle_anchor == old:
+                s.billing_cycle_anchor = req.trial_end  # the default anchor follows the trial
+            s.trial_end = s.current_period_end = req.trial_end
             warn_at = req.trial_end - timedelta(days=self._in.policy.trial_will_end_days)
             if warn_at > self._now():
                 s.trial_will_end_sent = False
@@ -806,6 +899,10 @@ class SubscriptionWorkflow:
         if req.trial_end.tzinfo is None or s.trial_end is None or req.trial_end <= s.trial_end:
             raise rejected(
                 "invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422
+            )
+        if req.trial_end > self._now() + MAX_TRIAL:
+            raise rejected(
+                "invalid_trial_end", f"A trial may last at most {MAX_TRIAL.days} days from now", 422
             )
 
     @workflow.update
@@ -921,10 +1018,52 @@ class SubscriptionWorkflow:
             created_at=self._now(),
         )
 
-    def _take_pending_prorations(self) -> list[InvoiceLine]:
-        lines = [InvoiceLine.model_validate(raw) for raw in self._s.pending_proration_lines]
-        self._s.pending_proration_lines = []
-        return lines
+    def _build_invoice(
+        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+    ) -> tuple[InvoiceDraft, InvoiceLine | None]:
+        """An invoice never below zero: a net credit becomes a line carried to the next one."""
+        lines, carried = carry_credit(lines, self._now())
+        return self._invoice(reason, lines, start, end), carried
+
+    def _next_invoice(self, reason: str, start: datetime, end: datetime) -> InvoiceDraft:
+        """The invoice opening a new period: waiting lines, then the period at the plan's price."""
+        s = self._s
+        lines = [*s.pending_proration_lines, period_line(s.plan, start, end)]
+        invoice, carried = self._build_invoice(reason, lines, start, end)
+        s.pending_proration_lines = [carried] if carried else []
+        return invoice
+
+    def _start_period(self, start: datetime, end: datetime) -> None:
+        s = self._s
+        s.current_period_start, s.current_period_end = start, end
+        s.changes_this_period = 0
+        s.period_payments = []
+
+    def _record_paid(self, invoice: InvoiceDraft, outcome: ChargeOutcome) -> None:
+        """Remember cash collected for this period (what a prorated refund can return)."""
+        if outcome.status == "paid" and outcome.amount > 0:
+            self._s.period_payments.append(
+                PeriodPayment(invoice_id=invoice.id, amount=outcome.amount)
+            )
+
+    def _apply_pending_plan(self, at: datetime, when: str) -> list[EventDraft]:
+        """Switch to the scheduled plan; a new period length restarts periods at `at`."""
+        s = self._s
+        if s.pending_plan is None:
+            return []
+        old = s.plan
+        s.billing_cycle_anchor = anchor_after_change(
+            old, s.pending_plan, s.billing_cycle_anchor, at
+        )
+        s.plan, s.pending_plan, s.pending_change = s.pending_plan, None, None
+        return [
+            self._event(
+                "subscription.plan_changed",
+                from_plan=old.plan_id,
+                to_plan=s.plan.plan_id,
+                when=when,
+            )
+        ]
 
     async def _charge(
         self, invoice: InvoiceDraft, attempt: int, actor: str | None = None
@@ -1047,7 +1186,3 @@ class SubscriptionWorkflow:
 
 def s_id(wf: SubscriptionWorkflow) -> str:
     return wf._in.subscription_id
-
-
-def _decision_dict(decision: object) -> dict[str, object]:
-    return {k: str(getattr(decision, k)) for k in ("kind", "when", "proration")}

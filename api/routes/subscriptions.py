@@ -20,15 +20,18 @@ from api.deps import (
 from api.errors import ApiError, not_found
 from api.idempotency import Idempotency
 from api.ids import new_id
+from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
 from db.models import Customer, Plan, TestClock
+from db.repositories import invoices as invoice_repo
 from db.repositories import subscriptions as repo
-from domain.contracts import ChargeOutcome, SubscriptionView
+from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
 from workflows.messages import (
     ActorRequest,
     CancelRequest,
     ChangePlanRequest,
+    ChangePlanResult,
     ExtendTrialRequest,
     PauseRequest,
     SubscriptionInput,
@@ -139,9 +142,31 @@ def _row_out(row: Any) -> dict[str, Any]:
     return _out(SubscriptionView.model_validate(row, from_attributes=True))
 
 
+ENDED = {"canceled", "incomplete_expired"}
+
+
 async def _require(session: SessionDep, subscription_id: str) -> None:
-    if await repo.get(session, subscription_id) is None:
+    """The subscription exists and its lifecycle is still running (it can take updates)."""
+    row = await repo.get(session, subscription_id)
+    if row is None:
         raise not_found("subscription", subscription_id)
+    if row.status in ENDED:
+        raise ApiError(
+            409, "subscription_canceled", f"Subscription {subscription_id} is {row.status}"
+        )
+
+
+def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
+    """A previewed invoice: the shape of an invoice, never stored, so no id."""
+    body = draft.model_dump(mode="json")
+    return {
+        **body,
+        "id": None,
+        "status": "draft",
+        "total": draft.total,
+        "paid_at": None,
+        "attempts": [],
+    }
 
 
 @router.post("/{subscription_id}/change_plan")
@@ -164,23 +189,32 @@ async def change_plan(
         preview=body.preview,
         actor=key.actor,
     )
-    result: dict[str, Any] = await lifecycle.update(
+    result: ChangePlanResult = await lifecycle.update(
         temporal, subscription_id, SubscriptionWorkflow.change_plan, req
     )
-    if isinstance(result.get("subscription"), dict):
-        result["subscription"].pop("state_version", None)
-    return result
+    out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
+    if result.preview:
+        preview = result.invoice_preview
+        out["invoice_preview"] = _draft_out(preview) if preview else None
+        return out
+    out["invoice"] = None
+    if result.invoice is not None:
+        stored = await invoice_repo.get_invoice(session, result.invoice.id)
+        if stored is not None:
+            out["invoice"] = (await render(session, [stored]))[0].model_dump(mode="json")
+    return out
 
 
 @router.post("/{subscription_id}/cancel")
 async def cancel(
     subscription_id: str,
-    body: CancelIn,
     session: SessionDep,
     temporal: TemporalDep,
     key: ProductOrSupportKey,
+    body: CancelIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
+    body = body or CancelIn()
     req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
     return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.cancel, req))
 
@@ -205,7 +239,8 @@ async def pause(
     body: PauseIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    req = PauseRequest(resumes_at=body.resumes_at if body else None, actor=key.actor)
+    resumes_at = body.resumes_at.astimezone(UTC) if body and body.resumes_at else None
+    req = PauseRequest(resumes_at=resumes_at, actor=key.actor)
     return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.pause, req))
 
 
