@@ -4,15 +4,19 @@
 would break running subscriptions (a new activity call, a reordered timer) fails here
 unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
 patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
+Files named `v1-*` were recorded by the first version of the workflow and are kept as they
+are: they stand for subscriptions still running on old code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -67,10 +71,45 @@ async def _lifecycle_scenario(api: httpx.AsyncClient) -> str:
     return str(sub["id"])
 
 
+async def _dunning_pause_refund_scenario(api: httpx.AsyncClient) -> str:
+    """Renewal failure and recovery, a scheduled downgrade, pause/resume, cancel with refund."""
+    start = datetime(2029, 5, 10, 8, 0, tzinfo=UTC)
+    big = await make_plan(api, amount=3000, features=["posts", "archive"])
+    small = await make_plan(api, amount=1000, features=["posts"])
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=big["id"], test_clock_id=clock["id"]
+    )
+    path = f"/v1/subscriptions/{sub['id']}"
+    cards = f"/v1/customers/{customer['id']}/payment_method"
+    ok(await api.post(cards, json={"payment_method": "pm_card_chargeCustomerFail"}))
+    await advance(api, clock["id"], datetime(2029, 6, 11, 8, 0, tzinfo=UTC))
+    ok(await api.post(cards, json={"payment_method": "pm_card_visa"}))
+    for _ in range(100):
+        if ok(await api.get(path))["status"] == "active":
+            break
+        await asyncio.sleep(0.05)
+    ok(await api.post(f"{path}/change_plan", json={"plan_id": small["id"]}))
+    await advance(api, clock["id"], datetime(2029, 7, 12, 8, 0, tzinfo=UTC))
+    ok(await api.post(f"{path}/pause", json={}))
+    await advance(api, clock["id"], datetime(2029, 7, 20, 8, 0, tzinfo=UTC))
+    ok(await api.post(f"{path}/resume"))
+    ok(await api.post(f"{path}/cancel", json={"at_period_end": False, "refund": "prorated"}))
+    return str(sub["id"])
+
+
+SCENARIOS = {
+    "lifecycle": _lifecycle_scenario,
+    "dunning-pause-refund": _dunning_pause_refund_scenario,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
 async def test_fresh_histories_replay_and_can_be_recorded(
-    app_client: httpx.AsyncClient, temporal_client: Client
+    app_client: httpx.AsyncClient, temporal_client: Client, name: str
 ) -> None:
-    subscription_id = await _lifecycle_scenario(app_client)
+    subscription_id = await SCENARIOS[name](app_client)
     histories = await _all_runs(temporal_client, subscription_id)
     assert len(histories) >= 2, "the scenario should span a continue-as-new"
     replayer = _replayer()
@@ -80,4 +119,4 @@ async def test_fresh_histories_replay_and_can_be_recorded(
     if os.environ.get("RECUR_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         for n, history in enumerate(histories):
-            (HISTORIES / f"lifecycle-run{n}.json").write_text(history.to_json())
+            (HISTORIES / f"{name}-run{n}.json").write_text(history.to_json())
