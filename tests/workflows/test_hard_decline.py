@@ -1,0 +1,125 @@
+"""Hard declines stop dunning retries until the payment method changes.
+
+localstripe answers every decline with a bare `card_declined` (no `decline_code`), so this
+test gives the real workflow a charge activity that declines with `stolen_card`, on its own
+task queue beside the real projection activity and a real Temporal server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities
+from api import lifecycle
+from db.engine import get_engine
+from domain.contracts import ChargeOutcome, ChargeRequest, PlanSnapshot
+from domain.periods import Interval
+from tests.conftest import Stack
+from workflows.messages import (
+    AdvanceClock,
+    PaymentMethodChanged,
+    SubscriptionInput,
+    workflow_id_for,
+)
+from workflows.subscription import SubscriptionWorkflow
+
+
+class DecliningCard:
+    """Declines as a stolen card until `replaced`; records every attempt it saw."""
+
+    def __init__(self) -> None:
+        self.attempts: list[int] = []
+        self.replaced = False
+
+    @activity.defn(name="charge_invoice")
+    async def charge_invoice(self, req: ChargeRequest) -> ChargeOutcome:
+        invoice = req.invoice
+        if invoice.billing_reason == "subscription_cycle":
+            self.attempts.append(req.attempt_number)
+        if invoice.billing_reason == "subscription_cycle" and not self.replaced:
+            return ChargeOutcome(
+                status="failed",
+                invoice_id=invoice.id,
+                attempt_number=req.attempt_number,
+                amount=invoice.total,
+                decline_code="stolen_card",
+                failure_code="card_declined",
+                hard_decline=True,
+            )
+        return ChargeOutcome(
+            status="paid",
+            invoice_id=invoice.id,
+            attempt_number=req.attempt_number,
+            amount=invoice.total,
+        )
+
+
+async def test_hard_decline_waits_for_a_new_payment_method(
+    temporal_client: Client, stack: Stack
+) -> None:
+    queue = f"hard-decline-{uuid.uuid4().hex[:6]}"
+    settings = stack.settings.model_copy(update={"task_queue": queue})
+    card = DecliningCard()
+    ledger = LedgerActivities(get_engine(settings.effective_database_url))
+    start = datetime(2031, 1, 15, 12, 0, tzinfo=UTC)
+    inp = SubscriptionInput(
+        subscription_id=f"sub_hard{uuid.uuid4().hex[:10]}",
+        customer_id="cus_hard_decline",
+        plan=PlanSnapshot(
+            plan_id="plan_hd", name="HD", amount=800, currency="usd", interval=Interval.MONTH
+        ),
+        test_clock_id="clock_hard_decline",
+        clock_now=start,
+        policy=lifecycle.billing_policy(settings),
+    )
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=[SubscriptionWorkflow],
+        activities=[card.charge_invoice, ledger.sync_subscription],
+    ):
+        view = await lifecycle.start_subscription(temporal_client, settings, inp)
+        assert view.status == "active"
+        handle = temporal_client.get_workflow_handle(workflow_id_for(inp.subscription_id))
+
+        await lifecycle.advance_subscription(
+            temporal_client, inp.subscription_id, start + timedelta(days=31)
+        )
+        state = await handle.query(SubscriptionWorkflow.state)
+        assert state.status == "past_due"
+        assert state.dunning.awaiting_payment_method is True
+        assert state.dunning.next_retry_at is None
+        assert card.attempts == [1]
+
+        # Two weeks pass: no retry is made against a stolen card.
+        await lifecycle.advance_subscription(
+            temporal_client, inp.subscription_id, start + timedelta(days=46)
+        )
+        state = await handle.query(SubscriptionWorkflow.state)
+        assert state.status == "past_due"
+        assert card.attempts == [1]
+
+        card.replaced = True
+        await handle.signal(
+            SubscriptionWorkflow.payment_method_changed,
+            PaymentMethodChanged(payment_method="pm_new"),
+        )
+        for _ in range(100):
+            state = await handle.query(SubscriptionWorkflow.state)
+            if state.status == "active":
+                break
+            await asyncio.sleep(0.05)
+        assert state.status == "active"
+        assert card.attempts == [1, 2]
+        assert state.dunning.attempts == 0
+        # The clock still works after recovery: the next renewal is charged normally.
+        result = await handle.execute_update(
+            SubscriptionWorkflow.advance_clock, AdvanceClock(to=start + timedelta(days=60))
+        )
+        assert result.status == "active"
