@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,7 @@ from api.routes import (
     stripe_webhooks,
     subscriptions,
     test_clocks,
+    webhook_endpoints,
 )
 from config import Settings, configure_logging, get_settings
 from db.engine import get_engine, session_factory
@@ -48,6 +50,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
 
             app.state.temporal = await connect_temporal(settings)
         log.info("api.started", temporal=settings.temporal_address, sandbox=settings.sandbox)
+        # What startup built (modules, the app, clients) lives as long as the process: keep it
+        # out of the collector's scans, or each full collection pauses requests for ~100 ms.
+        gc.collect()
+        gc.freeze()
         yield
 
     app = FastAPI(
@@ -59,16 +65,17 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     install_error_handlers(app)
     install_observability(app)
     for module in (
+        entitlements,  # first: the hot path is matched before every other router
         health,
         plans,
         api_keys,
         customers,
-        entitlements,
         subscriptions,
         invoices,
         events,
         test_clocks,
         stripe_webhooks,
+        webhook_endpoints,
     ):
         app.include_router(module.router)
     return app

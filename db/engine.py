@@ -18,6 +18,18 @@ def get_engine(url: str | None = None) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+@lru_cache(maxsize=4)
+def get_read_engine(url: str | None = None) -> AsyncEngine:
+    """A second pool for single-statement hot reads (the entitlement check): autocommit, so a
+    query is one round trip (no BEGIN, no ROLLBACK on release) and no pre-ping; callers retry
+    once when a pooled connection turns out to be dead. A fixed size (no overflow): under a
+    burst, requests queue for a connection instead of opening and closing extra ones."""
+    url = url or get_settings().effective_database_url
+    return create_async_engine(
+        url, pool_size=20, max_overflow=0, isolation_level="AUTOCOMMIT", pool_recycle=1800
+    )
+
+
 def session_factory(engine: AsyncEngine | None = None) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine or get_engine(), class_=AsyncSession, expire_on_commit=False)
 

@@ -208,3 +208,58 @@ class StripeEvent(SQLModel, table=True):
     id: str = Field(primary_key=True)
     type: str
     received_at: datetime = _utc()
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An outbound webhook subscriber: the URL, the event types it wants, its signing secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True)
+    url: str
+    events: list[str] = _json(list)
+    # Kept in clear text: it signs every delivery (shown to the caller only at creation).
+    secret: str
+    description: str | None = None
+    disabled: bool = False
+    created_at: datetime = _utc()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint: the delivery log, updated by every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    endpoint_id: str
+    event_id: str
+    event_type: str
+    subscription_id: str | None = Field(default=None, index=True)
+    status: str  # retrying | delivered | failed | skipped
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+    delivered_at: datetime | None = _utc(default=None)
+
+
+class EmailNotification(SQLModel, table=True):
+    """An email sent (or given up on) for one event: a retried activity does not resend it."""
+
+    __tablename__ = "email_notifications"
+
+    event_id: str = Field(primary_key=True)
+    template: str
+    customer_id: str | None = Field(default=None, index=True)
+    recipient: str
+    subject: str
+    status: str  # sent | retrying | failed
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = _utc()
+    sent_at: datetime | None = _utc(default=None)

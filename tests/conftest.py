@@ -23,6 +23,7 @@ from db.engine import get_engine
 from db.migrate import upgrade
 from devstack.postgres import start_postgres
 from devstack.process import Child, free_port
+from devstack.smtp_sink import start_smtp_sink
 from devstack.stripe_fake import start_localstripe
 from devstack.temporal import start_temporal
 from worker import WorkerParts, build_worker, connect_temporal
@@ -47,6 +48,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             start_temporal(port=temporal_port, ui_port=None, log_path=base / "temporal.log")
         )
         children.append(start_localstripe(port=stripe_port, log_path=base / "localstripe.log"))
+        smtp_port = free_port()
+        children.append(
+            start_smtp_sink(port=smtp_port, maildir=base / "mail", log_path=base / "smtp.log")
+        )
         settings = Settings(
             data_dir=base,
             database_url=f"postgresql+psycopg://recur@127.0.0.1:{pg_port}/recur",
@@ -56,6 +61,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             admin_key=ADMIN_KEY,
             log_json=True,
             log_level="WARNING",
+            smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+            # Webhook/email retries back off quickly here (tests answer 500 a few times).
+            webhook_retry_initial_ms=100,
+            webhook_retry_max_ms=500,
+            webhook_max_attempts=8,
         )
         upgrade(settings.effective_database_url)
         yield Stack(settings=settings, children=children)

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import delete, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -68,6 +70,23 @@ CHECK_SQL = text(
     "SELECT max(active_until), count(*) FROM entitlements"
     " WHERE customer_id = :customer_id AND feature = :feature"
 )
+
+
+async def check_fast(
+    engine: AsyncEngine, customer_id: str, feature: str
+) -> tuple[bool, datetime | None]:
+    """`check` on an autocommit engine (`db.engine.get_read_engine`): one round trip, no ORM.
+    A connection that died in the pool is retried once on a fresh one."""
+    params = {"customer_id": customer_id, "feature": feature}
+    for attempt in (1, 2):
+        try:
+            async with engine.connect() as conn:
+                row = (await conn.execute(CHECK_SQL, params)).one()
+            return row[1] > 0, row[0]
+        except DBAPIError as err:
+            if attempt == 2 or not err.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def check(

@@ -1,0 +1,361 @@
+"""Notification activities of the notifier workflow: routing, webhook delivery, email.
+
+Each is safe to repeat. A delivery already recorded as delivered (or an email recorded as
+sent) is not sent again; otherwise a failed attempt is recorded in the delivery log and
+raised so Temporal retries it with backoff, until the last attempt, which records the
+delivery as failed and returns. Nothing secret (signing secrets, API keys, card data)
+goes into a log line or an email.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import ssl
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.email_templates import EmailContext, render
+from config import Settings
+from db.engine import session_factory
+from db.models import Customer, EmailNotification, Event, Invoice, Plan, Subscription
+from db.models import WebhookEndpoint as Endpoint
+from db.repositories import notifications as repo
+from domain import webhook_signature
+from domain.money import format_amount
+from domain.notifications import (
+    EMAIL_LANE,
+    EMAIL_TEMPLATES,
+    DeliveryRequest,
+    EmailRequest,
+    NotificationOutcome,
+    RoutedEvent,
+    RouteRequest,
+    wants,
+)
+
+log = structlog.get_logger()
+
+USER_AGENT = "Recur-Webhooks/1.0"
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def webhook_body(event: Event) -> bytes:
+    """The JSON body POSTed for one event (the same bytes on every attempt)."""
+    payload = {
+        "id": event.id,
+        "type": event.type,
+        "created": _rfc3339(event.occurred_at),
+        "data": {
+            **event.data,
+            "subscription_id": event.subscription_id,
+            "customer_id": event.customer_id,
+        },
+    }
+    return json.dumps(payload, separators=(",", ":"), default=str).encode()
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+class NotificationActivities:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+        self._settings = settings
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self._settings.webhook_timeout_seconds,
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # ------------------------------------------------------------------ routing
+
+    @activity.defn(name="route_events")
+    async def route_events(self, req: RouteRequest) -> list[RoutedEvent]:
+        """Which endpoints (registered before the event, enabled, subscribed to its type)
+        and whether the customer's email get each event, in the order asked."""
+        async with self._sessions() as session:
+            found = await repo.events_by_id(session, req.event_ids)
+            endpoints = await repo.active_endpoints(session)
+        routed: list[RoutedEvent] = []
+        for event_id in req.event_ids:
+            event = found.get(event_id)
+            if event is None:
+                log.warning("notify.event_missing", event_id=event_id)
+                continue
+            targets = [
+                ep.id
+                for ep in endpoints
+                if ep.created_at <= event.created_at and wants(ep.events, event.type)
+            ]
+            if event.type in EMAIL_TEMPLATES:
+                targets.append(EMAIL_LANE)
+            routed.append(RoutedEvent(event_id=event_id, targets=targets))
+        return routed
+
+    # ------------------------------------------------------------------ webhooks
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, req: DeliveryRequest) -> NotificationOutcome:
+        attempt = activity.info().attempt
+        async with self._sessions() as session:
+            endpoint = await session.get(Endpoint, req.endpoint_id)
+            event = (await repo.events_by_id(session, [req.event_id])).get(req.event_id)
+            if endpoint is None or event is None:
+                return NotificationOutcome(status="skipped")
+            done = await repo.delivery(session, req.endpoint_id, req.event_id)
+            if done is not None and done.status == "delivered":
+                return NotificationOutcome(status="duplicate", attempts=done.attempts)
+            if endpoint.disabled:
+                await self._record(session, endpoint, event, "skipped", None, None, count=False)
+                return NotificationOutcome(status="skipped")
+            url, secret = endpoint.url, endpoint.secret
+
+        body = webhook_body(event)
+        headers = {
+            "Content-Type": "application/json",
+            webhook_signature.HEADER: webhook_signature.header_value(
+                secret, int(time.time()), body
+            ),
+            "Recur-Event-Id": event.id,
+            "Recur-Event-Type": event.type,
+            "Recur-Delivery-Attempt": str(attempt),
+        }
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            response = await self._client().post(url, content=body, headers=headers)
+            status_code = response.status_code
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+
+        last = attempt >= req.max_attempts
+        status = "delivered" if error is None else ("failed" if last else "retrying")
+        async with self._sessions() as session:
+            attempts = await self._record(session, endpoint, event, status, status_code, error)
+        log.info(
+            "webhook.attempt",
+            endpoint_id=req.endpoint_id,
+            event_id=event.id,
+            event_type=event.type,
+            attempt=attempt,
+            status=status,
+            status_code=status_code,
+        )
+        if error is not None and not last:
+            raise ApplicationError(f"webhook delivery failed: {error}", type="webhook_failed")
+        return NotificationOutcome(status=status, attempts=attempts, status_code=status_code)
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        endpoint: Endpoint,
+        event: Event,
+        status: str,
+        status_code: int | None,
+        error: str | None,
+        *,
+        count: bool = True,
+    ) -> int:
+        attempts = await repo.record_attempt(
+            session,
+            endpoint_id=endpoint.id,
+            event=event,
+            status=status,
+            status_code=status_code,
+            error=error,
+            now=datetime.now(UTC),
+            count_attempt=count,
+        )
+        await session.commit()
+        return attempts
+
+    # ------------------------------------------------------------------ email
+
+    @activity.defn(name="send_email")
+    async def send_email(self, req: EmailRequest) -> NotificationOutcome:
+        attempt = activity.info().attempt
+        async with self._sessions() as session:
+            record = await repo.email_record(session, req.event_id)
+            if record is not None and record.status == "sent":
+                return NotificationOutcome(status="duplicate", attempts=record.attempts)
+            event = (await repo.events_by_id(session, [req.event_id])).get(req.event_id)
+            template = EMAIL_TEMPLATES.get(event.type) if event else None
+            if event is None or template is None or event.customer_id is None:
+                return NotificationOutcome(status="skipped")
+            customer = await session.get(Customer, event.customer_id)
+            if customer is None or not customer.email:
+                return NotificationOutcome(status="skipped")
+            ctx = await self._context(session, event, customer)
+        subject, text = render(template, ctx)
+        message = EmailMessage()
+        message["From"] = self._settings.email_from
+        message["To"] = customer.email
+        message["Subject"] = subject
+        message["Date"] = format_datetime(datetime.now(UTC))
+        # One Message-ID per event: a relay or client can drop a duplicate of a resend.
+        message["Message-ID"] = f"<{event.id}@recur>"
+        message["X-Recur-Event-Id"] = event.id
+        message["X-Recur-Event-Type"] = event.type
+        message.set_content(text)
+
+        error: str | None = None
+        try:
+            await asyncio.to_thread(_smtp_send, self._settings.effective_smtp_url, message)
+        except (smtplib.SMTPException, OSError) as exc:
+            error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        last = attempt >= req.max_attempts
+        status = "sent" if error is None else ("failed" if last else "retrying")
+        now = datetime.now(UTC)
+        async with self._sessions() as session:
+            previous = await repo.email_record(session, event.id)
+            attempts = (previous.attempts if previous else 0) + 1
+            await repo.record_email(
+                session,
+                EmailNotification(
+                    event_id=event.id,
+                    template=template,
+                    customer_id=customer.id,
+                    recipient=customer.email,
+                    subject=subject,
+                    status=status,
+                    attempts=attempts,
+                    last_error=error,
+                    created_at=previous.created_at if previous else now,
+                    sent_at=now if error is None else None,
+                ),
+            )
+            await session.commit()
+        log.info(
+            "email.attempt",
+            event_id=event.id,
+            template=template,
+            customer_id=customer.id,
+            attempt=attempt,
+            status=status,
+            error=error,
+        )
+        if error is not None and not last:
+            raise ApplicationError(f"email failed: {error}", type="email_failed")
+        return NotificationOutcome(status=status, attempts=attempts)
+
+    async def _context(
+        self, session: AsyncSession, event: Event, customer: Customer
+    ) -> EmailContext:
+        """What the template needs, from the event, the read model and the invoices."""
+        sub = (
+            await session.get(Subscription, event.subscription_id)
+            if event.subscription_id
+            else None
+        )
+        invoice: Invoice | None = None
+        if event.type == "invoice.payment_failed":
+            invoice = await _invoice(session, event.data.get("invoice_id"))
+        elif event.type in ("subscription.renewed", "subscription.recovered"):
+            paid = await repo.previous_event(session, event, "invoice.paid")
+            invoice = await _invoice(session, paid.data.get("invoice_id") if paid else None)
+        plan_id = sub.plan_id if sub else None
+        plan = await session.get(Plan, plan_id) if plan_id else None
+        if invoice is not None:
+            amount = format_amount(invoice.total, invoice.currency)
+        elif plan is not None:
+            amount = format_amount(plan.amount, plan.currency)
+        else:
+            amount = "-"
+        ctx: dict[str, Any] = {
+            "customer_name": customer.name or customer.email.split("@")[0],
+            "plan_name": plan.name if plan else "membership",
+            "amount": amount,
+            "subscription_id": event.subscription_id or "-",
+            "invoice_id": invoice.id if invoice else None,
+            "period_start": invoice.period_start if invoice else None,
+            "period_end": invoice.period_end if invoice else None,
+            "trial_end": _parse_time(event.data.get("trial_end"))
+            or (sub.trial_end if sub else None),
+            "has_payment_method": bool(customer.default_payment_method),
+            "reason": event.data.get("reason")
+            if isinstance(event.data.get("reason"), str)
+            else None,
+            "occurred_at": event.occurred_at,
+        }
+        if event.type == "invoice.payment_failed":
+            ctx.update(await _retry_plan(session, event, sub))
+        return EmailContext(**ctx)
+
+
+async def _invoice(session: AsyncSession, invoice_id: object) -> Invoice | None:
+    return await session.get(Invoice, invoice_id) if isinstance(invoice_id, str) else None
+
+
+async def _retry_plan(
+    session: AsyncSession, event: Event, sub: Subscription | None
+) -> dict[str, Any]:
+    """When the failed payment is tried again, as far as is known when the email goes out."""
+    # The first failure of a renewal is followed by subscription.past_due with the date.
+    following = await repo.next_events(session, event, limit=1)
+    if following and following[0].type == "subscription.past_due":
+        nxt = _parse_time(following[0].data.get("next_retry_at"))
+        return {"retry": "scheduled", "next_retry_at": nxt} if nxt else {"retry": "payment_method"}
+    if sub is None or sub.status == "incomplete":
+        return {"retry": "payment_method"}
+    dunning = sub.dunning or {}
+    if dunning.get("attempts") == event.data.get("attempt"):
+        if dunning.get("awaiting_payment_method"):
+            return {"retry": "payment_method"}
+        nxt = _parse_time(dunning.get("next_retry_at"))
+        if nxt:
+            return {"retry": "scheduled", "next_retry_at": nxt}
+    return {"retry": "later"}
+
+
+def _smtp_send(url: str, message: EmailMessage) -> None:
+    """Send one message through the relay at `url` (smtp://, smtps://; ?starttls=true)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    secure = parts.scheme == "smtps"
+    port = parts.port or (465 if secure else 25)
+    options = parse_qs(parts.query)
+    smtp: smtplib.SMTP = (
+        smtplib.SMTP_SSL(host, port, timeout=30, context=ssl.create_default_context())
+        if secure
+        else smtplib.SMTP(host, port, timeout=30)
+    )
+    with smtp:
+        if not secure and options.get("starttls", ["false"])[0].lower() in ("1", "true", "yes"):
+            smtp.starttls(context=ssl.create_default_context())
+        if parts.username:
+            smtp.login(unquote(parts.username), unquote(parts.password or ""))
+        smtp.send_message(message)

@@ -1,0 +1,100 @@
+"""Outbound webhook endpoints (admin): register (the signing secret is shown once), list,
+disable, and read the delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from api.deps import AdminKey, SessionDep
+from api.errors import not_found
+from api.idempotency import Idempotency
+from api.ids import new_id
+from api.schemas import (
+    WebhookDeliveryOut,
+    WebhookEndpointCreate,
+    WebhookEndpointCreated,
+    WebhookEndpointOut,
+)
+from db.models import WebhookEndpoint
+from db.repositories import notifications
+
+router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
+
+DeliveryStatus = Annotated[str | None, Query(pattern="^(retrying|delivered|failed|skipped)$")]
+
+
+@router.post("", status_code=201, response_model=WebhookEndpointCreated)
+async def create_endpoint(
+    body: WebhookEndpointCreate, request: Request, session: SessionDep, key: AdminKey
+) -> object:
+    """Events are delivered from now on, signed with the returned secret (shown only here)."""
+    idem = Idempotency(request, session, key)
+    if (replay := await idem.replay()) is not None:
+        return replay
+    endpoint = WebhookEndpoint(
+        id=new_id("we"),
+        url=str(body.url),
+        events=list(dict.fromkeys(body.events)),
+        secret=f"whsec_{secrets.token_hex(24)}",
+        description=body.description,
+        created_at=datetime.now(UTC),
+    )
+    session.add(endpoint)
+    await session.commit()
+    out = WebhookEndpointCreated(
+        **WebhookEndpointOut.model_validate(endpoint, from_attributes=True).model_dump(),
+        secret=endpoint.secret,
+    )
+    return await idem.respond(201, out)
+
+
+@router.get("", response_model=list[WebhookEndpointOut])
+async def list_endpoints(session: SessionDep, _: AdminKey) -> object:
+    return await notifications.all_endpoints(session)
+
+
+@router.get("/{endpoint_id}", response_model=WebhookEndpointOut)
+async def get_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
+    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return endpoint
+
+
+@router.delete("/{endpoint_id}", response_model=WebhookEndpointOut)
+async def disable_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
+    """Stop delivering to this endpoint (pending deliveries are skipped); the log stays."""
+    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    endpoint.disabled = True
+    session.add(endpoint)
+    await session.commit()
+    return endpoint
+
+
+@router.get("/{endpoint_id}/deliveries", response_model=list[WebhookDeliveryOut])
+async def list_deliveries(
+    endpoint_id: str,
+    session: SessionDep,
+    _: AdminKey,
+    status: DeliveryStatus = None,
+    event_id: str | None = None,
+    subscription_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> object:
+    """The delivery log of one endpoint, newest first."""
+    if await session.get(WebhookEndpoint, endpoint_id) is None:
+        raise not_found("webhook endpoint", endpoint_id)
+    return await notifications.deliveries(
+        session,
+        endpoint_id,
+        status=status,
+        event_id=event_id,
+        subscription_id=subscription_id,
+        limit=limit,
+    )

@@ -1,0 +1,98 @@
+"""Outbound notifications: which events go where, and the messages of the notifier workflow.
+
+Pure data and rules (no I/O): the notifier workflow, its activities and the API share them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+
+# The lane of a notifier that sends customer emails; every other lane is a webhook endpoint id.
+EMAIL_LANE = "email"
+
+# Event type -> email template. Only these events send the customer an email.
+EMAIL_TEMPLATES: dict[str, str] = {
+    "subscription.trial_will_end": "trial_will_end",
+    "invoice.payment_failed": "payment_failed",
+    "subscription.renewed": "renewal_receipt",
+    "subscription.recovered": "renewal_receipt",
+    "subscription.canceled": "canceled",
+}
+
+# What an endpoint may subscribe to: `*`, `<prefix>.*` or one exact event type.
+EVENT_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
+
+
+def wants(patterns: list[str], event_type: str) -> bool:
+    """Does an endpoint subscribed to `patterns` want an event of `event_type`?"""
+    for pattern in patterns:
+        if pattern == "*" or pattern == event_type:
+            return True
+        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def notifier_workflow_id(subscription_id: str) -> str:
+    return f"notify/{subscription_id}"
+
+
+class DeliveryRetry(BaseModel):
+    """Backoff of webhook and email attempts (milliseconds; each attempt waits `backoff` times
+    longer than the one before, up to `max_ms`). After `max_attempts` the delivery is failed."""
+
+    initial_ms: int = 10_000
+    max_ms: int = 3_600_000
+    backoff: int = 2
+    max_attempts: int = 30
+
+
+class NotifyBatch(BaseModel):
+    """Signal: these timeline events were written, in this order."""
+
+    event_ids: list[str]
+
+
+class NotifierInput(BaseModel):
+    """The notifier's input; the queue, lanes and seen ids carry over through continue-as-new."""
+
+    subscription_id: str
+    retry: DeliveryRetry = Field(default_factory=DeliveryRetry)
+    idle_seconds: int = 600
+    max_deliveries_per_run: int = 500
+    queue: list[str] = Field(default_factory=list)
+    lanes: dict[str, list[str]] = Field(default_factory=dict)
+    seen: list[str] = Field(default_factory=list)
+
+
+class RouteRequest(BaseModel):
+    subscription_id: str
+    event_ids: list[str]
+
+
+class RoutedEvent(BaseModel):
+    """Where one event goes: endpoint ids, and `EMAIL_LANE` if the customer gets an email."""
+
+    event_id: str
+    targets: list[str]
+
+
+class DeliveryRequest(BaseModel):
+    event_id: str
+    endpoint_id: str
+    max_attempts: int
+
+
+class EmailRequest(BaseModel):
+    event_id: str
+    max_attempts: int
+
+
+class NotificationOutcome(BaseModel):
+    """delivered | duplicate (done before) | skipped (nothing to do) | failed (gave up)."""
+
+    status: str
+    attempts: int = 0
+    status_code: int | None = None

@@ -1,0 +1,138 @@
+"""Customer emails through SMTP, captured by the session's SMTP sink (.eml files)."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from pathlib import Path
+
+import httpx
+from temporalio.testing import ActivityEnvironment
+
+from domain.notifications import EmailRequest
+from tests.conftest import Stack
+from tests.helpers import advance, get_sub, make_clock, make_customer, make_plan, ok, subscribe
+from worker import WorkerParts
+
+START = datetime(2027, 6, 1, 8, 0, tzinfo=UTC)
+
+
+def _messages(maildir: Path, to: str) -> list[Message]:
+    found = []
+    for path in sorted(maildir.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes())
+        if message["To"] == to:
+            found.append(message)
+    return found
+
+
+async def _wait_mail(maildir: Path, to: str, subject_part: str) -> Message:
+    for _ in range(200):
+        for message in _messages(maildir, to):
+            if subject_part in message["Subject"]:
+                return message
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no email to {to} about {subject_part!r}: {_messages(maildir, to)}")
+
+
+def _text(message: Message) -> str:
+    payload = message.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode()
+
+
+def _no_secrets(message: Message) -> None:
+    raw = message.as_string()
+    for needle in ("pm_card", "pm_", "whsec_", "rk_test", "sk_test"):
+        assert needle not in raw, f"{needle} leaked into an email"
+
+
+async def test_trial_ending_email_three_days_before(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    api, maildir = app_client, stack.settings.data_dir / "mail"
+    plan = await make_plan(api, name="Insider", amount=1500, trial_days=7)
+    customer = await make_customer(api)
+    clock = await make_clock(api, START)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    await advance(api, clock["id"], START + timedelta(days=3, hours=23))
+    await asyncio.sleep(0.5)
+    assert _messages(maildir, customer["email"]) == [], "nothing before the warning is due"
+
+    await advance(api, clock["id"], START + timedelta(days=4))
+    message = await _wait_mail(maildir, customer["email"], "trial ends")
+    assert message["Subject"] == "Your Insider trial ends on June 8, 2027"
+    assert message["From"] == stack.settings.email_from
+    body = _text(message)
+    assert "Hi A Fan," in body
+    assert "June 8, 2027" in body
+    assert "15.00 USD" in body
+    assert sub["id"] in body
+    _no_secrets(message)
+    events = ok(await api.get("/v1/events", params={"subscription_id": sub["id"]}))
+    warning = next(e for e in events if e["type"] == "subscription.trial_will_end")
+    assert message["Message-ID"] == f"<{warning['id']}@recur>"
+
+
+async def test_payment_failed_email_says_what_to_do(
+    app_client: httpx.AsyncClient, stack: Stack, worker_parts: WorkerParts
+) -> None:
+    api, maildir = app_client, stack.settings.data_dir / "mail"
+    plan = await make_plan(api, name="Patron", amount=2500)
+    customer = await make_customer(api)
+    clock = await make_clock(api, START)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    ok(
+        await api.post(
+            f"/v1/customers/{customer['id']}/payment_method",
+            json={"payment_method": "pm_card_chargeCustomerFail"},
+        )
+    )
+    await advance(api, clock["id"], datetime(2027, 7, 1, 8, 0, tzinfo=UTC))
+    assert (await get_sub(api, sub["id"]))["status"] == "past_due"
+
+    message = await _wait_mail(maildir, customer["email"], "payment for Patron failed")
+    body = _text(message)
+    assert "We could not collect 25.00 USD for your Patron subscription" in body
+    assert "update your payment method" in body
+    assert "we will try again on July 2, 2027" in body
+    _no_secrets(message)
+
+    # A repeated activity (a retry after the email went out) does not send it again.
+    events = ok(await api.get("/v1/events", params={"subscription_id": sub["id"]}))
+    failed = next(e for e in events if e["type"] == "invoice.payment_failed")
+    before = len(_messages(maildir, customer["email"]))
+    outcome = await ActivityEnvironment().run(
+        worker_parts.notifications.send_email, EmailRequest(event_id=failed["id"], max_attempts=3)
+    )
+    assert outcome.status == "duplicate"
+    assert len(_messages(maildir, customer["email"])) == before
+
+
+async def test_renewal_receipt_and_cancellation_emails(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    api, maildir = app_client, stack.settings.data_dir / "mail"
+    plan = await make_plan(api, name="Supporter", amount=500)
+    customer = await make_customer(api)
+    clock = await make_clock(api, START)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    await advance(api, clock["id"], datetime(2027, 7, 1, 8, 0, tzinfo=UTC))
+    receipt = await _wait_mail(maildir, customer["email"], "Receipt")
+    body = _text(receipt)
+    assert "Amount paid: 5.00 USD" in body
+    assert "July 1, 2027 to August 1, 2027" in body
+
+    ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at_period_end": False}))
+    canceled = await _wait_mail(maildir, customer["email"], "canceled")
+    assert "canceled on July 1, 2027 as requested" in _text(canceled)
+    _no_secrets(receipt)
+    _no_secrets(canceled)
