@@ -21,15 +21,19 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from domain.notifications import notifier_workflow_id
 from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
 from workflows.messages import workflow_id_for
+from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 
 def _replayer() -> Replayer:
-    return Replayer(workflows=[SubscriptionWorkflow], data_converter=pydantic_data_converter)
+    return Replayer(
+        workflows=[SubscriptionWorkflow, NotifierWorkflow], data_converter=pydantic_data_converter
+    )
 
 
 async def test_recorded_histories_replay() -> None:
@@ -42,8 +46,7 @@ async def test_recorded_histories_replay() -> None:
         assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
 
-async def _all_runs(client: Client, subscription_id: str) -> list[WorkflowHistory]:
-    workflow_id = workflow_id_for(subscription_id)
+async def _all_runs(client: Client, workflow_id: str) -> list[WorkflowHistory]:
     runs = [wf async for wf in client.list_workflows(f'WorkflowId = "{workflow_id}"')]
     runs.sort(key=lambda wf: wf.start_time)
     return [
@@ -110,13 +113,17 @@ async def test_fresh_histories_replay_and_can_be_recorded(
     app_client: httpx.AsyncClient, temporal_client: Client, name: str
 ) -> None:
     subscription_id = await SCENARIOS[name](app_client)
-    histories = await _all_runs(temporal_client, subscription_id)
+    histories = await _all_runs(temporal_client, workflow_id_for(subscription_id))
     assert len(histories) >= 2, "the scenario should span a continue-as-new"
+    notifier = await _all_runs(temporal_client, notifier_workflow_id(subscription_id))
+    assert notifier, "the scenario's emails go through the notifier workflow"
     replayer = _replayer()
-    for history in histories:
+    for history in [*histories, *notifier]:
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, result.replay_failure
     if os.environ.get("RECUR_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
         for n, history in enumerate(histories):
             (HISTORIES / f"{name}-run{n}.json").write_text(history.to_json())
+        for n, history in enumerate(notifier):
+            (HISTORIES / f"{name}-notifier-run{n}.json").write_text(history.to_json())
