@@ -1,0 +1,124 @@
+"""The benchmark worker process: Recur's worker and the bare baseline worker side by side.
+
+    python -m bench.worker_proc [--tune max_cached_workflows=2000 ...]
+
+Settings come from the `RECUR_*` environment (the harness sets them). Both workers share
+this process, its Temporal client and its event loop, so a Recur figure and its bare
+baseline are measured on the same server, the same worker process and the same cores.
+`--tune NAME=VALUE` passes extra keyword arguments to Recur's `temporalio.worker.Worker`
+(what a tuning of `worker.py` would change) without editing it. Prints `READY` once both
+workers poll; SIGTERM or SIGINT stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from datetime import timedelta
+from typing import Any
+
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+import worker as recur_worker
+from bench.baseline import (
+    BARE_TASK_QUEUE,
+    BareRenewalWorkflow,
+    TrivialWorkflow,
+    bench_noop,
+)
+from config import Settings, configure_logging
+
+
+def parse_tuning(items: list[str]) -> dict[str, Any]:
+    """`name=value` pairs; integers and timedeltas (`...s` suffix) are converted."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, raw = item.partition("=")
+        value: Any = raw
+        if raw.endswith("s") and _is_number(raw[:-1]):
+            value = timedelta(seconds=float(raw[:-1]))
+        elif raw.isdigit():
+            value = int(raw)
+        elif _is_number(raw):
+            value = float(raw)
+        elif raw in ("true", "false"):
+            value = raw == "true"
+        out[name] = value
+    return out
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def sandbox_runner(spec: str) -> Any:
+    """`--sandbox`: `default` (worker.py's), `original` (only `domain` and `pydantic`
+    passed through, as worker.py had it before the benchmarks), `unsandboxed`, `all`
+    (pass every module through), or a comma-separated list of modules to pass through
+    besides `domain` and `pydantic`."""
+    if spec == "default":
+        return None
+    if spec == "unsandboxed":
+        return UnsandboxedWorkflowRunner()
+    restrictions = SandboxRestrictions.default.with_passthrough_modules("domain", "pydantic")
+    if spec == "original":
+        return SandboxedWorkflowRunner(restrictions=restrictions)
+    if spec == "all":
+        return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_all_modules())
+    extra = [m.strip() for m in spec.split(",") if m.strip()]
+    return SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_modules(*extra))
+
+
+def _with_tuning(tuning: dict[str, Any]) -> None:
+    """Make `worker.build_worker` construct its Worker with the extra keyword arguments."""
+    if not tuning:
+        return
+    original = recur_worker.Worker
+
+    def tuned(*args: Any, **kwargs: Any) -> Worker:
+        return original(*args, **{**kwargs, **tuning})
+
+    recur_worker.Worker = tuned  # type: ignore[assignment,misc]
+
+
+async def main(tuning: dict[str, Any], bare_queue: str) -> None:
+    settings = Settings()
+    configure_logging(settings)
+    client = await recur_worker.connect_temporal(settings)
+    _with_tuning(tuning)
+    recur, _parts = recur_worker.build_worker(client, settings)
+    bare = Worker(
+        client,
+        task_queue=bare_queue,
+        workflows=[BareRenewalWorkflow, TrivialWorkflow],
+        activities=[bench_noop],
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with recur, bare:
+        print("READY", flush=True)
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tune", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--bare-queue", default=BARE_TASK_QUEUE)
+    parser.add_argument("--sandbox", default="default", help=sandbox_runner.__doc__)
+    args = parser.parse_args()
+    tuning = parse_tuning(args.tune)
+    if (runner := sandbox_runner(args.sandbox)) is not None:
+        tuning["workflow_runner"] = runner
+    asyncio.run(main(tuning, args.bare_queue))
+    sys.stdout.flush()
+    os._exit(0)
