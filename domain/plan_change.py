@@ -105,6 +105,14 @@ def _check_guardrails(
         raise DomainError(
             "subscription_not_changeable", f"A {state.value} subscription cannot change plans", 409
         )
+    check_plan_and_count(current, new, changes_this_period, limit)
+
+
+def check_plan_and_count(
+    current: PlanTerms, new: PlanTerms, changes_this_period: int, limit: int
+) -> None:
+    """The guardrails that hold in every status: a different plan, the same currency, and
+    no more than `limit` changes in the period."""
     if current.plan_id == new.plan_id:
         raise DomainError("same_plan", f"Subscription is already on plan {new.plan_id}", 409)
     if current.currency != new.currency:

@@ -10,7 +10,6 @@ from datetime import datetime
 from enum import StrEnum
 
 from domain.contracts import PlanSnapshot
-from domain.errors import DomainError
 from domain.invoices import InvoiceLine, proration_lines
 from domain.periods import interval_months, next_boundary_after
 from domain.plan_change import (
@@ -18,6 +17,7 @@ from domain.plan_change import (
     ChangeWhen,
     PlanChangePolicy,
     ProrationBehavior,
+    check_plan_and_count,
     decide_plan_change,
 )
 from domain.plans import PlanTerms
@@ -90,18 +90,7 @@ def check_trial_change(
 ) -> None:
     """During a trial nothing has been charged: no price or interval rule applies, only
     plan identity, currency and the number of changes (the trial counts as a period)."""
-    if current.plan_id == new.plan_id:
-        raise DomainError("same_plan", f"Subscription is already on plan {new.plan_id}", 409)
-    if current.currency != new.currency:
-        raise DomainError(
-            "currency_mismatch",
-            f"Cannot change from a {current.currency} plan to a {new.currency} plan",
-            422,
-        )
-    if changes_this_period >= limit:
-        raise DomainError(
-            "too_many_changes", f"At most {limit} plan changes are allowed per period", 409
-        )
+    check_plan_and_count(current, new, changes_this_period, limit)
 
 
 def quote_change(
