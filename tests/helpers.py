@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -72,3 +75,25 @@ async def entitled(api: httpx.AsyncClient, customer_id: str, feature: str) -> bo
 
 def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def activity_attempts(history: WorkflowHistory, activity_type: str) -> list[int]:
+    """The attempt number of every run of `activity_type` recorded in a history, whether
+    it ran as a (remote) activity or as a local activity (a `core_local_activity` marker)."""
+    scheduled: dict[int, str] = {}
+    attempts: list[int] = []
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[e.event_id] = name
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = e.activity_task_started_event_attributes
+            if scheduled.get(started.scheduled_event_id) == activity_type:
+                attempts.append(started.attempt)
+        elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity":
+                data = json.loads(marker.details["data"].payloads[0].data)
+                if data["activity_type"] == activity_type:
+                    attempts.append(int(data["attempt"]))
+    return attempts

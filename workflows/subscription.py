@@ -4,11 +4,14 @@ Read top to bottom it is the lifecycle: start (trial or first charge), then a lo
 waits for the next thing due — trial ending, period end, a dunning retry, expiry of an
 incomplete first payment, the end of a pause — and does it. Updates (change plan,
 cancel, pause, ...) validate first, so a rejected request leaves no trace, then change
-state under the same lock the loop uses. Each renewal continues as new so history
-stays bounded.
+state under the same lock the loop uses. A run covers up to `PERIODS_PER_RUN` renewals
+(a year of a monthly plan), then continues as new, so history stays bounded.
 
 Side effects happen only in activities, called by name so this module never imports
-the Stripe or database code.
+the Stripe or database code. The charge and the projection run as local activities:
+both are idempotent (the charge records its idempotency key in PostgreSQL before Stripe
+is called), so the worker may run them again after a crash, and a renewal costs one
+workflow task instead of a round trip through the server for each activity.
 """
 
 from __future__ import annotations
@@ -94,6 +97,16 @@ SYNC_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
 )
 
+# Runs recorded before this patch continued as new after every renewal and called the
+# charge and the projection as (remote) activities; they replay unchanged.
+LEAN_RENEWALS = "lean-renewals"
+# A run renews at most this many times (a year of a monthly plan) and continues as new
+# earlier if its history grows past HISTORY_PER_RUN events (dunning, many plan changes).
+# Longer runs mean fewer new runs (the costliest part of a renewal); shorter runs mean
+# less to replay when the worker has evicted the workflow from its cache.
+PERIODS_PER_RUN = 12
+HISTORY_PER_RUN = 1000
+
 
 @workflow.defn
 class SubscriptionWorkflow:
@@ -113,6 +126,7 @@ class SubscriptionWorkflow:
         self._finished = False
         self._lock = asyncio.Lock()
         self._last_outcome: ChargeOutcome | None = None
+        self._renewals_in_run = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,7 +146,7 @@ class SubscriptionWorkflow:
                 if self._next_step() != (step, due):
                     continue  # a handler moved things while we queued for the lock
                 renewed = await self._perform(step)
-            if renewed or workflow.info().is_continue_as_new_suggested():
+            if self._run_is_full(renewed):
                 await self._continue_as_new()
         self._finished = True  # only now is the final state projected
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -1068,7 +1082,12 @@ class SubscriptionWorkflow:
     async def _charge(
         self, invoice: InvoiceDraft, attempt: int, actor: str | None = None
     ) -> ChargeOutcome:
-        outcome: ChargeOutcome = await workflow.execute_activity(
+        execute = (
+            workflow.execute_local_activity
+            if workflow.patched(LEAN_RENEWALS)
+            else workflow.execute_activity
+        )
+        outcome: ChargeOutcome = await execute(
             "charge_invoice",
             ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor),
             result_type=ChargeOutcome,
@@ -1132,7 +1151,12 @@ class SubscriptionWorkflow:
                 features=list(features), plan_id=s.plan.plan_id, active_until=s.current_period_end
             )
         s.state_version += 1
-        await workflow.execute_activity(
+        execute = (
+            workflow.execute_local_activity
+            if workflow.patched(LEAN_RENEWALS)
+            else workflow.execute_activity
+        )
+        await execute(
             "sync_subscription",
             SyncRequest(
                 subscription=self._view(),
@@ -1173,6 +1197,20 @@ class SubscriptionWorkflow:
             test_clock_id=self._in.test_clock_id,
             created_at=s.created_at,
             state_version=s.state_version,
+        )
+
+    def _run_is_full(self, renewed: bool) -> bool:
+        """Time to continue as new: after PERIODS_PER_RUN renewals, or a long history."""
+        info = workflow.info()
+        if info.is_continue_as_new_suggested():
+            return True
+        if not workflow.patched(LEAN_RENEWALS):
+            return renewed  # the recorded behaviour: a run per period
+        if renewed:
+            self._renewals_in_run += 1
+        return (
+            self._renewals_in_run >= PERIODS_PER_RUN
+            or info.get_current_history_length() >= HISTORY_PER_RUN
         )
 
     async def _continue_as_new(self) -> None:

@@ -11,14 +11,13 @@ from contextlib import asynccontextmanager
 
 import httpx
 from aiohttp import ClientSession, web
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from activities.stripe_gateway import StripeGateway
 from api import lifecycle
 from devstack.process import free_port
 from tests.conftest import Stack
-from tests.helpers import invoices, make_customer, make_plan
+from tests.helpers import activity_attempts, invoices, make_customer, make_plan
 from tests.ops.conftest import LiveApi
 from worker import build_worker
 from workflows.messages import SubscriptionInput, workflow_id_for
@@ -128,18 +127,6 @@ async def test_sigterm_lets_the_inflight_charge_finish(
     history = await temporal_client.get_workflow_handle(
         workflow_id_for(inp.subscription_id)
     ).fetch_history()
-    charge_starts = [
-        e
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and e.activity_task_started_event_attributes.attempt == 1
-    ]
-    retried = [
-        e
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and e.activity_task_started_event_attributes.attempt > 1
-    ]
-    assert charge_starts and not retried, (
+    assert activity_attempts(history, "charge_invoice") == [1], (
         "the charge finished on its first attempt, no retry was needed"
     )
