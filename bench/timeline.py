@@ -1,14 +1,16 @@
 """Where a renewal's time goes, read back from the histories of the runs that renewed.
 
-For each sampled subscription: the run that ended with continue-as-new after the advance,
-from the workflow task that delivered the `advance_clock` update to the
-continue-as-new, split into workflow-task queueing (scheduled -> started) and processing
-(started -> completed), and each activity's queueing and run time; then the successor
-run, from its start to the completion of the re-sent `advance_clock` update.
+For each sampled subscription: the last `advance_clock` update, from the workflow task
+that delivered it to its completion (or to the continue-as-new that ended its run), split
+into workflow-task queueing (scheduled -> started) and processing (started -> completed),
+each activity's queueing and run time, and each local activity's time from its first
+schedule to its completion (`core_local_activity` markers); when the run continued as new,
+the successor run, from its start to the completion of the re-sent `advance_clock` update.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import defaultdict
 from typing import Any
@@ -33,8 +35,23 @@ async def _runs(client: Client, workflow_id: str) -> list[list[Any]]:
     return out
 
 
+def _local_activity(event: Any) -> tuple[str, float] | None:
+    """(activity type, seconds from first schedule to completion) of a local activity marker."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_local_activity":
+        return None
+    data = json.loads(marker.details["data"].payloads[0].data)
+
+    def seconds(t: dict[str, int]) -> float:
+        return t["seconds"] + t.get("nanos", 0) / 1e9
+
+    return data["activity_type"], seconds(data["complete_time"]) - seconds(
+        data["original_schedule_time"]
+    )
+
+
 def _segment(events: list[Any]) -> dict[str, float]:
-    """Times within one renewal run, from the advance's workflow task to continue-as-new."""
+    """Times from the last advance's workflow task to its answer (or the continue-as-new)."""
     last_accept = max(
         (
             i
@@ -48,7 +65,15 @@ def _segment(events: list[Any]) -> dict[str, float]:
     start = last_accept
     while start > 0 and events[start].event_type != E.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
         start -= 1
-    seg = events[start:]
+    end = next(
+        (
+            i
+            for i in range(last_accept, len(events))
+            if events[i].event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED
+        ),
+        len(events) - 1,
+    )
+    seg = events[start : end + 1]
     out: dict[str, float] = defaultdict(float)
     scheduled: dict[int, Any] = {}
     names: dict[int, str] = {}
@@ -66,6 +91,10 @@ def _segment(events: list[Any]) -> dict[str, float]:
             if started is not None:
                 out["workflow task processing"] += _t(e) - _t(started)
             out["workflow tasks"] += 1
+        elif kind == E.EVENT_TYPE_MARKER_RECORDED:
+            local = _local_activity(e)
+            if local is not None:
+                out[f"{local[0]} (local) running"] += local[1]
         elif kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             scheduled[e.event_id] = e
             names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
@@ -78,7 +107,13 @@ def _segment(events: list[Any]) -> dict[str, float]:
             started = scheduled.get(-attrs.started_event_id)
             if started is not None:
                 out[f"{names.get(attrs.scheduled_event_id, '?')} running"] += _t(e) - _t(started)
-    out["advance task → continue-as-new"] = _t(seg[-1]) - _t(seg[0])
+    label = "advance task → " + (
+        "continue-as-new"
+        if seg[-1].event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        else "answered"
+    )
+    out[label] = _t(seg[-1]) - _t(seg[0])
+    out["history events"] = float(len(seg))
     return dict(out)
 
 
@@ -100,16 +135,17 @@ async def renewal_timeline(client: Client, workflow_ids: list[str]) -> list[str]
     samples: dict[str, list[float]] = defaultdict(list)
     for workflow_id in workflow_ids:
         runs = await _runs(client, workflow_id)
-        renewed = [
+        advanced = [
             i
             for i, r in enumerate(runs)
-            if r and r[-1].event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            if any(e.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED for e in r)
         ]
-        if not renewed:
+        if not advanced:
             continue
-        i = renewed[-1]
+        i = advanced[-1]
         parts = _segment(runs[i])
-        if i + 1 < len(runs):
+        ended = runs[i][-1].event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+        if ended and i + 1 < len(runs):
             parts.update(_successor(runs[i + 1], _t(runs[i][-1])))
         for k, v in parts.items():
             samples[k].append(v)
@@ -117,6 +153,6 @@ async def renewal_timeline(client: Client, workflow_ids: list[str]) -> list[str]
         return ["(no renewal runs found)"]
     lines = [f"median over {len(workflow_ids)} sampled subscriptions:"]
     for k, values in samples.items():
-        unit = "" if k == "workflow tasks" else " s"
+        unit = "" if k in ("workflow tasks", "history events") else " s"
         lines.append(f"{k} {statistics.median(values):.3f}{unit}")
     return lines

@@ -132,7 +132,16 @@ class NotifierWorkflow:
         )
         try:
             if target == EMAIL_LANE:
-                await workflow.execute_activity(
+                # Email goes to our own SMTP relay: a local activity, no round trip through
+                # the server (a backoff longer than a minute still waits on a durable timer).
+                # Webhooks stay remote activities: customer endpoints can be slow or down for
+                # hours, and operators see each pending delivery and its last failure in the UI.
+                execute = (
+                    workflow.execute_local_activity
+                    if workflow.patched("local-email")
+                    else workflow.execute_activity
+                )
+                await execute(
                     "send_email",
                     EmailRequest(event_id=event_id, max_attempts=retry.max_attempts),
                     start_to_close_timeout=timedelta(seconds=60),
