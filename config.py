@@ -37,8 +37,13 @@ class Settings(BaseSettings):
     stripe_port: int = 8420
     stripe_webhook_secret: str = "whsec_recur_dev"
 
-    # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off)
+    # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
+    # workflows stay in its sticky cache; whether workflow code runs in the SDK's
+    # determinism sandbox (see README, "Performance": off saves about a third of the
+    # worker's CPU; the tests and the replay test always run with it on).
     worker_metrics_port: int = 9464
+    worker_max_cached_workflows: int = 1000
+    workflow_sandbox: bool = True
 
     # API
     api_host: str = "127.0.0.1"

@@ -13,7 +13,7 @@ import structlog
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ledger import LedgerActivities, NotifierStarter
@@ -64,6 +64,22 @@ SANDBOX_PASSTHROUGH = (
 )
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The determinism sandbox (default), or none when RECUR_WORKFLOW_SANDBOX=false.
+
+    domain/ and the workflows' pure helper modules are deterministic: sharing them with
+    the sandbox skips re-importing them (pydantic models included) for every workflow
+    run; see SANDBOX_PASSTHROUGH. Without the sandbox nothing checks at run time that
+    workflow code stays deterministic; the test suite (sandboxed) and the replay test
+    over recorded histories still do.
+    """
+    if not settings.workflow_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    )
+
+
 @dataclass
 class WorkerParts:
     payments: PaymentActivities
@@ -90,12 +106,8 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
             parts.notifications.deliver_webhook,
             parts.notifications.send_email,
         ],
-        # domain/ and the workflows' pure helper modules are deterministic: sharing them
-        # with the sandbox skips re-importing them (pydantic models included) for every
-        # workflow run; see SANDBOX_PASSTHROUGH.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(settings),
+        max_cached_workflows=settings.worker_max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=30),
     )
     return worker, parts

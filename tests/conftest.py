@@ -66,6 +66,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             webhook_retry_initial_ms=100,
             webhook_retry_max_ms=500,
             webhook_max_attempts=8,
+            # Workflow code always runs in the determinism sandbox here, whatever the
+            # environment says: the suite is what catches non-deterministic code.
+            workflow_sandbox=True,
         )
         upgrade(settings.effective_database_url)
         yield Stack(settings=settings, children=children)
