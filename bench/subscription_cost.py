@@ -9,8 +9,9 @@ Starts its own stack on free loopback ports and a worker process (`bench.worker_
    clock are created and the clock is advanced one month at a time, twelve times. Before
    and after, every table's row count and `pg_total_relation_size`: rows and bytes per
    subscription-year (creation plus twelve renewals). The histories of every run of a few
-   subscriptions (`--sample`, continue-as-new makes one run per period) and of their
-   notifier workflows are fetched: events and bytes per renewal period and per year.
+   subscriptions (`--sample`) and of their notifier workflows are fetched: events per
+   renewal period (each `advance_clock` update starts one: from the workflow task that
+   delivered it to the next one), per run and per year.
 2. **Worker memory.** The worker is restarted (empty caches) and `--live` subscriptions
    (default 10,000) are created on a second test clock; the worker's RSS is sampled
    throughout (peak) and once they are all live and the worker idles. `--renew-live`
@@ -61,10 +62,6 @@ from worker import connect_temporal
 from workflows.messages import workflow_id_for
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
-UPDATE_EVENTS = {
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED,
-}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -96,6 +93,25 @@ async def table_sizes(engine: Any) -> dict[str, tuple[int, int]]:
     return out
 
 
+def period_sizes(events: list[Any]) -> list[int]:
+    """Events of each renewal period in one run: from the workflow task that delivered an
+    `advance_clock` update up to the next such task (or the end of the run)."""
+    starts = []
+    for i, e in enumerate(events):
+        accepted = e.workflow_execution_update_accepted_event_attributes
+        if (
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+            and accepted.accepted_request.input.name == "advance_clock"
+        ):
+            j = i
+            while j > 0 and events[j].event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                j -= 1
+            starts.append(j)
+    if not starts:
+        return []
+    return [b - a for a, b in zip(starts, [*starts[1:], len(events)], strict=True)]
+
+
 async def histories(client: Client, workflow_id: str) -> list[dict[str, Any]]:
     """Every run of one workflow id, oldest first: event count, bytes, event types."""
     runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
@@ -111,7 +127,7 @@ async def histories(client: Client, workflow_id: str) -> list[dict[str, Any]]:
                 "events": len(events),
                 "bytes": sum(e.ByteSize() for e in events),
                 "types": Counter(EventType.Name(e.event_type) for e in events),
-                "update_events": sum(1 for e in events if e.event_type in UPDATE_EVENTS),
+                "periods": period_sizes(list(events)),
                 "continued": bool(events)
                 and events[-1].event_type
                 == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
@@ -317,18 +333,18 @@ def year_section(
 def history_section(
     sub_runs: list[list[dict[str, Any]]], notifier_runs: list[list[dict[str, Any]]]
 ) -> list[str]:
-    # Run 1 holds the creation and the first renewal; runs 2..12 one renewal each (a
-    # plain renewal period); the last run is open, waiting for the next period.
-    plain = [r for runs in sub_runs for r in runs[1:] if r["continued"]]
-    first = [runs[0] for runs in sub_runs if runs]
+    # A run holds the creation and up to PERIODS_PER_RUN renewals; a renewal period is
+    # what one month's advance adds to a run (the last one of a run ends in its
+    # continue-as-new). The last run is open, waiting for the next period.
+    periods = [n for runs in sub_runs for r in runs for n in r["periods"]]
+    per_run = [r["events"] for runs in sub_runs for r in runs]
     per_year = [sum(r["events"] for r in runs) for runs in sub_runs]
     bytes_year = [sum(r["bytes"] for r in runs) for runs in sub_runs]
     n_runs = [len(runs) for runs in sub_runs]
     notif_year = [sum(r["events"] for r in runs) for runs in notifier_runs]
     notif_runs = [len(runs) for runs in notifier_runs]
-    median_plain = statistics.median(r["events"] for r in plain) if plain else 0
-    typical = min(plain, key=lambda r: abs(r["events"] - median_plain)) if plain else None
-    upd = statistics.median(r["update_events"] for r in plain) if plain else 0
+    first = [runs[0] for runs in sub_runs if runs]
+    opening = [r["events"] - sum(r["periods"]) for r in first]
     out = [
         f"Temporal history, {len(sub_runs)} sampled subscriptions (every run fetched):",
         "",
@@ -336,17 +352,21 @@ def history_section(
             ["what", "events", "bytes"],
             [
                 [
-                    "plain renewal period (one continue-as-new run), median",
-                    f"**{median_plain:.0f}** (min {min(r['events'] for r in plain)}, "
-                    f"max {max(r['events'] for r in plain)})"
-                    if plain
+                    "plain renewal period (what one month's advance adds), median",
+                    f"**{statistics.median(periods):.0f}** (min {min(periods)}, max {max(periods)})"
+                    if periods
                     else "-",
-                    f"{statistics.median(r['bytes'] for r in plain):,.0f}" if plain else "-",
+                    "",
                 ],
                 [
-                    "first run (creation + first renewal), median",
-                    f"{statistics.median(r['events'] for r in first):.0f}",
-                    f"{statistics.median(r['bytes'] for r in first):,.0f}",
+                    "creation (before the first advance), median",
+                    f"{statistics.median(opening):.0f}" if opening else "-",
+                    "",
+                ],
+                [
+                    "one run, largest",
+                    f"{max(per_run)}" if per_run else "-",
+                    "",
                 ],
                 [
                     f"one year (creation + 12 renewals, {statistics.median(n_runs):.0f} runs)",
@@ -361,17 +381,10 @@ def history_section(
             ],
         ),
         "",
-        f"- of a plain renewal run's events, {upd:.0f} are update accepted/completed events of "
-        "test-clock `advance_clock` updates (two per run: the advance that catches up after the "
-        "continue-as-new, and the one that triggers the renewal); on a real clock a timer "
-        "replaces them.",
+        "- each period holds the accepted and completed events of its test-clock "
+        "`advance_clock` update; on a real clock a timer's started and fired events "
+        "replace them.",
     ]
-    if typical is not None:
-        kinds = ", ".join(
-            f"{k.removeprefix('EVENT_TYPE_').lower()} {v}"
-            for k, v in sorted(typical["types"].items(), key=lambda kv: -kv[1])
-        )
-        out.append(f"- a typical plain renewal run ({typical['events']} events): {kinds}")
     return out
 
 
