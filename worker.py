@@ -117,7 +117,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     configure_logging(settings)
     client = await connect_temporal(settings, metrics_runtime(settings))
-    worker, _ = build_worker(client, settings)
+    worker, parts = build_worker(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,6 +127,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         await stop.wait()
         log.info("worker.stopping", reason="signal")
     log.info("worker.stopped")
+    await parts.notifications.aclose()
     await get_engine(settings.effective_database_url).dispose()
 
 

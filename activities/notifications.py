@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
-import ssl
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 import structlog
@@ -28,6 +26,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.email_templates import EmailContext, render
+from activities.smtp_relay import SmtpRelay
 from config import Settings
 from db.engine import session_factory
 from db.models import Customer, EmailNotification, Event, Invoice, Plan, Subscription
@@ -84,6 +83,7 @@ class NotificationActivities:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self._settings = settings
         self._http: httpx.AsyncClient | None = None
+        self._smtp: SmtpRelay | None = None
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -94,10 +94,18 @@ class NotificationActivities:
             )
         return self._http
 
+    def _relay(self) -> SmtpRelay:
+        if self._smtp is None:
+            self._smtp = SmtpRelay(self._settings.effective_smtp_url)
+        return self._smtp
+
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._smtp is not None:
+            await asyncio.to_thread(self._smtp.close)
+            self._smtp = None
 
     # ------------------------------------------------------------------ routing
 
@@ -234,7 +242,7 @@ class NotificationActivities:
 
         error: str | None = None
         try:
-            await asyncio.to_thread(_smtp_send, self._settings.effective_smtp_url, message)
+            await asyncio.to_thread(self._relay().send, message)
         except (smtplib.SMTPException, OSError) as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
         last = attempt >= req.max_attempts
@@ -339,23 +347,3 @@ async def _retry_plan(
         if nxt:
             return {"retry": "scheduled", "next_retry_at": nxt}
     return {"retry": "later"}
-
-
-def _smtp_send(url: str, message: EmailMessage) -> None:
-    """Send one message through the relay at `url` (smtp://, smtps://; ?starttls=true)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    secure = parts.scheme == "smtps"
-    port = parts.port or (465 if secure else 25)
-    options = parse_qs(parts.query)
-    smtp: smtplib.SMTP = (
-        smtplib.SMTP_SSL(host, port, timeout=30, context=ssl.create_default_context())
-        if secure
-        else smtplib.SMTP(host, port, timeout=30)
-    )
-    with smtp:
-        if not secure and options.get("starttls", ["false"])[0].lower() in ("1", "true", "yes"):
-            smtp.starttls(context=ssl.create_default_context())
-        if parts.username:
-            smtp.login(unquote(parts.username), unquote(parts.password or ""))
-        smtp.send_message(message)
