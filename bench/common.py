@@ -178,57 +178,77 @@ class WorkerProcess:
         tuning: Iterable[str] = (),
         name: str = "worker",
         sandbox: str = "default",
+        processes: int = 1,
     ) -> None:
         self.stack = stack
         self.tuning = list(tuning)
         self.sandbox = sandbox
-        self.log_path = stack.base / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        # More than one process polls the same task queues, as `recur worker` run once per
+        # core would; the figures add them up.
+        self.log_paths = [
+            stack.base / (f"{name}.log" if i == 0 else f"{name}-{i + 1}.log")
+            for i in range(max(1, processes))
+        ]
+        self.log_path = self.log_paths[0]
+        self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> WorkerProcess:
+    def _spawn(self, log_path: Path) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "bench.worker_proc"]
         for item in self.tuning:
             argv += ["--tune", item]
         argv += ["--sandbox", self.sandbox]
-        out = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            argv,
-            cwd=REPO,
-            env=self.stack.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        out.close()
+        with log_path.open("ab") as out:
+            return subprocess.Popen(
+                argv,
+                cwd=REPO,
+                env=self.stack.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def start(self) -> WorkerProcess:
+        self.processes = [self._spawn(path) for path in self.log_paths]
 
         def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"worker exited early:\n{tail}")
-            return b"READY" in self.log_path.read_bytes()[-200_000:]
+            for process, path in zip(self.processes, self.log_paths, strict=True):
+                if process.poll() is not None:
+                    tail = path.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"worker exited early:\n{tail}")
+            return all(b"READY" in p.read_bytes()[-200_000:] for p in self.log_paths)
 
         wait_until(ready, "the benchmark worker", timeout=120)
         return self
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.processes[0] if self.processes else None
+
+    @property
     def pid(self) -> int:
+        """The first worker process (the one py-spy samples)."""
         assert self.process is not None
         return self.process.pid
 
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
     def rss_mb(self) -> float:
-        return psutil.Process(self.pid).memory_info().rss / 2**20
+        """Resident memory of all the worker processes together."""
+        return sum(psutil.Process(pid).memory_info().rss for pid in self.pids) / 2**20
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        running = [p for p in self.processes if p.poll() is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------- in-process API
@@ -312,8 +332,8 @@ def stack_processes(stack: Stack, worker: WorkerProcess | None) -> dict[str, lis
     for child in stack.children:
         if child.process is not None:
             out[child.name] = tree(child.process.pid)
-    if worker is not None and worker.process is not None:
-        out["worker"] = tree(worker.pid)
+    if worker is not None:
+        out["worker"] = [p for pid in worker.pids for p in tree(pid)]
     out["driver"] = [psutil.Process()]
     return out
 
@@ -365,18 +385,20 @@ class CpuMeter:
 
 
 class RssSampler:
-    """Peak RSS of one process, sampled in the background."""
+    """Peak RSS of one process (or of several together), sampled in the background."""
 
-    def __init__(self, pid: int, every: float = 0.5) -> None:
-        self.pid, self.every = pid, every
+    def __init__(self, pid: int | Iterable[int], every: float = 0.5) -> None:
+        self.pids = [pid] if isinstance(pid, int) else list(pid)
+        self.every = every
         self.peak_mb = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
-        proc = psutil.Process(self.pid)
+        procs = [psutil.Process(pid) for pid in self.pids]
         while True:
             with contextlib.suppress(psutil.Error):
-                self.peak_mb = max(self.peak_mb, proc.memory_info().rss / 2**20)
+                total = sum(proc.memory_info().rss for proc in procs)
+                self.peak_mb = max(self.peak_mb, total / 2**20)
             await asyncio.sleep(self.every)
 
     def start(self) -> RssSampler:
@@ -391,15 +413,18 @@ class RssSampler:
         return self.peak_mb
 
 
-async def wait_quiet(pid: int, threshold: float = 0.05, timeout: float = 120.0) -> float:
-    """Wait until a process uses under `threshold` of a core over one second."""
-    proc = psutil.Process(pid)
+async def wait_quiet(
+    pid: int | Iterable[int], threshold: float = 0.05, timeout: float = 120.0
+) -> float:
+    """Wait until a process (or several together) uses under `threshold` of a core over 1 s."""
+    procs = [psutil.Process(p) for p in ([pid] if isinstance(pid, int) else pid)]
     deadline = time.monotonic() + timeout
-    proc.cpu_percent(None)
+    for proc in procs:
+        proc.cpu_percent(None)
     busy = 1.0
     while time.monotonic() < deadline:
         await asyncio.sleep(1.0)
-        busy = proc.cpu_percent(None) / 100
+        busy = sum(proc.cpu_percent(None) for proc in procs) / 100
         if busy < threshold:
             break
     return busy

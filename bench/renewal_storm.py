@@ -79,7 +79,9 @@ async def run(args: argparse.Namespace) -> int:
     stack = start_stack(args.log_level, bytecode=not args.no_bytecode)
     worker: WorkerProcess | None = None
     try:
-        worker = WorkerProcess(stack, args.tune, sandbox=args.sandbox).start()
+        worker = WorkerProcess(
+            stack, args.tune, sandbox=args.sandbox, processes=args.workers
+        ).start()
         return await asyncio.wait_for(storm(args, stack, worker), deadline - time.monotonic())
     finally:
         if worker is not None:
@@ -129,15 +131,15 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
             worker.stop()
             await asyncio.sleep(12)
             worker.start()
-        await wait_quiet(worker.pid)
+        await wait_quiet(worker.pids)
 
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             round_: dict[str, Any] = {}
             for phase in ("bare", "recur") if args.order == "bare-first" else ("recur", "bare"):
-                await wait_quiet(worker.pid)
+                await wait_quiet(worker.pids)
                 meter = CpuMeter(stack, worker, {})
-                rss = RssSampler(worker.pid).start()
+                rss = RssSampler(worker.pids).start()
                 load_before = load()
                 spy = None
                 if args.profile:
@@ -266,7 +268,8 @@ def report(
     body = [
         f"N = {n} subscriptions on one test clock, advanced one month per round; "
         f"{ADVANCE_CONCURRENCY} renewals in flight (the advance endpoint's concurrency) for both "
-        f"sides; {'warm' if args.warm else 'cold'} sticky cache; worker tuning: "
+        f"sides; {'warm' if args.warm else 'cold'} sticky cache; "
+        f"{args.workers} worker process{'es' if args.workers > 1 else ''}; worker tuning: "
         f"{' '.join(args.tune) or 'as in worker.py'}; sandbox: {args.sandbox}; "
         f"log level {args.log_level}"
         f"{'; no cached bytecode' if args.no_bytecode else ''}.",
@@ -327,6 +330,9 @@ def main() -> None:
     parser.add_argument("--tune", action="append", default=[], metavar="NAME=VALUE",
                         help="extra temporalio Worker kwargs for Recur's worker")  # fmt: skip
     parser.add_argument("--sandbox", default="default", help="see bench.worker_proc --help")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on the task queues (default 1)"
+    )
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument(
         "--no-bytecode",
