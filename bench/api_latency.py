@@ -39,7 +39,6 @@ from api.bootstrap import ensure_admin_key
 from bench.baseline import BARE_TASK_QUEUE, TrivialWorkflow
 from bench.common import (
     ADMIN_KEY,
-    REPO,
     CpuMeter,
     PySpy,
     Stack,
@@ -50,6 +49,7 @@ from bench.common import (
     percentile,
     quiet_driver_logs,
     remove_stack,
+    spawn,
     start_stack,
     table,
     top_frames,
@@ -79,16 +79,7 @@ class ApiServer:
         argv = [sys.executable, "-m", "uvicorn", "api.app:app_factory", "--factory"]
         argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--no-access-log", "--log-level", "warning"]
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=self.stack.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        self.process = spawn(self.stack, argv, log_path)
 
         def ready() -> bool:
             assert self.process is not None

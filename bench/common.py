@@ -169,6 +169,21 @@ def remove_stack(stack: Stack, keep: bool) -> None:
 # --------------------------------------------------------------------------- worker process
 
 
+def spawn(stack: Stack, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A process of the benchmark (worker, API) in the repo, with the stack's environment,
+    its output appended to `log_path`, in a session of its own (signals stay ours)."""
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=stack.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 class WorkerProcess:
     """`python -m bench.worker_proc` with this stack's settings, in its own process."""
 
@@ -197,16 +212,7 @@ class WorkerProcess:
         for item in self.tuning:
             argv += ["--tune", item]
         argv += ["--sandbox", self.sandbox]
-        with log_path.open("ab") as out:
-            return subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=self.stack.env(),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        return spawn(self.stack, argv, log_path)
 
     def start(self) -> WorkerProcess:
         self.processes = [self._spawn(path) for path in self.log_paths]
