@@ -1,4 +1,5 @@
-"""Builds and runs the Temporal worker: the subscription workflow and its activities."""
+"""Builds and runs the Temporal worker (the subscription workflow and its activities) and,
+beside it in the same process, the outbox dispatcher that sends webhooks and emails."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.ledger import LedgerActivities, NotifierStarter
-from activities.notifications import NotificationActivities
+from activities.dispatcher import OutboxDispatcher
+from activities.ledger import LedgerActivities
+from activities.notifications import Deliveries, NotificationActivities
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
 from config import Settings, configure_logging, get_settings
@@ -84,19 +86,28 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
 class WorkerParts:
     payments: PaymentActivities
     ledger: LedgerActivities
+    deliveries: Deliveries
+    dispatcher: OutboxDispatcher
     notifications: NotificationActivities
 
 
 def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerParts]:
+    """The worker, and the parts that run beside it: start `parts.dispatcher` with it."""
     engine = get_engine(settings.effective_database_url)
+    deliveries = Deliveries(engine, settings)
+    dispatcher = OutboxDispatcher.from_settings(engine, deliveries, settings)
     parts = WorkerParts(
         payments=PaymentActivities(engine, StripeGateway.from_settings(settings)),
-        ledger=LedgerActivities(engine, NotifierStarter.from_settings(client, settings)),
-        notifications=NotificationActivities(engine, settings),
+        ledger=LedgerActivities(engine, dispatcher.wake),
+        deliveries=deliveries,
+        dispatcher=dispatcher,
+        notifications=NotificationActivities(deliveries, engine),
     )
     worker = Worker(
         client,
         task_queue=settings.task_queue,
+        # NotifierWorkflow: only for runs that earlier versions started (nothing starts
+        # one now); they finish their queues through the same deliveries.
         workflows=[SubscriptionWorkflow, NotifierWorkflow],
         activities=[
             parts.payments.charge_invoice,
@@ -124,10 +135,11 @@ async def run_worker(settings: Settings | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker.started", task_queue=settings.task_queue, temporal=settings.temporal_address)
     async with worker:
+        parts.dispatcher.start()
         await stop.wait()
         log.info("worker.stopping", reason="signal")
+        await parts.dispatcher.stop()
     log.info("worker.stopped")
-    await parts.notifications.aclose()
     await get_engine(settings.effective_database_url).dispose()
 
 

@@ -1,10 +1,13 @@
-"""Notification activities of the notifier workflow: routing, webhook delivery, email.
+"""Delivering one event to one target: a signed webhook POST, or the customer's email.
 
-Each is safe to repeat. A delivery already recorded as delivered (or an email recorded as
-sent) is not sent again; otherwise a failed attempt is recorded in the delivery log and
-raised so Temporal retries it with backoff, until the last attempt, which records the
-delivery as failed and returns. Nothing secret (signing secrets, API keys, card data)
-goes into a log line or an email.
+`Deliveries` does one attempt and says what happened: delivered/sent, `retrying` (try
+again later), `failed` (the last attempt failed: given up), `duplicate` (done before) or
+`skipped` (nothing to send). Each attempt is safe to repeat: a delivery already recorded as
+delivered (an email recorded as sent) is not made again, and every attempt is recorded in
+the delivery log (the email record). The outbox dispatcher (`activities/dispatcher.py`)
+calls it; so do the activities of the notifier workflow that earlier versions started per
+subscription, kept so that runs still open finish their queues. Nothing secret (signing
+secrets, API keys, card data) goes into a log line or an email.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from activities.email_templates import EmailContext, render
 from activities.smtp_relay import SmtpRelay
 from config import Settings
 from db.engine import session_factory
-from db.models import Customer, EmailNotification, Event, Invoice, Plan, Subscription
+from db.models import Customer, Event, Invoice, Plan, Subscription
 from db.models import WebhookEndpoint as Endpoint
 from db.repositories import notifications as repo
 from domain import webhook_signature
@@ -42,7 +45,7 @@ from domain.notifications import (
     NotificationOutcome,
     RoutedEvent,
     RouteRequest,
-    wants,
+    targets_for,
 )
 
 log = structlog.get_logger()
@@ -78,7 +81,9 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-class NotificationActivities:
+class Deliveries:
+    """One delivery attempt at a time, to a webhook endpoint or by email (see module doc)."""
+
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self._settings = settings
@@ -107,42 +112,25 @@ class NotificationActivities:
             await asyncio.to_thread(self._smtp.close)
             self._smtp = None
 
-    # ------------------------------------------------------------------ routing
-
-    @activity.defn(name="route_events")
-    async def route_events(self, req: RouteRequest) -> list[RoutedEvent]:
-        """Which endpoints (registered before the event, enabled, subscribed to its type)
-        and whether the customer's email get each event, in the order asked."""
-        async with self._sessions() as session:
-            found = await repo.events_by_id(session, req.event_ids)
-            endpoints = await repo.active_endpoints(session)
-        routed: list[RoutedEvent] = []
-        for event_id in req.event_ids:
-            event = found.get(event_id)
-            if event is None:
-                log.warning("notify.event_missing", event_id=event_id)
-                continue
-            targets = [
-                ep.id
-                for ep in endpoints
-                if ep.created_at <= event.created_at and wants(ep.events, event.type)
-            ]
-            if event.type in EMAIL_TEMPLATES:
-                targets.append(EMAIL_LANE)
-            routed.append(RoutedEvent(event_id=event_id, targets=targets))
-        return routed
+    async def deliver(
+        self, target: str, event_id: str, *, attempt: int, max_attempts: int
+    ) -> NotificationOutcome:
+        """One attempt for `target`: `EMAIL_LANE` or a webhook endpoint id."""
+        if target == EMAIL_LANE:
+            return await self.email(event_id, attempt=attempt, max_attempts=max_attempts)
+        return await self.webhook(target, event_id, attempt=attempt, max_attempts=max_attempts)
 
     # ------------------------------------------------------------------ webhooks
 
-    @activity.defn(name="deliver_webhook")
-    async def deliver_webhook(self, req: DeliveryRequest) -> NotificationOutcome:
-        attempt = activity.info().attempt
+    async def webhook(
+        self, endpoint_id: str, event_id: str, *, attempt: int, max_attempts: int
+    ) -> NotificationOutcome:
         async with self._sessions() as session:
-            endpoint = await session.get(Endpoint, req.endpoint_id)
-            event = (await repo.events_by_id(session, [req.event_id])).get(req.event_id)
+            endpoint = await session.get(Endpoint, endpoint_id)
+            event = (await repo.events_by_id(session, [event_id])).get(event_id)
             if endpoint is None or event is None:
                 return NotificationOutcome(status="skipped")
-            done = await repo.delivery(session, req.endpoint_id, req.event_id)
+            done = await repo.delivery(session, endpoint_id, event_id)
             if done is not None and done.status == "delivered":
                 return NotificationOutcome(status="duplicate", attempts=done.attempts)
             if endpoint.disabled:
@@ -170,22 +158,21 @@ class NotificationActivities:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
-        last = attempt >= req.max_attempts
-        status = "delivered" if error is None else ("failed" if last else "retrying")
+        status = _status(error, "delivered", attempt >= max_attempts)
         async with self._sessions() as session:
             attempts = await self._record(session, endpoint, event, status, status_code, error)
         log.info(
             "webhook.attempt",
-            endpoint_id=req.endpoint_id,
+            endpoint_id=endpoint_id,
             event_id=event.id,
             event_type=event.type,
             attempt=attempt,
             status=status,
             status_code=status_code,
         )
-        if error is not None and not last:
-            raise ApplicationError(f"webhook delivery failed: {error}", type="webhook_failed")
-        return NotificationOutcome(status=status, attempts=attempts, status_code=status_code)
+        return NotificationOutcome(
+            status=status, attempts=attempts, status_code=status_code, error=error
+        )
 
     async def _record(
         self,
@@ -213,14 +200,12 @@ class NotificationActivities:
 
     # ------------------------------------------------------------------ email
 
-    @activity.defn(name="send_email")
-    async def send_email(self, req: EmailRequest) -> NotificationOutcome:
-        attempt = activity.info().attempt
+    async def email(self, event_id: str, *, attempt: int, max_attempts: int) -> NotificationOutcome:
         async with self._sessions() as session:
-            record = await repo.email_record(session, req.event_id)
+            record = await repo.email_record(session, event_id)
             if record is not None and record.status == "sent":
                 return NotificationOutcome(status="duplicate", attempts=record.attempts)
-            event = (await repo.events_by_id(session, [req.event_id])).get(req.event_id)
+            event = (await repo.events_by_id(session, [event_id])).get(event_id)
             template = EMAIL_TEMPLATES.get(event.type) if event else None
             if event is None or template is None or event.customer_id is None:
                 return NotificationOutcome(status="skipped")
@@ -245,26 +230,18 @@ class NotificationActivities:
             await asyncio.to_thread(self._relay().send, message)
         except (smtplib.SMTPException, OSError) as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        last = attempt >= req.max_attempts
-        status = "sent" if error is None else ("failed" if last else "retrying")
-        now = datetime.now(UTC)
+        status = _status(error, "sent", attempt >= max_attempts)
         async with self._sessions() as session:
-            previous = await repo.email_record(session, event.id)
-            attempts = (previous.attempts if previous else 0) + 1
-            await repo.record_email(
+            attempts = await repo.record_email_attempt(
                 session,
-                EmailNotification(
-                    event_id=event.id,
-                    template=template,
-                    customer_id=customer.id,
-                    recipient=customer.email,
-                    subject=subject,
-                    status=status,
-                    attempts=attempts,
-                    last_error=error,
-                    created_at=previous.created_at if previous else now,
-                    sent_at=now if error is None else None,
-                ),
+                event_id=event.id,
+                template=template,
+                customer_id=customer.id,
+                recipient=customer.email,
+                subject=subject,
+                status=status,
+                error=error,
+                now=datetime.now(UTC),
             )
             await session.commit()
         log.info(
@@ -276,9 +253,7 @@ class NotificationActivities:
             status=status,
             error=error,
         )
-        if error is not None and not last:
-            raise ApplicationError(f"email failed: {error}", type="email_failed")
-        return NotificationOutcome(status=status, attempts=attempts)
+        return NotificationOutcome(status=status, attempts=attempts, error=error)
 
     async def _context(
         self, session: AsyncSession, event: Event, customer: Customer
@@ -347,3 +322,58 @@ async def _retry_plan(
         if nxt:
             return {"retry": "scheduled", "next_retry_at": nxt}
     return {"retry": "later"}
+
+
+def _status(error: str | None, success: str, last: bool) -> str:
+    if error is None:
+        return success
+    return "failed" if last else "retrying"
+
+
+class NotificationActivities:
+    """The activities of the notifier workflow that earlier versions started for each
+    subscription. Nothing starts that workflow any more; runs still open call these until
+    their queues are empty."""
+
+    def __init__(self, deliveries: Deliveries, engine: AsyncEngine) -> None:
+        self._deliveries = deliveries
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+
+    @activity.defn(name="route_events")
+    async def route_events(self, req: RouteRequest) -> list[RoutedEvent]:
+        """Which endpoints (registered before the event, enabled, subscribed to its type)
+        and whether the customer's email get each event, in the order asked."""
+        async with self._sessions() as session:
+            found = await repo.events_by_id(session, req.event_ids)
+            endpoints = await repo.endpoint_filters(session)
+        routed: list[RoutedEvent] = []
+        for event_id in req.event_ids:
+            event = found.get(event_id)
+            if event is None:
+                log.warning("notify.event_missing", event_id=event_id)
+                continue
+            targets = targets_for(event.type, event.created_at, endpoints)
+            routed.append(RoutedEvent(event_id=event_id, targets=targets))
+        return routed
+
+    @activity.defn(name="deliver_webhook")
+    async def deliver_webhook(self, req: DeliveryRequest) -> NotificationOutcome:
+        outcome = await self._deliveries.webhook(
+            req.endpoint_id,
+            req.event_id,
+            attempt=activity.info().attempt,
+            max_attempts=req.max_attempts,
+        )
+        if outcome.status == "retrying":
+            message = f"webhook delivery failed: {outcome.error}"
+            raise ApplicationError(message, type="webhook_failed")
+        return outcome
+
+    @activity.defn(name="send_email")
+    async def send_email(self, req: EmailRequest) -> NotificationOutcome:
+        outcome = await self._deliveries.email(
+            req.event_id, attempt=activity.info().attempt, max_attempts=req.max_attempts
+        )
+        if outcome.status == "retrying":
+            raise ApplicationError(f"email failed: {outcome.error}", type="email_failed")
+        return outcome

@@ -94,7 +94,7 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
     configure_logging(settings)
     client = await recur_worker.connect_temporal(settings)
     _with_tuning(tuning)
-    recur, _parts = recur_worker.build_worker(client, settings)
+    recur, parts = recur_worker.build_worker(client, settings)
     bare = Worker(
         client,
         task_queue=bare_queue,
@@ -106,8 +106,10 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with recur, bare:
+        parts.dispatcher.start()
         print("READY", flush=True)
         await stop.wait()
+        await parts.dispatcher.stop()
 
 
 if __name__ == "__main__":

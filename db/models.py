@@ -263,3 +263,25 @@ class EmailNotification(SQLModel, table=True):
     last_error: str | None = None
     created_at: datetime = _utc()
     sent_at: datetime | None = _utc(default=None)
+
+
+class NotificationOutbox(SQLModel, table=True):
+    """Deliveries still to make: one row per (event, target), written in the transaction that
+    writes the event, deleted once the delivery is done or given up (the delivery log and the
+    email record keep the outcome). A target is a webhook endpoint id or "email"; the rows of
+    one lane (subscription, target) go out one at a time, in `id` order."""
+
+    __tablename__ = "notification_outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", "target"),
+        Index("ix_notification_outbox_lane", "subscription_id", "target", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    subscription_id: str
+    target: str
+    event_id: str
+    attempts: int = 0  # claimed this many times
+    next_attempt_at: datetime = _utc()
+    claimed_until: datetime | None = _utc(default=None)
+    created_at: datetime = _utc()

@@ -1,11 +1,16 @@
-"""Outbound notifications: which events go where, and the messages of the notifier workflow.
+"""Outbound notifications: which events go where, when a failed delivery is tried again,
+and the messages of the notifier workflow that earlier versions used.
 
-Pure data and rules (no I/O): the notifier workflow, its activities and the API share them.
+Pure data and rules (no I/O): the projection activity, the outbox dispatcher, the notifier
+workflow, its activities and the API share them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +30,7 @@ EMAIL_TEMPLATES: dict[str, str] = {
 EVENT_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
 
 
-def wants(patterns: list[str], event_type: str) -> bool:
+def wants(patterns: Sequence[str], event_type: str) -> bool:
     """Does an endpoint subscribed to `patterns` want an event of `event_type`?"""
     for pattern in patterns:
         if pattern == "*" or pattern == event_type:
@@ -33,6 +38,29 @@ def wants(patterns: list[str], event_type: str) -> bool:
         if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class EndpointFilter:
+    """What routing needs to know of a webhook endpoint."""
+
+    id: str
+    events: Sequence[str]
+    created_at: datetime
+
+
+def targets_for(
+    event_type: str, written_at: datetime, endpoints: Sequence[EndpointFilter]
+) -> list[str]:
+    """Where one event goes: each enabled endpoint registered before the event was written
+    (real time, not a test clock's) that wants its type, in registration order, then the
+    customer's email if the event has a template."""
+    targets = [
+        ep.id for ep in endpoints if ep.created_at <= written_at and wants(ep.events, event_type)
+    ]
+    if event_type in EMAIL_TEMPLATES:
+        targets.append(EMAIL_LANE)
+    return targets
 
 
 def notifier_workflow_id(subscription_id: str) -> str:
@@ -47,6 +75,11 @@ class DeliveryRetry(BaseModel):
     max_ms: int = 3_600_000
     backoff: int = 2
     max_attempts: int = 30
+
+    def delay_after(self, attempt: int) -> timedelta:
+        """How long to wait after failed attempt number `attempt` (1-based) before the next."""
+        ms = self.initial_ms * self.backoff ** max(attempt - 1, 0)
+        return timedelta(milliseconds=min(ms, self.max_ms))
 
 
 class NotifyBatch(BaseModel):
@@ -91,8 +124,10 @@ class EmailRequest(BaseModel):
 
 
 class NotificationOutcome(BaseModel):
-    """delivered | duplicate (done before) | skipped (nothing to do) | failed (gave up)."""
+    """delivered | sent (email) | retrying (try again later) | failed (the last attempt
+    failed: given up) | duplicate (done before) | skipped (nothing to do)."""
 
     status: str
     attempts: int = 0
     status_code: int | None = None
+    error: str | None = None

@@ -86,7 +86,9 @@ async def temporal_client(stack: Stack) -> Client:
 async def worker_parts(stack: Stack, temporal_client: Client) -> AsyncIterator[WorkerParts]:
     worker, parts = build_worker(temporal_client, stack.settings)
     task = asyncio.create_task(worker.run())
+    parts.dispatcher.start()
     yield parts
+    await parts.dispatcher.stop()
     await worker.shutdown()
     await asyncio.gather(task, return_exceptions=True)
 

@@ -13,10 +13,11 @@ from db.models import Event
 from domain.contracts import EventDraft
 
 
-async def append(session: AsyncSession, events: Sequence[EventDraft], now: datetime) -> None:
-    """Insert events in order; ids are stable, so a replayed batch inserts nothing."""
+async def append(session: AsyncSession, events: Sequence[EventDraft], now: datetime) -> set[str]:
+    """Insert events in order; ids are stable, so a replayed batch inserts nothing.
+    Returns the ids inserted now."""
     if not events:
-        return
+        return set()
     rows = [
         {
             "id": e.id,
@@ -30,7 +31,9 @@ async def append(session: AsyncSession, events: Sequence[EventDraft], now: datet
         }
         for e in events
     ]
-    await session.execute(insert(Event).values(rows).on_conflict_do_nothing(index_elements=["id"]))
+    statement = insert(Event).values(rows).on_conflict_do_nothing(index_elements=["id"])
+    inserted = await session.execute(statement.returning(col(Event.id)))
+    return set(inserted.scalars())
 
 
 async def timeline(

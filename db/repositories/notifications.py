@@ -11,11 +11,20 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import EmailNotification, Event, WebhookDelivery, WebhookEndpoint
+from domain.notifications import EndpointFilter
 
 
 async def active_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
     query = select(WebhookEndpoint).where(col(WebhookEndpoint.disabled).is_(False))
     return (await session.exec(query.order_by(col(WebhookEndpoint.created_at)))).all()
+
+
+async def endpoint_filters(session: AsyncSession) -> list[EndpointFilter]:
+    """The enabled endpoints as routing sees them, in registration order."""
+    return [
+        EndpointFilter(id=ep.id, events=list(ep.events), created_at=ep.created_at)
+        for ep in await active_endpoints(session)
+    ]
 
 
 async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
@@ -127,13 +136,42 @@ async def email_record(session: AsyncSession, event_id: str) -> EmailNotificatio
     return await session.get(EmailNotification, event_id)
 
 
-async def record_email(session: AsyncSession, record: EmailNotification) -> None:
-    """Insert or update the email row for one event."""
-    values = record.model_dump()
-    statement = insert(EmailNotification).values(**values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["event_id"],
-            set_={k: statement.excluded[k] for k in values if k not in ("event_id", "created_at")},
-        )
+async def record_email_attempt(
+    session: AsyncSession,
+    *,
+    event_id: str,
+    template: str,
+    customer_id: str,
+    recipient: str,
+    subject: str,
+    status: str,
+    error: str | None,
+    now: datetime,
+) -> int:
+    """Upsert the email row for one event with this attempt's result; returns attempts so far."""
+    statement = insert(EmailNotification).values(
+        event_id=event_id,
+        template=template,
+        customer_id=customer_id,
+        recipient=recipient,
+        subject=subject,
+        status=status,
+        attempts=1,
+        last_error=error,
+        created_at=now,
+        sent_at=now if status == "sent" else None,
     )
+    table = EmailNotification.__table__  # type: ignore[attr-defined]
+    upsert = statement.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={
+            "template": statement.excluded.template,
+            "recipient": statement.excluded.recipient,
+            "subject": statement.excluded.subject,
+            "status": statement.excluded.status,
+            "attempts": table.c.attempts + 1,
+            "last_error": statement.excluded.last_error,
+            "sent_at": func.coalesce(table.c.sent_at, statement.excluded.sent_at),
+        },
+    ).returning(table.c.attempts)
+    return int((await session.execute(upsert)).scalar_one())

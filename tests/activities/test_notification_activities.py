@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.notifications import NotificationActivities
+from activities.notifications import Deliveries, NotificationActivities
 from db.engine import get_engine, transaction
 from db.models import EmailNotification, Event
 from devstack.process import free_port
@@ -48,7 +48,7 @@ async def test_email_retries_then_gives_up_and_never_resends(
             )
         )
     dead = stack.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{free_port()}"})
-    down = NotificationActivities(engine, dead)
+    down = NotificationActivities(Deliveries(engine, dead), engine)
     request = EmailRequest(event_id=event_id, max_attempts=2)
 
     with pytest.raises(ApplicationError):
@@ -62,7 +62,7 @@ async def test_email_retries_then_gives_up_and_never_resends(
     outcome = await _attempt(2).run(down.send_email, request)
     assert (outcome.status, outcome.attempts) == ("failed", 2)
 
-    up = NotificationActivities(engine, stack.settings)
+    up = NotificationActivities(Deliveries(engine, stack.settings), engine)
     sent = await _attempt(1).run(up.send_email, request)
     assert (sent.status, sent.attempts) == ("sent", 3)
     again = await _attempt(2).run(up.send_email, request)

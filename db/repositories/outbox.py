@@ -1,0 +1,102 @@
+"""The notification outbox: deliveries queued with their events, claimed lane by lane."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import NotificationOutbox as Outbox
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    subscription_id: str
+    target: str
+    event_id: str
+    attempt: int  # 1 for the first claim of this row
+
+
+async def enqueue(
+    session: AsyncSession, deliveries: Sequence[tuple[str, str, str]], now: datetime
+) -> None:
+    """Queue (subscription_id, target, event_id) deliveries; one already queued is kept."""
+    if not deliveries:
+        return
+    rows = [
+        {
+            "subscription_id": sub,
+            "target": target,
+            "event_id": event_id,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for sub, target, event_id in deliveries
+    ]
+    await session.execute(insert(Outbox).values(rows).on_conflict_do_nothing())
+
+
+# The head of each lane (its oldest row) is what may go out. Of the heads that are due and
+# not claimed by a live dispatcher, up to `limit` are locked and claimed until `until`;
+# SKIP LOCKED makes dispatchers claiming at the same moment take different rows, and the
+# lock re-checks the claim, so a row claimed and committed meanwhile is left alone.
+_CLAIM = text(
+    """
+    WITH heads AS (
+        SELECT DISTINCT ON (subscription_id, target) id
+        FROM notification_outbox
+        ORDER BY subscription_id, target, id
+    ), due AS (
+        SELECT o.id FROM notification_outbox AS o JOIN heads ON heads.id = o.id
+        WHERE o.next_attempt_at <= :now AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+        ORDER BY o.next_attempt_at, o.id
+        LIMIT :limit
+        FOR UPDATE OF o SKIP LOCKED
+    )
+    UPDATE notification_outbox AS o
+    SET claimed_until = :until, attempts = o.attempts + 1
+    FROM due
+    WHERE o.id = due.id
+    RETURNING o.id, o.subscription_id, o.target, o.event_id, o.attempts
+    """
+)
+
+
+async def claim(
+    session: AsyncSession, *, limit: int, now: datetime, until: datetime
+) -> list[Claimed]:
+    """Claim up to `limit` due lane heads until `until`, oldest due first."""
+    result = await session.execute(_CLAIM, {"now": now, "until": until, "limit": limit})
+    claimed = [Claimed(*row) for row in result.all()]
+    claimed.sort(key=lambda c: c.id)
+    return claimed
+
+
+async def finish(session: AsyncSession, row_ids: Sequence[int]) -> None:
+    """Done (delivered, skipped or given up): the lane's next row becomes its head."""
+    if row_ids:
+        await session.execute(delete(Outbox).where(col(Outbox.id).in_(row_ids)))
+
+
+async def retry_at(session: AsyncSession, row_id: int, at: datetime) -> None:
+    """A failed attempt: release the claim; the row stays the lane's head until `at`."""
+    await session.execute(
+        update(Outbox)
+        .where(col(Outbox.id) == row_id)
+        .values(next_attempt_at=at, claimed_until=None)
+    )
+
+
+async def pending(session: AsyncSession, subscription_id: str | None = None) -> int:
+    """How many deliveries are queued (for tests, benchmarks and operators)."""
+    query = select(func.count()).select_from(Outbox)
+    if subscription_id is not None:
+        query = query.where(col(Outbox.subscription_id) == subscription_id)
+    return int((await session.execute(query)).scalar_one())
