@@ -23,7 +23,7 @@ from activities.notifications import Deliveries, NotificationActivities
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
 from config import Settings, configure_logging, get_settings
-from db.engine import get_engine
+from db.engine import get_worker_engine
 from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
@@ -93,7 +93,7 @@ class WorkerParts:
 
 def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerParts]:
     """The worker, and the parts that run beside it: start `parts.dispatcher` with it."""
-    engine = get_engine(settings.effective_database_url)
+    engine = get_worker_engine(settings.effective_database_url)
     deliveries = Deliveries(engine, settings)
     dispatcher = OutboxDispatcher.from_settings(engine, deliveries, settings)
     parts = WorkerParts(
@@ -140,7 +140,8 @@ async def run_worker(settings: Settings | None = None) -> None:
         log.info("worker.stopping", reason="signal")
         await parts.dispatcher.stop()
     log.info("worker.stopped")
-    await get_engine(settings.effective_database_url).dispose()
+    await parts.payments.aclose()
+    await get_worker_engine(settings.effective_database_url).dispose()
 
 
 def main() -> None:

@@ -37,6 +37,9 @@ class PaymentActivities:
         # to prove a crash there does not charge twice.
         self.after_stripe_call: Callable[[str], None] | None = None
 
+    async def aclose(self) -> None:
+        await self._gateway.aclose()
+
     @activity.defn(name="charge_invoice")
     async def charge_invoice(self, req: ChargeRequest) -> ChargeOutcome:
         invoice = req.invoice

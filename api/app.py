@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         gc.collect()
         gc.freeze()
         yield
+        await app.state.gateway.aclose()
 
     app = FastAPI(
         title="Recur",

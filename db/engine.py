@@ -19,6 +19,17 @@ def get_engine(url: str | None = None) -> AsyncEngine:
 
 
 @lru_cache(maxsize=4)
+def get_worker_engine(url: str) -> AsyncEngine:
+    """The worker's pool: no pre-ping. Every checkout would otherwise cost a round trip
+    (about one statement in six of a renewal); a connection that died in the pool fails its
+    statement instead, and what ran it tries again: Temporal retries the activity, the
+    outbox dispatcher its delivery. Connections are recycled after 30 minutes."""
+    return create_async_engine(
+        url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=1800
+    )
+
+
+@lru_cache(maxsize=4)
 def get_read_engine(url: str | None = None) -> AsyncEngine:
     """A second pool for single-statement hot reads (the entitlement check): autocommit, so a
     query is one round trip (no BEGIN, no ROLLBACK on release) and no pre-ping; callers retry

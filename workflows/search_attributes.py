@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from temporalio.common import SearchAttributeKey
 
 CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
@@ -12,12 +14,14 @@ TEST_CLOCK_ID = SearchAttributeKey.for_keyword("TestClockId")
 DUNNING_ATTEMPT = SearchAttributeKey.for_int("DunningAttempt")
 
 # Name -> type, as `temporal server start-dev --search-attribute` and
-# `temporal operator search-attribute create` expect them.
-SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
-    "CustomerId": "Keyword",
-    "PlanId": "Keyword",
-    "SubscriptionStatus": "Keyword",
-    "NextBillingAt": "Datetime",
-    "TestClockId": "Keyword",
-    "DunningAttempt": "Int",
-}
+# `temporal operator search-attribute create` expect them (read-only).
+SEARCH_ATTRIBUTE_TYPES = MappingProxyType(
+    {
+        "CustomerId": "Keyword",
+        "PlanId": "Keyword",
+        "SubscriptionStatus": "Keyword",
+        "NextBillingAt": "Datetime",
+        "TestClockId": "Keyword",
+        "DunningAttempt": "Int",
+    }
+)
