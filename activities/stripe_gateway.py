@@ -66,7 +66,7 @@ class StripeGateway:
 
     async def aclose(self) -> None:
         """Close the HTTP session (the process is stopping)."""
-        await self._http.close_async()
+        await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def create_customer(self, *, email: str, name: str | None, recur_id: str) -> str:
         params: dict[str, Any] = {"email": email, "metadata": {"recur_customer_id": recur_id}}
