@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -31,7 +32,7 @@ from config import Settings
 from db.engine import transaction
 from db.repositories import outbox
 from db.repositories.outbox import Claimed
-from domain.notifications import DeliveryRetry, NotificationOutcome
+from domain.notifications import EMAIL_LANE, DeliveryRetry, NotificationOutcome
 
 log = structlog.get_logger()
 
@@ -44,21 +45,24 @@ class OutboxDispatcher:
         retry: DeliveryRetry,
         *,
         concurrency: int = 32,
+        email_batch: int = 16,
         poll_seconds: float = 1.0,
         lease: timedelta = timedelta(minutes=5),
     ) -> None:
         self._engine = engine
         self._deliveries = deliveries
         self._retry = retry
-        self._concurrency = concurrency
+        self._concurrency = concurrency  # deliveries claimed and not yet settled, at most
+        self._email_batch = email_batch
         self._poll_seconds = poll_seconds
         # Longer than any one attempt can take (webhook and SMTP timeouts, database waits).
         self._lease = lease
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._busy = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self.delivered = 0  # attempts finished (any outcome), for tests and benchmarks
+        self.attempts = 0  # attempts settled (any outcome), for tests and benchmarks
 
     @classmethod
     def from_settings(
@@ -98,71 +102,105 @@ class OutboxDispatcher:
         if self._inflight:
             _, late = await asyncio.wait(self._inflight, timeout=timeout)
             for task in late:
-                task.cancel()  # its claim expires; another worker sends it
+                task.cancel()  # its claims expire; another worker sends them
         await self._deliveries.aclose()
 
     async def run(self) -> None:
         while not self._stopping:
             # Cleared before looking, so a wake-up during the claim is not lost.
             self._wake.clear()
-            free = self._concurrency - len(self._inflight)
+            free = self._concurrency - self._busy
             claimed: list[Claimed] = []
             if free > 0:
                 try:
                     claimed = await self._claim(free)
                 except Exception:
                     log.exception("outbox.claim_failed")
+            # Emails go out in batches (one read, one relay connection, one write for all);
+            # each webhook is a request of its own, to an endpoint with a speed of its own.
+            emails = [row for row in claimed if row.target == EMAIL_LANE]
+            for start in range(0, len(emails), self._email_batch):
+                batch = emails[start : start + self._email_batch]
+                self._spawn(batch, self._emails(batch))
             for row in claimed:
-                task = asyncio.create_task(self._deliver(row))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
+                if row.target != EMAIL_LANE:
+                    self._spawn([row], self._webhook(row))
             if free > 0 and len(claimed) == free:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._wake.set()  # a slot is free and the lane's next row may be its head
+    def _spawn(self, rows: Sequence[Claimed], work: Awaitable[list[NotificationOutcome]]) -> None:
+        self._busy += len(rows)
+        task = asyncio.create_task(self._settle(rows, work))
+        self._inflight.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._inflight.discard(task)
+            self._busy -= len(rows)
+            self._wake.set()  # slots are free, and the lanes' next rows may be their heads
+
+        task.add_done_callback(done)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = datetime.now(UTC)
         async with transaction(self._engine) as session:
             return await outbox.claim(session, limit=limit, now=now, until=now + self._lease)
 
-    async def _deliver(self, row: Claimed) -> None:
-        last = row.attempt >= self._retry.max_attempts
+    async def _emails(self, rows: Sequence[Claimed]) -> list[NotificationOutcome]:
+        batch = [(row.event_id, row.attempt) for row in rows]
+        sent = await self._deliveries.emails(batch, max_attempts=self._retry.max_attempts)
+        return [sent[row.event_id] for row in rows]
+
+    async def _webhook(self, row: Claimed) -> list[NotificationOutcome]:
+        outcome = await self._deliveries.webhook(
+            row.target, row.event_id, attempt=row.attempt, max_attempts=self._retry.max_attempts
+        )
+        return [outcome]
+
+    async def _settle(
+        self, rows: Sequence[Claimed], work: Awaitable[list[NotificationOutcome]]
+    ) -> None:
+        """Run the attempts, then delete the rows that are done and reschedule the others."""
         try:
-            outcome = await self._deliveries.deliver(
-                row.target, row.event_id, attempt=row.attempt, max_attempts=self._retry.max_attempts
-            )
+            outcomes = await work
         except Exception as exc:
             # Not a receiver's answer (that is an outcome): our own database or a bug. The
-            # attempt counts, so a fault that never clears cannot keep a lane forever.
-            log.exception("outbox.delivery_error", target=row.target, event_id=row.event_id)
-            outcome = NotificationOutcome(
-                status="failed" if last else "retrying", error=type(exc).__name__
-            )
-        retrying = outcome.status == "retrying"
-        delay = self._retry.delay_after(row.attempt)
+            # attempt counts, so a fault that never clears cannot hold a lane forever.
+            log.exception("outbox.delivery_error", targets=sorted({r.target for r in rows}))
+            outcomes = [
+                NotificationOutcome(
+                    status="failed" if row.attempt >= self._retry.max_attempts else "retrying",
+                    error=type(exc).__name__,
+                )
+                for row in rows
+            ]
+        now = datetime.now(UTC)
+        retries = [
+            (row, self._retry.delay_after(row.attempt))
+            for row, outcome in zip(rows, outcomes, strict=True)
+            if outcome.status == "retrying"
+        ]
+        again = {row.id for row, _ in retries}
         try:
             async with transaction(self._engine) as session:
-                if retrying:
-                    await outbox.retry_at(session, row.id, datetime.now(UTC) + delay)
-                else:
-                    await outbox.finish(session, [row.id])
+                await outbox.finish(session, [row.id for row in rows if row.id not in again])
+                for row, delay in retries:
+                    await outbox.retry_at(session, row.id, now + delay)
         except Exception:
-            log.exception("outbox.update_failed", target=row.target, event_id=row.event_id)
-            return  # the claim expires and the row is tried again
-        self.delivered += 1
-        if retrying:
-            asyncio.get_running_loop().call_later(delay.total_seconds(), self.wake)
-        elif outcome.status == "failed":
-            log.warning(
-                "outbox.gave_up",
-                target=row.target,
-                event_id=row.event_id,
-                subscription_id=row.subscription_id,
-                attempts=row.attempt,
-                error=outcome.error,
-            )
+            log.exception("outbox.update_failed", targets=sorted({r.target for r in rows}))
+            return  # the claims expire and the rows are tried again
+        self.attempts += len(rows)
+        loop = asyncio.get_running_loop()
+        for _, delay in retries:
+            loop.call_later(delay.total_seconds(), self.wake)
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome.status == "failed":
+                log.warning(
+                    "outbox.gave_up",
+                    target=row.target,
+                    event_id=row.event_id,
+                    subscription_id=row.subscription_id,
+                    attempts=row.attempt,
+                    error=outcome.error,
+                )

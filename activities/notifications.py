@@ -16,6 +16,8 @@ import asyncio
 import json
 import smtplib
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -32,13 +34,12 @@ from activities.email_templates import EmailContext, render
 from activities.smtp_relay import SmtpRelay
 from config import Settings
 from db.engine import session_factory
-from db.models import Customer, Event, Invoice, Plan, Subscription
+from db.models import Customer, Event, Subscription
 from db.models import WebhookEndpoint as Endpoint
 from db.repositories import notifications as repo
 from domain import webhook_signature
 from domain.money import format_amount
 from domain.notifications import (
-    EMAIL_LANE,
     EMAIL_TEMPLATES,
     DeliveryRequest,
     EmailRequest,
@@ -111,14 +112,6 @@ class Deliveries:
         if self._smtp is not None:
             await asyncio.to_thread(self._smtp.close)
             self._smtp = None
-
-    async def deliver(
-        self, target: str, event_id: str, *, attempt: int, max_attempts: int
-    ) -> NotificationOutcome:
-        """One attempt for `target`: `EMAIL_LANE` or a webhook endpoint id."""
-        if target == EMAIL_LANE:
-            return await self.email(event_id, attempt=attempt, max_attempts=max_attempts)
-        return await self.webhook(target, event_id, attempt=attempt, max_attempts=max_attempts)
 
     # ------------------------------------------------------------------ webhooks
 
@@ -201,19 +194,78 @@ class Deliveries:
     # ------------------------------------------------------------------ email
 
     async def email(self, event_id: str, *, attempt: int, max_attempts: int) -> NotificationOutcome:
+        return (await self.emails([(event_id, attempt)], max_attempts=max_attempts))[event_id]
+
+    async def emails(
+        self, batch: Sequence[tuple[str, int]], *, max_attempts: int
+    ) -> dict[str, NotificationOutcome]:
+        """One attempt at each (event id, attempt number) of a batch: the sources are read
+        in one query, the messages go out over one relay connection, and every attempt is
+        recorded in one statement."""
+        outcomes: dict[str, NotificationOutcome] = {}
+        prepared: list[tuple[Mail, int]] = []
         async with self._sessions() as session:
-            record = await repo.email_record(session, event_id)
-            if record is not None and record.status == "sent":
-                return NotificationOutcome(status="duplicate", attempts=record.attempts)
-            event = (await repo.events_by_id(session, [event_id])).get(event_id)
-            template = EMAIL_TEMPLATES.get(event.type) if event else None
-            if event is None or template is None or event.customer_id is None:
-                return NotificationOutcome(status="skipped")
-            customer = await session.get(Customer, event.customer_id)
-            if customer is None or not customer.email:
-                return NotificationOutcome(status="skipped")
-            ctx = await self._context(session, event, customer)
-        subject, text = render(template, ctx)
+            sources = await repo.email_sources(session, [event_id for event_id, _ in batch])
+            for event_id, attempt in batch:
+                source = sources.get(event_id)
+                mail = await self._mail(session, source) if source and not source.sent else None
+                if source is not None and source.sent:
+                    outcomes[event_id] = NotificationOutcome(status="duplicate")
+                elif mail is None:
+                    outcomes[event_id] = NotificationOutcome(status="skipped")
+                else:
+                    prepared.append((mail, attempt))
+        if not prepared:
+            return outcomes
+        errors = await asyncio.to_thread(self._send_all, [mail.message for mail, _ in prepared])
+        results = [
+            repo.EmailAttempt(
+                event_id=mail.event_id,
+                template=mail.template,
+                customer_id=mail.customer_id,
+                recipient=mail.recipient,
+                subject=mail.subject,
+                status=_status(error, "sent", attempt >= max_attempts),
+                error=error,
+            )
+            for (mail, attempt), error in zip(prepared, errors, strict=True)
+        ]
+        async with self._sessions() as session:
+            counts = await repo.record_email_attempts(session, results, datetime.now(UTC))
+            await session.commit()
+        for result, (_, attempt) in zip(results, prepared, strict=True):
+            log.info(
+                "email.attempt",
+                event_id=result.event_id,
+                template=result.template,
+                customer_id=result.customer_id,
+                attempt=attempt,
+                status=result.status,
+                error=result.error,
+            )
+            outcomes[result.event_id] = NotificationOutcome(
+                status=result.status, attempts=counts[result.event_id], error=result.error
+            )
+        return outcomes
+
+    def _send_all(self, messages: Sequence[EmailMessage]) -> list[str | None]:
+        """Send each message (blocking; run in a thread); the error of each, or None."""
+        errors: list[str | None] = []
+        for message in messages:
+            try:
+                self._relay().send(message)
+                errors.append(None)
+            except (smtplib.SMTPException, OSError) as exc:
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+        return errors
+
+    async def _mail(self, session: AsyncSession, source: repo.EmailSource) -> Mail | None:
+        """The email for an event, or None when it has none (no template, no address)."""
+        event, customer = source.event, source.customer
+        template = EMAIL_TEMPLATES.get(event.type)
+        if template is None or customer is None or not customer.email:
+            return None
+        subject, text = render(template, await self._context(session, source, customer))
         message = EmailMessage()
         message["From"] = self._settings.email_from
         message["To"] = customer.email
@@ -224,54 +276,13 @@ class Deliveries:
         message["X-Recur-Event-Id"] = event.id
         message["X-Recur-Event-Type"] = event.type
         message.set_content(text)
-
-        error: str | None = None
-        try:
-            await asyncio.to_thread(self._relay().send, message)
-        except (smtplib.SMTPException, OSError) as exc:
-            error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        status = _status(error, "sent", attempt >= max_attempts)
-        async with self._sessions() as session:
-            attempts = await repo.record_email_attempt(
-                session,
-                event_id=event.id,
-                template=template,
-                customer_id=customer.id,
-                recipient=customer.email,
-                subject=subject,
-                status=status,
-                error=error,
-                now=datetime.now(UTC),
-            )
-            await session.commit()
-        log.info(
-            "email.attempt",
-            event_id=event.id,
-            template=template,
-            customer_id=customer.id,
-            attempt=attempt,
-            status=status,
-            error=error,
-        )
-        return NotificationOutcome(status=status, attempts=attempts, error=error)
+        return Mail(event.id, template, customer.id, customer.email, subject, message)
 
     async def _context(
-        self, session: AsyncSession, event: Event, customer: Customer
+        self, session: AsyncSession, source: repo.EmailSource, customer: Customer
     ) -> EmailContext:
-        """What the template needs, from the event, the read model and the invoices."""
-        sub = (
-            await session.get(Subscription, event.subscription_id)
-            if event.subscription_id
-            else None
-        )
-        invoice: Invoice | None = None
-        if event.type == "invoice.payment_failed":
-            invoice = await _invoice(session, event.data.get("invoice_id"))
-        elif event.type in ("subscription.renewed", "subscription.recovered"):
-            paid = await repo.previous_event(session, event, "invoice.paid")
-            invoice = await _invoice(session, paid.data.get("invoice_id") if paid else None)
-        plan_id = sub.plan_id if sub else None
-        plan = await session.get(Plan, plan_id) if plan_id else None
+        """What the template needs, from the event, the read model and the invoice."""
+        event, sub, plan, invoice = source.event, source.subscription, source.plan, source.invoice
         if invoice is not None:
             amount = format_amount(invoice.total, invoice.currency)
         elif plan is not None:
@@ -299,8 +310,14 @@ class Deliveries:
         return EmailContext(**ctx)
 
 
-async def _invoice(session: AsyncSession, invoice_id: object) -> Invoice | None:
-    return await session.get(Invoice, invoice_id) if isinstance(invoice_id, str) else None
+@dataclass(frozen=True)
+class Mail:
+    event_id: str
+    template: str
+    customer_id: str
+    recipient: str
+    subject: str
+    message: EmailMessage
 
 
 async def _retry_plan(

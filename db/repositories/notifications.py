@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import EmailNotification, Event, WebhookDelivery, WebhookEndpoint
+from db.models import (
+    Customer,
+    EmailNotification,
+    Event,
+    Invoice,
+    Plan,
+    Subscription,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from domain.notifications import EndpointFilter
 
 
@@ -35,21 +48,6 @@ async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
 async def events_by_id(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, Event]:
     rows = (await session.exec(select(Event).where(col(Event.id).in_(event_ids)))).all()
     return {row.id: row for row in rows}
-
-
-async def previous_event(session: AsyncSession, event: Event, event_type: str) -> Event | None:
-    """The latest event of `event_type` on the same subscription at or before `event`."""
-    query = (
-        select(Event)
-        .where(
-            Event.subscription_id == event.subscription_id,
-            Event.type == event_type,
-            col(Event.seq) <= event.seq,
-        )
-        .order_by(col(Event.seq).desc())
-        .limit(1)
-    )
-    return (await session.exec(query)).first()
 
 
 async def next_events(session: AsyncSession, event: Event, *, limit: int) -> Sequence[Event]:
@@ -132,34 +130,92 @@ async def deliveries(
     return (await session.exec(query.order_by(col(WebhookDelivery.id).desc()).limit(limit))).all()
 
 
-async def email_record(session: AsyncSession, event_id: str) -> EmailNotification | None:
-    return await session.get(EmailNotification, event_id)
+@dataclass(frozen=True)
+class EmailSource:
+    """Everything an event's email is made of, read in one query."""
+
+    event: Event
+    sent: bool  # an email for this event is already recorded as sent
+    customer: Customer | None
+    subscription: Subscription | None
+    plan: Plan | None
+    # The invoice the email is about: the failed one, or the one a renewal paid.
+    invoice: Invoice | None
 
 
-async def record_email_attempt(
-    session: AsyncSession,
-    *,
-    event_id: str,
-    template: str,
-    customer_id: str,
-    recipient: str,
-    subject: str,
-    status: str,
-    error: str | None,
-    now: datetime,
-) -> int:
-    """Upsert the email row for one event with this attempt's result; returns attempts so far."""
+_PAID = aliased(Event)
+# For a renewal or a recovery: the invoice of the latest `invoice.paid` before it.
+_PAID_INVOICE = (
+    select(_PAID.data["invoice_id"].as_string())
+    .where(
+        col(_PAID.subscription_id) == col(Event.subscription_id),
+        col(_PAID.type) == "invoice.paid",
+        col(_PAID.seq) <= col(Event.seq),
+    )
+    .order_by(col(_PAID.seq).desc())
+    .limit(1)
+    .correlate(Event)
+    .scalar_subquery()
+)
+_EMAIL_INVOICE_ID = case(
+    (col(Event.type) == "invoice.payment_failed", Event.data["invoice_id"].as_string()),
+    (col(Event.type).in_(["subscription.renewed", "subscription.recovered"]), _PAID_INVOICE),
+    else_=None,
+)
+
+
+async def email_sources(session: AsyncSession, event_ids: Sequence[str]) -> dict[str, EmailSource]:
+    """The events, with their customer, subscription, plan, invoice and whether an email was
+    already sent for them: one round trip for a whole batch of emails."""
+    query: Any = (
+        sa_select(Event, col(EmailNotification.status), Customer, Subscription, Plan, Invoice)
+        .outerjoin(EmailNotification, col(EmailNotification.event_id) == col(Event.id))
+        .outerjoin(Customer, col(Customer.id) == col(Event.customer_id))
+        .outerjoin(Subscription, col(Subscription.id) == col(Event.subscription_id))
+        .outerjoin(Plan, col(Plan.id) == col(Subscription.plan_id))
+        .outerjoin(Invoice, col(Invoice.id) == _EMAIL_INVOICE_ID)
+        .where(col(Event.id).in_(event_ids))
+    )
+    rows = (await session.execute(query)).all()
+    return {
+        event.id: EmailSource(event, status == "sent", customer, sub, plan, invoice)
+        for event, status, customer, sub, plan, invoice in rows
+    }
+
+
+@dataclass(frozen=True)
+class EmailAttempt:
+    event_id: str
+    template: str
+    customer_id: str
+    recipient: str
+    subject: str
+    status: str  # sent | retrying | failed
+    error: str | None
+
+
+async def record_email_attempts(
+    session: AsyncSession, attempts: Sequence[EmailAttempt], now: datetime
+) -> dict[str, int]:
+    """Upsert the email rows of these attempts (one statement); returns attempts so far."""
+    if not attempts:
+        return {}
     statement = insert(EmailNotification).values(
-        event_id=event_id,
-        template=template,
-        customer_id=customer_id,
-        recipient=recipient,
-        subject=subject,
-        status=status,
-        attempts=1,
-        last_error=error,
-        created_at=now,
-        sent_at=now if status == "sent" else None,
+        [
+            {
+                "event_id": a.event_id,
+                "template": a.template,
+                "customer_id": a.customer_id,
+                "recipient": a.recipient,
+                "subject": a.subject,
+                "status": a.status,
+                "attempts": 1,
+                "last_error": a.error,
+                "created_at": now,
+                "sent_at": now if a.status == "sent" else None,
+            }
+            for a in attempts
+        ]
     )
     table = EmailNotification.__table__  # type: ignore[attr-defined]
     upsert = statement.on_conflict_do_update(
@@ -173,5 +229,5 @@ async def record_email_attempt(
             "last_error": statement.excluded.last_error,
             "sent_at": func.coalesce(table.c.sent_at, statement.excluded.sent_at),
         },
-    ).returning(table.c.attempts)
-    return int((await session.execute(upsert)).scalar_one())
+    ).returning(table.c.event_id, table.c.attempts)
+    return {event_id: n for event_id, n in (await session.execute(upsert)).all()}

@@ -216,7 +216,7 @@ async def test_dispatchers_sharing_the_outbox_deliver_each_event_once_in_order(
                 )
             )
             assert rows.all() == [], "nothing left in the outbox"
-        assert sum(d.delivered for d in extra) > 0, "the extra dispatchers took a share"
+        assert sum(d.attempts for d in extra) > 0, "the extra dispatchers took a share"
     finally:
         for dispatcher in extra:
             await dispatcher.stop()
