@@ -11,10 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from db.engine import transaction
-from db.repositories import entitlements, events, invoices, outbox, subscriptions
-from db.repositories.notifications import endpoint_filters
+from db.projection import write_projection
 from domain.contracts import SyncRequest
-from domain.notifications import targets_for
 
 log = structlog.get_logger()
 
@@ -30,31 +28,8 @@ class LedgerActivities:
         """One transaction, safe to repeat: versions guard the row, ids guard the events."""
         view = req.subscription
         now = datetime.now(UTC)
-        queued: list[tuple[str, str, str]] = []
         async with transaction(self._engine) as session:
-            await subscriptions.upsert_view(session, view, now)
-            # Only events this attempt inserted get deliveries: a repeated attempt (or a
-            # replayed one) finds its events written and queues nothing twice.
-            written = await events.append(session, req.events, now)
-            if written:
-                endpoints = await endpoint_filters(session)
-                queued = [
-                    (view.id, target, e.id)
-                    for e in req.events
-                    if e.id in written
-                    for target in targets_for(e.type, now, endpoints)
-                ]
-                await outbox.enqueue(session, queued, now)
-            if req.entitlements is not None:
-                await entitlements.replace_for_subscription(
-                    session,
-                    subscription_id=view.id,
-                    customer_id=view.customer_id,
-                    grant=req.entitlements,
-                    now=now,
-                )
-            for invoice_id, status in req.invoice_status.items():
-                await invoices.set_invoice_status(session, invoice_id, status)
+            queued = await write_projection(session, req, now)
         if queued and self._queued is not None:
             self._queued()
         renewals = sum(1 for e in req.events if e.type == "subscription.renewed")

@@ -26,7 +26,6 @@ from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
     DunningView,
-    EntitlementGrant,
     EventDraft,
     InvoiceDraft,
     PauseView,
@@ -81,6 +80,13 @@ from workflows.plan_changes import (
     quote_change,
     upcoming_renewal,
 )
+from workflows.projection import (
+    event_draft,
+    initial_state,
+    subscription_view,
+    sync_request,
+    trial_start,
+)
 
 TERMINAL = frozenset({S.CANCELED, S.INCOMPLETE_EXPIRED})
 MAX_TRIAL = timedelta(days=730)  # as for `trial_days` when subscribing
@@ -119,7 +125,7 @@ class SubscriptionWorkflow:
             carried.clock_now if carried else inp.clock_now,
             carried.clock_cursor if carried else None,
         )
-        self._s: CarriedState = carried or self._initial_state(inp)
+        self._s: CarriedState = carried or initial_state(inp, self._clock.now())
         self._started = carried is not None
         self._dirty = False
         self._continuing = False
@@ -156,13 +162,10 @@ class SubscriptionWorkflow:
         """Trial, or the first charge; decides the state the creating API call returns."""
         s = self._s
         now = self._now()
-        created = self._event("subscription.created", plan_id=s.plan.plan_id)
         if s.status == S.TRIALING:
-            await self._sync(
-                [created, self._event("subscription.trial_started", trial_end=s.trial_end)],
-                features=s.plan.features,
-            )
+            await self._project(trial_start(self._in, s, now, self._new_id))
             return
+        created = self._event("subscription.created", plan_id=s.plan.plan_id)
         start = now
         end = next_boundary_after(
             s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, now
@@ -987,35 +990,11 @@ class SubscriptionWorkflow:
     def _now(self) -> datetime:
         return self._clock.now()
 
-    def _initial_state(self, inp: SubscriptionInput) -> CarriedState:
-        now = self._clock.now()
-        trial_days = inp.plan.trial_days if inp.trial_days is None else inp.trial_days
-        trial_end = now + timedelta(days=trial_days) if trial_days > 0 else None
-        anchor = inp.billing_cycle_anchor or trial_end or now
-        return CarriedState(
-            status=S.TRIALING if trial_end else S.INCOMPLETE,
-            plan=inp.plan,
-            created_at=now,
-            billing_cycle_anchor=anchor,
-            trial_end=trial_end,
-            current_period_start=now if trial_end else None,
-            current_period_end=trial_end,
-            clock_now=self._clock.test_now,
-        )
-
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{workflow.uuid4().hex[:24]}"
 
     def _event(self, type_: str, actor: str | None = None, **data: object) -> EventDraft:
-        return EventDraft(
-            id=self._new_id("evt"),
-            type=type_,
-            subscription_id=self._in.subscription_id,
-            customer_id=self._in.customer_id,
-            occurred_at=self._now(),
-            data={k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()},
-            actor=actor,
-        )
+        return event_draft(self._in, self._new_id("evt"), type_, self._now(), actor, **data)
 
     def _invoice(
         self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
@@ -1125,15 +1104,6 @@ class SubscriptionWorkflow:
             actor=actor,
         )
 
-    def _entitlement_events(self, features: list[str]) -> list[EventDraft]:
-        before, after = set(self._s.granted_features), set(features)
-        events = [
-            self._event("entitlement.granted", feature=f, plan_id=self._s.plan.plan_id)
-            for f in sorted(after - before)
-        ]
-        events += [self._event("entitlement.revoked", feature=f) for f in sorted(before - after)]
-        return events
-
     async def _sync(
         self,
         events: list[EventDraft],
@@ -1142,15 +1112,18 @@ class SubscriptionWorkflow:
         invoice_status: dict[str, str] | None = None,
     ) -> None:
         """Project state to PostgreSQL (read model, timeline, entitlements) and to Temporal."""
-        s = self._s
-        grant: EntitlementGrant | None = None
-        if features is not None:
-            events = events + self._entitlement_events(features)
-            s.granted_features = list(features)
-            grant = EntitlementGrant(
-                features=list(features), plan_id=s.plan.plan_id, active_until=s.current_period_end
-            )
-        s.state_version += 1
+        request = sync_request(
+            self._in,
+            self._s,
+            events,
+            self._now(),
+            self._new_id,
+            features=features,
+            invoice_status=invoice_status,
+        )
+        await self._project(request)
+
+    async def _project(self, request: SyncRequest) -> None:
         execute = (
             workflow.execute_local_activity
             if workflow.patched(LEAN_RENEWALS)
@@ -1158,15 +1131,10 @@ class SubscriptionWorkflow:
         )
         await execute(
             "sync_subscription",
-            SyncRequest(
-                subscription=self._view(),
-                events=events,
-                entitlements=grant,
-                invoice_status=invoice_status or {},
-            ),
+            request,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=SYNC_RETRY,
-            summary=", ".join(e.type for e in events) or "state",
+            summary=", ".join(e.type for e in request.events) or "state",
         )
         self._publish()
 
@@ -1178,26 +1146,7 @@ class SubscriptionWorkflow:
         )
 
     def _view(self) -> SubscriptionView:
-        s = self._s
-        return SubscriptionView(
-            id=self._in.subscription_id,
-            customer_id=self._in.customer_id,
-            plan_id=s.plan.plan_id,
-            status=s.status,
-            current_period_start=s.current_period_start,
-            current_period_end=s.current_period_end,
-            billing_cycle_anchor=s.billing_cycle_anchor,
-            trial_end=s.trial_end,
-            cancel_at_period_end=s.cancel_at_period_end,
-            canceled_at=s.canceled_at,
-            pause=s.pause,
-            pending_change=s.pending_change,
-            latest_invoice_id=s.latest_invoice_id,
-            dunning=s.dunning,
-            test_clock_id=self._in.test_clock_id,
-            created_at=s.created_at,
-            state_version=s.state_version,
-        )
+        return subscription_view(self._in, self._s)
 
     def _run_is_full(self, renewed: bool) -> bool:
         """Time to continue as new: after PERIODS_PER_RUN renewals, or a long history."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import bindparam, delete, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,27 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Entitlement
 from domain.contracts import EntitlementGrant
+
+_TABLE = Entitlement.__table__  # type: ignore[attr-defined]
+_DROP_OTHERS = delete(_TABLE).where(
+    _TABLE.c.subscription_id == bindparam("subscription_id"),
+    _TABLE.c.feature.not_in(bindparam("features", expanding=True)),
+)
+_DROP_ALL = delete(_TABLE).where(_TABLE.c.subscription_id == bindparam("subscription_id"))
+
+
+def _grant_statement() -> Any:
+    statement = insert(_TABLE)
+    return statement.on_conflict_do_update(
+        index_elements=["subscription_id", "feature"],
+        set_={
+            "plan_id": statement.excluded.plan_id,
+            "active_until": statement.excluded.active_until,
+        },
+    )
+
+
+_GRANT = _grant_statement()
 
 
 async def replace_for_subscription(
@@ -25,15 +47,14 @@ async def replace_for_subscription(
     now: datetime,
 ) -> None:
     """Make the subscription's rows exactly `grant.features` (idempotent)."""
-    await session.execute(
-        delete(Entitlement).where(
-            col(Entitlement.subscription_id) == subscription_id,
-            col(Entitlement.feature).not_in(grant.features),
-        )
-    )
     if not grant.features:
+        await session.execute(_DROP_ALL, {"subscription_id": subscription_id})
         return
-    statement = insert(Entitlement).values(
+    await session.execute(
+        _DROP_OTHERS, {"subscription_id": subscription_id, "features": list(grant.features)}
+    )
+    await session.execute(
+        _GRANT,
         [
             {
                 "customer_id": customer_id,
@@ -44,16 +65,7 @@ async def replace_for_subscription(
                 "granted_at": now,
             }
             for feature in grant.features
-        ]
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["subscription_id", "feature"],
-            set_={
-                "plan_id": statement.excluded.plan_id,
-                "active_until": statement.excluded.active_until,
-            },
-        )
+        ],
     )
 
 

@@ -12,6 +12,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import Event
 from domain.contracts import EventDraft
 
+_APPEND = (
+    insert(Event.__table__)  # type: ignore[attr-defined]
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(Event.__table__.c.id)  # type: ignore[attr-defined]
+)
+
 
 async def append(session: AsyncSession, events: Sequence[EventDraft], now: datetime) -> set[str]:
     """Insert events in order; ids are stable, so a replayed batch inserts nothing.
@@ -31,8 +37,9 @@ async def append(session: AsyncSession, events: Sequence[EventDraft], now: datet
         }
         for e in events
     ]
-    statement = insert(Event).values(rows).on_conflict_do_nothing(index_elements=["id"])
-    inserted = await session.execute(statement.returning(col(Event.id)))
+    # One statement for the batch (executemany with RETURNING becomes one multi-row INSERT,
+    # rows in order, so `seq` follows the timeline).
+    inserted = await session.execute(_APPEND, rows)
     return set(inserted.scalars())
 
 

@@ -32,12 +32,18 @@ async def active_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
     return (await session.exec(query.order_by(col(WebhookEndpoint.created_at)))).all()
 
 
+_FILTERS = (
+    sa_select(col(WebhookEndpoint.id), col(WebhookEndpoint.events), col(WebhookEndpoint.created_at))
+    .where(col(WebhookEndpoint.disabled).is_(False))
+    .order_by(col(WebhookEndpoint.created_at))
+)
+
+
 async def endpoint_filters(session: AsyncSession) -> list[EndpointFilter]:
-    """The enabled endpoints as routing sees them, in registration order."""
-    return [
-        EndpointFilter(id=ep.id, events=list(ep.events), created_at=ep.created_at)
-        for ep in await active_endpoints(session)
-    ]
+    """The enabled endpoints as routing sees them, in registration order (no ORM objects:
+    this runs in every projection that writes events)."""
+    rows = (await session.execute(_FILTERS)).all()
+    return [EndpointFilter(id=i, events=list(e), created_at=c) for i, e, c in rows]
 
 
 async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:

@@ -23,6 +23,9 @@ class Claimed:
     attempt: int  # 1 for the first claim of this row
 
 
+_ENQUEUE = insert(Outbox.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+
+
 async def enqueue(
     session: AsyncSession, deliveries: Sequence[tuple[str, str, str]], now: datetime
 ) -> None:
@@ -40,7 +43,7 @@ async def enqueue(
         }
         for sub, target, event_id in deliveries
     ]
-    await session.execute(insert(Outbox).values(rows).on_conflict_do_nothing())
+    await session.execute(_ENQUEUE, rows)
 
 
 # The head of each lane (its oldest row) is what may go out. Of the heads that are due and
