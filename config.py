@@ -45,11 +45,13 @@ class Settings(BaseSettings):
     worker_max_cached_workflows: int = 1000
     workflow_sandbox: bool = True
 
-    # API
+    # API; how often it looks for subscriptions whose workflow a create could not start (and
+    # how old such a start must be: a request may still be starting it).
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     admin_key: str = DEV_ADMIN_KEY
     api_key_cache_seconds: float = 30.0
+    start_sweep_seconds: float = 5.0
 
     # Email
     smtp_url: str | None = None

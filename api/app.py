@@ -1,10 +1,12 @@
-"""The FastAPI application and its lifespan (database, Temporal client, Stripe, key cache)."""
+"""The FastAPI application and its lifespan (database, Temporal client, Stripe, key cache,
+the start sweeper)."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from fastapi import FastAPI
@@ -27,6 +29,7 @@ from api.routes import (
     test_clocks,
     webhook_endpoints,
 )
+from api.start_sweeper import StartSweeper
 from config import Settings, configure_logging, get_settings
 from db.engine import get_engine, session_factory
 
@@ -49,12 +52,22 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             from worker import connect_temporal
 
             app.state.temporal = await connect_temporal(settings)
+        sweeper = StartSweeper(
+            app.state.sessions,
+            app.state.temporal,
+            settings,
+            interval=settings.start_sweep_seconds,
+            grace=timedelta(seconds=settings.start_sweep_seconds),
+        )
+        app.state.start_sweeper = sweeper
+        sweeper.start()
         log.info("api.started", temporal=settings.temporal_address, sandbox=settings.sandbox)
         # What startup built (modules, the app, clients) lives as long as the process: keep it
         # out of the collector's scans, or each full collection pauses requests for ~100 ms.
         gc.collect()
         gc.freeze()
         yield
+        await sweeper.stop()
         await app.state.gateway.aclose()
 
     app = FastAPI(

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, from_rpc_error
+from api.ids import new_id
 from config import Settings
+from db.projection import write_projection
+from db.repositories import starts
 from domain.contracts import PlanSnapshot, SubscriptionView
 from domain.dunning import DunningPolicy, ExhaustedAction
 from domain.money import format_amount
 from domain.plan_change import PlanChangePolicy
 from workflows import search_attributes as sa
+from workflows.details import next_billing_at
 from workflows.messages import (
     AdvanceClock,
     AdvanceResult,
     BillingPolicy,
+    CarriedState,
     PaymentMethodChanged,
     SubscriptionInput,
     workflow_id_for,
 )
+from workflows.projection import trial_start
 from workflows.subscription import SubscriptionWorkflow
 
 log = structlog.get_logger()
@@ -43,32 +51,43 @@ def billing_policy(settings: Settings) -> BillingPolicy:
     )
 
 
-async def start_subscription(
-    client: Client, settings: Settings, inp: SubscriptionInput
-) -> SubscriptionView:
-    """Start the workflow and wait (update-with-start) for its first decision."""
+def _start_options(
+    settings: Settings, inp: SubscriptionInput, state: CarriedState | None = None
+) -> dict[str, Any]:
+    """How the API starts a subscription's workflow: its id, queue, search attributes (as
+    they are in `state`; `incomplete` until the workflow decides) and what the UI shows."""
     plan = inp.plan
-    attributes = [
+    attributes: list[SearchAttributePair[Any]] = [
         SearchAttributePair(sa.CUSTOMER_ID, inp.customer_id),
         SearchAttributePair(sa.PLAN_ID, plan.plan_id),
-        SearchAttributePair(sa.SUBSCRIPTION_STATUS, "incomplete"),
+        SearchAttributePair(sa.SUBSCRIPTION_STATUS, state.status if state else "incomplete"),
     ]
+    if state is not None and (next_billing := next_billing_at(state)) is not None:
+        attributes.append(SearchAttributePair(sa.NEXT_BILLING_AT, next_billing))
     if inp.test_clock_id:
         attributes.append(SearchAttributePair(sa.TEST_CLOCK_ID, inp.test_clock_id))
-    start = WithStartWorkflowOperation(
-        SubscriptionWorkflow.run,
-        inp,
-        id=workflow_id_for(inp.subscription_id),
-        task_queue=settings.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        search_attributes=TypedSearchAttributes(attributes),
-        static_summary=f"{inp.subscription_id}: {plan.name} for {inp.customer_id}",
-        static_details=(
+    return {
+        "id": workflow_id_for(inp.subscription_id),
+        "task_queue": settings.task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+        "search_attributes": TypedSearchAttributes(attributes),
+        "static_summary": f"{inp.subscription_id}: {plan.name} for {inp.customer_id}",
+        "static_details": (
             f"**{plan.name}** (`{plan.plan_id}`), "
             f"{format_amount(plan.amount, plan.currency)} every "
             f"{plan.interval_count} {plan.interval.value}(s)\n\ncustomer `{inp.customer_id}`"
             + (f"\n\ntest clock `{inp.test_clock_id}`" if inp.test_clock_id else "")
         ),
+    }
+
+
+async def start_subscription(
+    client: Client, settings: Settings, inp: SubscriptionInput
+) -> SubscriptionView:
+    """Start the workflow and wait (update-with-start) for its first decision: the first
+    charge, which may fail."""
+    start = WithStartWorkflowOperation(
+        SubscriptionWorkflow.run, inp, **_start_options(settings, inp)
     )
     try:
         return await client.execute_update_with_start_workflow(
@@ -76,6 +95,43 @@ async def start_subscription(
         )
     except RPCError as err:
         raise from_rpc_error(err) from err
+
+
+async def record_trial(
+    session: AsyncSession, inp: SubscriptionInput, state: CarriedState
+) -> tuple[SubscriptionView, SubscriptionInput]:
+    """A trial decides nothing that can fail, so the API decides its first state itself:
+    writes the projection and the start still to be made, in the caller's transaction.
+    Returns the view, and the input to start the workflow with once that has committed (the
+    workflow takes the state as a run that continues: it does not project it again)."""
+    projection = trial_start(inp, state, state.created_at, new_id)
+    now = datetime.now(UTC)
+    await write_projection(session, projection, now)
+    start_input = inp.model_copy(update={"carried": state})
+    await starts.record(session, inp.subscription_id, start_input.model_dump(mode="json"), now)
+    return projection.subscription, start_input
+
+
+async def launch(
+    client: Client, settings: Settings, session: AsyncSession, start_input: SubscriptionInput
+) -> bool:
+    """Start the workflow of a recorded start and forget the record; False if Temporal could
+    not be reached (the record stays, and the start sweeper tries again)."""
+    state = start_input.carried
+    try:
+        await client.start_workflow(
+            SubscriptionWorkflow.run, start_input, **_start_options(settings, start_input, state)
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # started by the sweeper (or an earlier try) already
+    except (RPCError, OSError) as err:
+        log.warning("subscription.start_deferred", subscription_id=start_input.subscription_id)
+        await starts.failed(session, start_input.subscription_id, str(err))
+        await session.commit()
+        return False
+    await starts.done(session, start_input.subscription_id)
+    await session.commit()
+    return True
 
 
 async def update(

@@ -285,3 +285,18 @@ class NotificationOutbox(SQLModel, table=True):
     next_attempt_at: datetime = _utc()
     claimed_until: datetime | None = _utc(default=None)
     created_at: datetime = _utc()
+
+
+class SubscriptionStart(SQLModel, table=True):
+    """A subscription the API created and whose workflow it still has to start: written in
+    the transaction that creates the subscription, deleted once the workflow is started. A
+    row left behind (Temporal unreachable, the API stopped mid-request) is started by the
+    API's start sweeper."""
+
+    __tablename__ = "subscription_starts"
+
+    subscription_id: str = Field(primary_key=True)
+    input: dict[str, Any] = _json()  # the workflow's SubscriptionInput, as JSON
+    attempts: int = 0
+    last_error: str | None = None
+    created_at: datetime = _utc()

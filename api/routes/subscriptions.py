@@ -27,6 +27,7 @@ from db.repositories import invoices as invoice_repo
 from db.repositories import subscriptions as repo
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
+from domain.status import SubscriptionStatus as S
 from workflows.messages import (
     ActorRequest,
     CancelRequest,
@@ -36,6 +37,7 @@ from workflows.messages import (
     PauseRequest,
     SubscriptionInput,
 )
+from workflows.projection import initial_state
 from workflows.subscription import SubscriptionWorkflow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
@@ -107,8 +109,17 @@ async def create_subscription(
         actor=key.actor,
         policy=lifecycle.billing_policy(settings),
     )
-    view = await lifecycle.start_subscription(temporal, settings, inp)
-    return await idem.respond(201, _out(view))
+    state = initial_state(inp, now)
+    if state.status != S.TRIALING:
+        view = await lifecycle.start_subscription(temporal, settings, inp)
+        return await idem.respond(201, _out(view))
+    # A trial: the subscription, its first state and the start to make commit together; the
+    # workflow is started after, here or (if Temporal cannot be reached) by the sweeper.
+    view, start_input = await lifecycle.record_trial(session, inp, state)
+    response = await idem.respond(201, _out(view))
+    await session.commit()
+    await lifecycle.launch(temporal, settings, session, start_input)
+    return response
 
 
 @router.get("")
