@@ -13,6 +13,7 @@ from temporalio.client import Client
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache, Principal, Role
 from api.errors import ApiError
+from api.start_sweeper import StartSweeper
 from config import Settings
 
 
@@ -45,6 +46,10 @@ async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+async def get_start_sweeper(request: Request) -> StartSweeper:
+    return request.app.state.start_sweeper  # type: ignore[no-any-return]
+
+
 async def current_principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
@@ -74,6 +79,7 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+StartsDep = Annotated[StartSweeper, Depends(get_start_sweeper)]
 CurrentKey = Annotated[Principal, Depends(current_principal)]
 AdminKey = Annotated[Principal, Depends(require())]
 ProductKey = Annotated[Principal, Depends(require(Role.PRODUCT))]

@@ -112,26 +112,25 @@ async def record_trial(
     return projection.subscription, start_input
 
 
-async def launch(
-    client: Client, settings: Settings, session: AsyncSession, start_input: SubscriptionInput
-) -> bool:
-    """Start the workflow of a recorded start and forget the record; False if Temporal could
-    not be reached (the record stays, and the start sweeper tries again)."""
-    state = start_input.carried
+async def launch(client: Client, settings: Settings, start_input: SubscriptionInput) -> str | None:
+    """Start the workflow of a recorded start; None when it runs (started now or before), else
+    why Temporal would not start it (the record stays, for the start sweeper)."""
     try:
         await client.start_workflow(
-            SubscriptionWorkflow.run, start_input, **_start_options(settings, start_input, state)
+            SubscriptionWorkflow.run,
+            start_input,
+            **_start_options(settings, start_input, start_input.carried),
         )
     except WorkflowAlreadyStartedError:
-        pass  # started by the sweeper (or an earlier try) already
-    except (RPCError, OSError) as err:
-        log.warning("subscription.start_deferred", subscription_id=start_input.subscription_id)
-        await starts.failed(session, start_input.subscription_id, str(err))
-        await session.commit()
-        return False
-    await starts.done(session, start_input.subscription_id)
-    await session.commit()
-    return True
+        return None  # started by the sweeper, or by an earlier try
+    except RPCError as err:
+        log.warning(
+            "subscription.start_deferred",
+            subscription_id=start_input.subscription_id,
+            status=err.status.name,
+        )
+        return str(err) or err.status.name
+    return None
 
 
 async def update(

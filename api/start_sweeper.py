@@ -1,11 +1,13 @@
 """Starts the subscription workflows that a create left unstarted.
 
 Creating a subscription with a trial commits the subscription and a start record together,
-then starts the workflow and deletes the record. If Temporal could not be reached, or the
-API process stopped between the commit and the start, the record stays; every API process
-runs this loop, which starts the workflows of records older than `grace` (so it never races
-a request still in flight) and deletes them. Several API processes share the work: a record
-is locked by one of them at a time.
+then starts the workflow and hands the record to `forget`, which deletes such records in
+batches, a fraction of a second later (a delete of its own cost a create more CPU than
+its inserts). If Temporal could not be reached, or the API process stopped between the
+commit and the start, the record stays; every API process runs this loop, which starts
+the workflows of records older than `grace` (so it never races a request still in flight)
+and deletes them. A record whose workflow already runs (its batch delete was lost) is
+simply deleted. Several API processes share the work: a record is locked by one at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from workflows.messages import SubscriptionInput
 
 log = structlog.get_logger()
 
+FORGET_AFTER_SECONDS = 0.2
+
 
 class StartSweeper:
     def __init__(
@@ -45,6 +49,8 @@ class StartSweeper:
         self._grace = grace
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
+        self._forgotten: set[str] = set()
+        self._flush: asyncio.Task[None] | None = None
         self.started = 0  # workflows this sweeper started, for tests
 
     def start(self) -> None:
@@ -57,6 +63,25 @@ class StartSweeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._flush is not None:
+            await self._flush
+
+    def forget(self, subscription_id: str) -> None:
+        """The workflow of this start runs: delete its record (soon, with others)."""
+        self._forgotten.add(subscription_id)
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._forget_batch())
+
+    async def _forget_batch(self) -> None:
+        await asyncio.sleep(FORGET_AFTER_SECONDS)
+        ids, self._forgotten = sorted(self._forgotten), set()
+        self._flush = None
+        try:
+            async with self._sessions() as session:
+                await starts.done(session, ids)
+                await session.commit()
+        except Exception:
+            log.exception("start_sweeper.forget_failed", count=len(ids))
 
     async def _loop(self) -> None:
         while True:
@@ -73,10 +98,13 @@ class StartSweeper:
         async with self._sessions() as session:
             for row in await starts.overdue(session, older_than=older_than, limit=self._batch):
                 start_input = SubscriptionInput.model_validate(row.input)
-                # `launch` commits, which releases the locks of the rows not reached yet:
-                # another sweeper may take those; a start made twice is "already started".
-                if await lifecycle.launch(self._client, self._settings, session, start_input):
+                error = await lifecycle.launch(self._client, self._settings, start_input)
+                if error is None:
+                    await starts.done(session, [row.subscription_id])
                     started += 1
                     log.info("subscription.start_recovered", subscription_id=row.subscription_id)
+                else:
+                    await starts.failed(session, row.subscription_id, error)
+            await session.commit()
         self.started += started
         return started

@@ -14,8 +14,11 @@ from config import get_settings
 
 @lru_cache(maxsize=4)
 def get_engine(url: str | None = None) -> AsyncEngine:
+    """The API's pool. Sized for the requests one process serves at once: a connection
+    beyond `pool_size` is opened for one request and closed after it (a connect per
+    request under load)."""
     url = url or get_settings().effective_database_url
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
 @lru_cache(maxsize=4)

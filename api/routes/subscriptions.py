@@ -14,6 +14,7 @@ from api.deps import (
     ProductOrSupportKey,
     SessionDep,
     SettingsDep,
+    StartsDep,
     SupportKey,
     TemporalDep,
 )
@@ -24,6 +25,7 @@ from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
 from db.models import Customer, Plan, TestClock
 from db.repositories import invoices as invoice_repo
+from db.repositories import starts as start_records
 from db.repositories import subscriptions as repo
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
@@ -65,6 +67,7 @@ async def create_subscription(
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
+    starts: StartsDep,
     key: ProductKey,
 ) -> object:
     """Start the subscription; answers after the first charge (or trial start) is decided."""
@@ -118,7 +121,11 @@ async def create_subscription(
     view, start_input = await lifecycle.record_trial(session, inp, state)
     response = await idem.respond(201, _out(view))
     await session.commit()
-    await lifecycle.launch(temporal, settings, session, start_input)
+    if (error := await lifecycle.launch(temporal, settings, start_input)) is None:
+        starts.forget(inp.subscription_id)
+    else:
+        await start_records.failed(session, inp.subscription_id, error)
+        await session.commit()
     return response
 
 

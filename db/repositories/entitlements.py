@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, delete, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -16,26 +14,22 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import Entitlement
 from domain.contracts import EntitlementGrant
 
-_TABLE = Entitlement.__table__  # type: ignore[attr-defined]
-_DROP_OTHERS = delete(_TABLE).where(
-    _TABLE.c.subscription_id == bindparam("subscription_id"),
-    _TABLE.c.feature.not_in(bindparam("features", expanding=True)),
-)
-_DROP_ALL = delete(_TABLE).where(_TABLE.c.subscription_id == bindparam("subscription_id"))
-
-
-def _grant_statement() -> Any:
-    statement = insert(_TABLE)
-    return statement.on_conflict_do_update(
-        index_elements=["subscription_id", "feature"],
-        set_={
-            "plan_id": statement.excluded.plan_id,
-            "active_until": statement.excluded.active_until,
-        },
+# One round trip: drop the subscription's features that are not granted any more, and
+# insert or refresh the ones that are (the two touch different rows).
+_REPLACE = text(
+    """
+    WITH dropped AS (
+        DELETE FROM entitlements
+        WHERE subscription_id = :subscription_id AND NOT (feature = ANY(:features))
     )
-
-
-_GRANT = _grant_statement()
+    INSERT INTO entitlements
+        (customer_id, feature, subscription_id, plan_id, active_until, granted_at)
+    SELECT :customer_id, f, :subscription_id, :plan_id, :active_until, :granted_at
+    FROM unnest(CAST(:features AS text[])) AS f
+    ON CONFLICT (subscription_id, feature)
+    DO UPDATE SET plan_id = excluded.plan_id, active_until = excluded.active_until
+    """
+)
 
 
 async def replace_for_subscription(
@@ -47,25 +41,16 @@ async def replace_for_subscription(
     now: datetime,
 ) -> None:
     """Make the subscription's rows exactly `grant.features` (idempotent)."""
-    if not grant.features:
-        await session.execute(_DROP_ALL, {"subscription_id": subscription_id})
-        return
     await session.execute(
-        _DROP_OTHERS, {"subscription_id": subscription_id, "features": list(grant.features)}
-    )
-    await session.execute(
-        _GRANT,
-        [
-            {
-                "customer_id": customer_id,
-                "feature": feature,
-                "subscription_id": subscription_id,
-                "plan_id": grant.plan_id,
-                "active_until": grant.active_until,
-                "granted_at": now,
-            }
-            for feature in grant.features
-        ],
+        _REPLACE,
+        {
+            "subscription_id": subscription_id,
+            "customer_id": customer_id,
+            "features": list(grant.features),
+            "plan_id": grant.plan_id,
+            "active_until": grant.active_until,
+            "granted_at": now,
+        },
     )
 
 

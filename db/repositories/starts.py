@@ -6,28 +6,29 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import SubscriptionStart
 
+_TABLE = SubscriptionStart.__table__  # type: ignore[attr-defined]
+_RECORD = insert(_TABLE)
+_DONE = delete(_TABLE).where(_TABLE.c.subscription_id.in_(bindparam("ids", expanding=True)))
+
 
 async def record(
     session: AsyncSession, subscription_id: str, workflow_input: dict[str, Any], now: datetime
 ) -> None:
-    await session.execute(
-        insert(SubscriptionStart).values(
-            subscription_id=subscription_id, input=workflow_input, attempts=0, created_at=now
-        )
-    )
+    values = {"subscription_id": subscription_id, "input": workflow_input, "attempts": 0}
+    await session.execute(_RECORD, {**values, "created_at": now})
 
 
-async def done(session: AsyncSession, subscription_id: str) -> None:
-    await session.execute(
-        delete(SubscriptionStart).where(col(SubscriptionStart.subscription_id) == subscription_id)
-    )
+async def done(session: AsyncSession, subscription_ids: Sequence[str]) -> None:
+    """The workflows of these starts run: delete their records."""
+    if subscription_ids:
+        await session.execute(_DONE, {"ids": list(subscription_ids)})
 
 
 async def overdue(
