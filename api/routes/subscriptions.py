@@ -23,7 +23,7 @@ from api.idempotency import Idempotency
 from api.ids import new_id
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
-from db.models import Customer, Plan, TestClock
+from db.models import Plan
 from db.repositories import invoices as invoice_repo
 from db.repositories import starts as start_records
 from db.repositories import subscriptions as repo
@@ -74,10 +74,11 @@ async def create_subscription(
     idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
-    customer = await session.get(Customer, body.customer_id)
+    customer, plan, clock = await repo.subscribing(
+        session, body.customer_id, body.plan_id, body.test_clock_id
+    )
     if customer is None:
         raise not_found("customer", body.customer_id)
-    plan = await session.get(Plan, body.plan_id)
     if plan is None:
         raise not_found("plan", body.plan_id)
     now = datetime.now(UTC)
@@ -86,7 +87,6 @@ async def create_subscription(
             raise ApiError(
                 400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true"
             )
-        clock = await session.get(TestClock, body.test_clock_id)
         if clock is None:
             raise not_found("test clock", body.test_clock_id)
         now = clock.frozen_time

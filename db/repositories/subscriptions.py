@@ -6,11 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import literal
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Subscription
+from db.models import Customer, Plan, Subscription, TestClock
 from domain.contracts import SubscriptionView
 
 
@@ -42,6 +44,23 @@ async def upsert_view(session: AsyncSession, view: SubscriptionView, now: dateti
     values["dunning"] = view.dunning.model_dump(mode="json")
     values["updated_at"] = now
     await session.execute(_UPSERT, values)
+
+
+async def subscribing(
+    session: AsyncSession, customer_id: str, plan_id: str, test_clock_id: str | None
+) -> tuple[Customer | None, Plan | None, TestClock | None]:
+    """What creating a subscription reads, in one round trip: the customer, the plan and
+    the test clock (each None when there is none by that id)."""
+    anchor = sa_select(literal(1).label("one")).subquery()
+    query = (
+        sa_select(Customer, Plan, TestClock)
+        .select_from(anchor)
+        .outerjoin(Customer, col(Customer.id) == customer_id)
+        .outerjoin(Plan, col(Plan.id) == plan_id)
+        .outerjoin(TestClock, col(TestClock.id) == (test_clock_id or ""))
+    )
+    customer, plan, clock = (await session.execute(query)).one()
+    return customer, plan, clock
 
 
 async def get(session: AsyncSession, subscription_id: str) -> Subscription | None:
