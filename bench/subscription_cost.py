@@ -9,7 +9,8 @@ Starts its own stack on free loopback ports and a worker process (`bench.worker_
    clock are created and the clock is advanced one month at a time, twelve times. Before
    and after, every table's row count and `pg_total_relation_size`: rows and bytes per
    subscription-year (creation plus twelve renewals). The histories of every run of a few
-   subscriptions (`--sample`) and of their notifier workflows are fetched: events per
+   subscriptions (`--sample`) and of their notifier workflows (which versions before the
+   notification outbox started; none now) are fetched: events per
    renewal period (each `advance_clock` update starts one: from the workflow task that
    delivered it to the next one), per run and per year.
 2. **Worker memory.** The worker is restarted (empty caches) and `--live` subscriptions
@@ -374,7 +375,8 @@ def history_section(
                     f"{statistics.median(bytes_year):,.0f}",
                 ],
                 [
-                    f"notifier workflow, one year ({statistics.median(notif_runs):.0f} runs)",
+                    f"notifier workflow (before the outbox), one year "
+                    f"({statistics.median(notif_runs):.0f} runs)",
                     f"{statistics.median(notif_year):.0f}" if notif_year else "-",
                     "",
                 ],
