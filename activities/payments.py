@@ -52,11 +52,10 @@ class PaymentActivities:
         )
         async with transaction(self._engine) as session:
             await invoice_repo.ensure_invoice(session, invoice)
-            already_paid = await invoice_repo.succeeded_attempt(session, invoice.id)
+            already_paid, attempt = await invoice_repo.charge_state(session, invoice.id, key)
             if already_paid is not None:
                 # Another attempt (a support retry racing the schedule) collected it.
                 return _outcome(already_paid)
-            attempt = await invoice_repo.attempt_by_key(session, key, lock=True)
             if attempt is not None and attempt.status != "pending":
                 return _outcome(attempt)
             customer = await session.get(Customer, invoice.customer_id)

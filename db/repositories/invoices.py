@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,41 +13,48 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import Invoice, InvoiceLine, PaymentAttempt
 from domain.contracts import InvoiceDraft
 
+_INVOICES = Invoice.__table__  # type: ignore[attr-defined]
+_LINES = InvoiceLine.__table__  # type: ignore[attr-defined]
+_NEW_INVOICE = (
+    insert(_INVOICES).on_conflict_do_nothing(index_elements=["id"]).returning(_INVOICES.c.id)
+)
+_NEW_LINES = insert(_LINES)
+
 
 async def ensure_invoice(session: AsyncSession, draft: InvoiceDraft) -> None:
     """Insert the invoice and its lines once; a repeat is a no-op (ids come from the workflow)."""
     inserted = await session.execute(
-        insert(Invoice)
-        .values(
-            id=draft.id,
-            subscription_id=draft.subscription_id,
-            customer_id=draft.customer_id,
-            status="open",
-            billing_reason=draft.billing_reason,
-            total=draft.total,
-            currency=draft.currency,
-            period_start=draft.period_start,
-            period_end=draft.period_end,
-            created_at=draft.created_at,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(col(Invoice.id))
+        _NEW_INVOICE,
+        {
+            "id": draft.id,
+            "subscription_id": draft.subscription_id,
+            "customer_id": draft.customer_id,
+            "status": "open",
+            "billing_reason": draft.billing_reason,
+            "total": draft.total,
+            "currency": draft.currency,
+            "period_start": draft.period_start,
+            "period_end": draft.period_end,
+            "created_at": draft.created_at,
+        },
     )
-    if inserted.first() is None:
+    if inserted.first() is None or not draft.lines:
         return
-    for position, line in enumerate(draft.lines):
-        session.add(
-            InvoiceLine(
-                invoice_id=draft.id,
-                position=position,
-                kind=line.kind.value,
-                description=line.description,
-                amount=line.amount,
-                period_start=line.period_start,
-                period_end=line.period_end,
-            )
-        )
-    await session.flush()
+    await session.execute(
+        _NEW_LINES,
+        [
+            {
+                "invoice_id": draft.id,
+                "position": position,
+                "kind": line.kind.value,
+                "description": line.description,
+                "amount": line.amount,
+                "period_start": line.period_start,
+                "period_end": line.period_end,
+            }
+            for position, line in enumerate(draft.lines)
+        ],
+    )
 
 
 async def get_invoice(session: AsyncSession, invoice_id: str) -> Invoice | None:
@@ -114,6 +121,28 @@ async def attempt_by_key(
     if lock:
         query = query.with_for_update()
     return (await session.exec(query)).first()
+
+
+async def charge_state(
+    session: AsyncSession, invoice_id: str, key: str
+) -> tuple[PaymentAttempt | None, PaymentAttempt | None]:
+    """For a charge under `key`: the invoice's succeeded attempt, if any, and the attempt
+    already recorded under the key, if any; both locked until the transaction ends."""
+    query = (
+        select(PaymentAttempt)
+        .where(
+            PaymentAttempt.invoice_id == invoice_id,
+            or_(
+                col(PaymentAttempt.status) == "succeeded",
+                col(PaymentAttempt.idempotency_key) == key,
+            ),
+        )
+        .with_for_update()
+    )
+    found = (await session.exec(query)).all()
+    paid = next((a for a in found if a.status == "succeeded"), None)
+    mine = next((a for a in found if a.idempotency_key == key), None)
+    return paid, mine
 
 
 async def succeeded_attempt(session: AsyncSession, invoice_id: str) -> PaymentAttempt | None:
