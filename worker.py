@@ -67,13 +67,14 @@ SANDBOX_PASSTHROUGH = (
 
 
 def workflow_runner(settings: Settings) -> WorkflowRunner:
-    """The determinism sandbox (default), or none when RECUR_WORKFLOW_SANDBOX=false.
+    """No sandbox (default), or the SDK's determinism sandbox when RECUR_WORKFLOW_SANDBOX=true.
 
-    domain/ and the workflows' pure helper modules are deterministic: sharing them with
-    the sandbox skips re-importing them (pydantic models included) for every workflow
-    run; see SANDBOX_PASSTHROUGH. Without the sandbox nothing checks at run time that
-    workflow code stays deterministic; the test suite (sandboxed) and the replay test
-    over recorded histories still do.
+    Without the sandbox nothing checks at run time that workflow code stays deterministic;
+    the test suite (always sandboxed), the replay test over recorded histories and the
+    static check of workflows/ (tests/workflows/test_workflow_determinism.py) do, before
+    code ships. With it, domain/ and the workflows' pure helper modules are shared with
+    the sandbox instead of being re-imported (pydantic models included) for every
+    workflow run; see SANDBOX_PASSTHROUGH.
     """
     if not settings.workflow_sandbox:
         return UnsandboxedWorkflowRunner()

@@ -9,12 +9,11 @@ from config import Settings
 from worker import SANDBOX_PASSTHROUGH, workflow_runner
 
 
-def test_sandboxed_by_default_with_the_pure_modules_passed_through() -> None:
-    runner = workflow_runner(Settings())
+def test_unsandboxed_by_default() -> None:
+    assert isinstance(workflow_runner(Settings()), UnsandboxedWorkflowRunner)
+
+
+def test_sandbox_on_request_with_the_pure_modules_passed_through() -> None:
+    runner = workflow_runner(Settings(workflow_sandbox=True))
     assert isinstance(runner, SandboxedWorkflowRunner)
     assert set(SANDBOX_PASSTHROUGH) <= runner.restrictions.passthrough_modules
-
-
-def test_sandbox_can_be_turned_off() -> None:
-    runner = workflow_runner(Settings(workflow_sandbox=False))
-    assert isinstance(runner, UnsandboxedWorkflowRunner)
