@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # attempts before a delivery is marked failed; the worker's outbox dispatcher: how many
     # deliveries it makes at once, how often it looks for deliveries queued by other
     # processes (those of its own process wake it at once), how long a claim lasts (longer
-    # than any one attempt); how long an idle notifier workflow of earlier versions lives.
+    # than any one attempt).
     webhook_retry_initial_ms: int = 10_000
     webhook_retry_max_ms: int = 3_600_000
     webhook_max_attempts: int = 30
@@ -71,7 +71,6 @@ class Settings(BaseSettings):
     outbox_concurrency: int = 32
     outbox_poll_seconds: float = 1.0
     outbox_lease_seconds: int = 300
-    notifier_idle_seconds: int = 600
 
     # Behaviour
     sandbox: bool = True

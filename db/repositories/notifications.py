@@ -26,12 +26,6 @@ from db.models import (
 )
 from domain.notifications import EndpointFilter
 
-
-async def active_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
-    query = select(WebhookEndpoint).where(col(WebhookEndpoint.disabled).is_(False))
-    return (await session.exec(query.order_by(col(WebhookEndpoint.created_at)))).all()
-
-
 _FILTERS = (
     sa_select(col(WebhookEndpoint.id), col(WebhookEndpoint.events), col(WebhookEndpoint.created_at))
     .where(col(WebhookEndpoint.disabled).is_(False))
