@@ -141,6 +141,8 @@ async def run_worker(settings: Settings | None = None) -> None:
         log.info("worker.stopping", reason="signal")
         await parts.dispatcher.stop()
     log.info("worker.stopped")
+    # After the worker: the notifier workflow's activities share these deliveries.
+    await parts.deliveries.aclose()
     await parts.payments.aclose()
     await get_worker_engine(settings.effective_database_url).dispose()
 

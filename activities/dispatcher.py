@@ -103,7 +103,6 @@ class OutboxDispatcher:
             _, late = await asyncio.wait(self._inflight, timeout=timeout)
             for task in late:
                 task.cancel()  # its claims expire; another worker sends them
-        await self._deliveries.aclose()
 
     async def run(self) -> None:
         while not self._stopping:

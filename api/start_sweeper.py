@@ -51,7 +51,6 @@ class StartSweeper:
         self._task: asyncio.Task[None] | None = None
         self._forgotten: set[str] = set()
         self._flush: asyncio.Task[None] | None = None
-        self.started = 0  # workflows this sweeper started, for tests
 
     def start(self) -> None:
         if self._task is None:
@@ -106,5 +105,4 @@ class StartSweeper:
                 else:
                     await starts.failed(session, row.subscription_id, error)
             await session.commit()
-        self.started += started
         return started

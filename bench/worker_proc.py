@@ -110,6 +110,7 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
         print("READY", flush=True)
         await stop.wait()
         await parts.dispatcher.stop()
+    await parts.deliveries.aclose()
 
 
 if __name__ == "__main__":

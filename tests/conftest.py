@@ -91,6 +91,7 @@ async def worker_parts(stack: Stack, temporal_client: Client) -> AsyncIterator[W
     await parts.dispatcher.stop()
     await worker.shutdown()
     await asyncio.gather(task, return_exceptions=True)
+    await parts.deliveries.aclose()
     await parts.payments.aclose()
 
 

@@ -194,31 +194,10 @@ class EmailAttempt:
     error: str | None
 
 
-async def record_email_attempts(
-    session: AsyncSession, attempts: Sequence[EmailAttempt], now: datetime
-) -> dict[str, int]:
-    """Upsert the email rows of these attempts (one statement); returns attempts so far."""
-    if not attempts:
-        return {}
-    statement = insert(EmailNotification).values(
-        [
-            {
-                "event_id": a.event_id,
-                "template": a.template,
-                "customer_id": a.customer_id,
-                "recipient": a.recipient,
-                "subject": a.subject,
-                "status": a.status,
-                "attempts": 1,
-                "last_error": a.error,
-                "created_at": now,
-                "sent_at": now if a.status == "sent" else None,
-            }
-            for a in attempts
-        ]
-    )
+def _email_upsert() -> Any:
     table = EmailNotification.__table__  # type: ignore[attr-defined]
-    upsert = statement.on_conflict_do_update(
+    statement = insert(table)
+    return statement.on_conflict_do_update(
         index_elements=["event_id"],
         set_={
             "template": statement.excluded.template,
@@ -230,4 +209,30 @@ async def record_email_attempts(
             "sent_at": func.coalesce(table.c.sent_at, statement.excluded.sent_at),
         },
     ).returning(table.c.event_id, table.c.attempts)
-    return {event_id: n for event_id, n in (await session.execute(upsert)).all()}
+
+
+_RECORD_EMAILS = _email_upsert()
+
+
+async def record_email_attempts(
+    session: AsyncSession, attempts: Sequence[EmailAttempt], now: datetime
+) -> dict[str, int]:
+    """Upsert the email rows of these attempts (one statement); returns attempts so far."""
+    if not attempts:
+        return {}
+    rows = [
+        {
+            "event_id": a.event_id,
+            "template": a.template,
+            "customer_id": a.customer_id,
+            "recipient": a.recipient,
+            "subject": a.subject,
+            "status": a.status,
+            "attempts": 1,
+            "last_error": a.error,
+            "created_at": now,
+            "sent_at": now if a.status == "sent" else None,
+        }
+        for a in attempts
+    ]
+    return {event_id: n for event_id, n in (await session.execute(_RECORD_EMAILS, rows)).all()}

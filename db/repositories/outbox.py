@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,7 +23,9 @@ class Claimed:
     attempt: int  # 1 for the first claim of this row
 
 
-_ENQUEUE = insert(Outbox.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+_TABLE = Outbox.__table__  # type: ignore[attr-defined]
+_ENQUEUE = insert(_TABLE).on_conflict_do_nothing()
+_FINISH = delete(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def enqueue(
@@ -85,7 +87,7 @@ async def claim(
 async def finish(session: AsyncSession, row_ids: Sequence[int]) -> None:
     """Done (delivered, skipped or given up): the lane's next row becomes its head."""
     if row_ids:
-        await session.execute(delete(Outbox).where(col(Outbox.id).in_(row_ids)))
+        await session.execute(_FINISH, {"ids": list(row_ids)})
 
 
 async def retry_at(session: AsyncSession, row_id: int, at: datetime) -> None:

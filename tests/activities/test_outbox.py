@@ -169,10 +169,11 @@ async def test_dispatchers_sharing_the_outbox_deliver_each_event_once_in_order(
     receiver = await Receiver().start()
     engine = get_engine(stack.settings.effective_database_url)
     # Two more dispatchers besides the session's, as with three worker processes.
+    deliveries = Deliveries(engine, stack.settings)
     extra = [
         OutboxDispatcher(
             engine,
-            Deliveries(engine, stack.settings),
+            deliveries,
             DeliveryRetry(initial_ms=100, max_ms=500, max_attempts=8),
             concurrency=4,
             poll_seconds=0.05,
@@ -220,6 +221,7 @@ async def test_dispatchers_sharing_the_outbox_deliver_each_event_once_in_order(
     finally:
         for dispatcher in extra:
             await dispatcher.stop()
+        await deliveries.aclose()
         if endpoint is not None:
             ok(await api.delete(f"/v1/webhook_endpoints/{endpoint['id']}"))
         await receiver.stop()
