@@ -62,14 +62,15 @@ class Settings(BaseSettings):
     # Outbound notifications (webhooks and email): backoff of retried deliveries, how many
     # attempts before a delivery is marked failed; the worker's outbox dispatcher: how many
     # deliveries it makes at once, how often it looks for deliveries queued by other
-    # processes (those of its own process wake it at once), how long a claim lasts (longer
-    # than any one attempt).
+    # processes (those of its own process wake it), how long it waits after a wake-up so
+    # a burst goes out in one batch, how long a claim lasts (longer than any one attempt).
     webhook_retry_initial_ms: int = 10_000
     webhook_retry_max_ms: int = 3_600_000
     webhook_max_attempts: int = 30
     webhook_timeout_seconds: float = 10.0
     outbox_concurrency: int = 32
     outbox_poll_seconds: float = 1.0
+    outbox_linger_ms: int = Field(default=200, ge=0)
     outbox_lease_seconds: int = 300
 
     # Behaviour

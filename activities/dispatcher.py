@@ -47,6 +47,7 @@ class OutboxDispatcher:
         concurrency: int = 32,
         email_batch: int = 16,
         poll_seconds: float = 1.0,
+        linger: float = 0.0,
         lease: timedelta = timedelta(minutes=5),
     ) -> None:
         self._engine = engine
@@ -55,6 +56,10 @@ class OutboxDispatcher:
         self._concurrency = concurrency  # deliveries claimed and not yet settled, at most
         self._email_batch = email_batch
         self._poll_seconds = poll_seconds
+        # Deliveries are queued in bursts (a renewal storm queues a receipt per renewal,
+        # one by one): waiting this long after a wake-up before claiming turns a claim, a
+        # read, a relay session and a write per row into one of each for many rows.
+        self._linger = linger
         # Longer than any one attempt can take (webhook and SMTP timeouts, database waits).
         self._lease = lease
         self._wake = asyncio.Event()
@@ -79,6 +84,7 @@ class OutboxDispatcher:
             retry,
             concurrency=settings.outbox_concurrency,
             poll_seconds=settings.outbox_poll_seconds,
+            linger=settings.outbox_linger_ms / 1000,
             lease=timedelta(seconds=settings.outbox_lease_seconds),
         )
 
@@ -128,6 +134,8 @@ class OutboxDispatcher:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+            if self._linger > 0 and not self._stopping:
+                await asyncio.sleep(self._linger)
 
     def _spawn(self, rows: Sequence[Claimed], work: Awaitable[list[NotificationOutcome]]) -> None:
         self._busy += len(rows)

@@ -24,7 +24,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -79,7 +79,7 @@ class SmtpRelay:
         self._lock = threading.Lock()
         self.connections_opened = 0  # for tests and benchmarks
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         smtp = self._checkout() or self._connect()
         try:
             smtp.send_message(message)

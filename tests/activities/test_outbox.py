@@ -1,6 +1,7 @@
 """The notification outbox against the real PostgreSQL: lanes go out one row at a time, in
 order; a claim is exclusive until its lease ends; a repeated projection queues nothing twice;
-several dispatchers sharing the outbox deliver each event once, in order.
+several dispatchers sharing the outbox deliver each event once, in order; a burst queued
+row by row goes out as one batch after the dispatcher's linger.
 
 The claim tests run on a database of their own (created and migrated for them on the
 session's PostgreSQL server), so the session's dispatcher never competes for their rows.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -27,7 +28,7 @@ from db.migrate import upgrade
 from db.models import EmailNotification, NotificationOutbox
 from db.repositories import outbox
 from domain.contracts import EventDraft, SubscriptionView, SyncRequest
-from domain.notifications import EMAIL_LANE, DeliveryRetry
+from domain.notifications import EMAIL_LANE, DeliveryRetry, NotificationOutcome
 from tests.conftest import Stack
 from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
 from tests.webhook_receiver import Receiver
@@ -225,3 +226,53 @@ async def test_dispatchers_sharing_the_outbox_deliver_each_event_once_in_order(
         if endpoint is not None:
             ok(await api.delete(f"/v1/webhook_endpoints/{endpoint['id']}"))
         await receiver.stop()
+
+
+class _RecordingDeliveries(Deliveries):
+    """Real outbox, real dispatcher; only the sending is replaced, to see the batches."""
+
+    def __init__(self, engine: AsyncEngine, stack: Stack) -> None:
+        super().__init__(engine, stack.settings)
+        self.batches: list[list[str]] = []
+
+    async def emails(
+        self, batch: Sequence[tuple[str, int]], *, max_attempts: int
+    ) -> dict[str, NotificationOutcome]:
+        self.batches.append(sorted(event_id for event_id, _ in batch))
+        return {event_id: NotificationOutcome(status="sent", attempts=1) for event_id, _ in batch}
+
+
+@pytest.mark.parametrize("linger", [0.0, 0.6])
+async def test_a_burst_queued_row_by_row_goes_out_as_one_batch_after_the_linger(
+    scratch: AsyncEngine, stack: Stack, linger: float
+) -> None:
+    deliveries = _RecordingDeliveries(scratch, stack)
+    dispatcher = OutboxDispatcher(
+        scratch,
+        deliveries,
+        DeliveryRetry(initial_ms=100, max_ms=500, max_attempts=3),
+        poll_seconds=5.0,
+        linger=linger,
+    )
+    dispatcher.start()
+    events = [f"evt_burst_{n}" for n in range(6)]
+    try:
+        # As projections queue receipts during a storm: one row at a time, each waking
+        # the dispatcher.
+        for n, event_id in enumerate(events):
+            await _queue(scratch, [(f"sub_burst_{n}", EMAIL_LANE, event_id)], datetime.now(UTC))
+            dispatcher.wake()
+            await asyncio.sleep(0.05)
+        async with asyncio.timeout(10):
+            while dispatcher.attempts < len(events):
+                await asyncio.sleep(0.02)
+    finally:
+        await dispatcher.stop()
+        await deliveries.aclose()
+    assert sorted(e for batch in deliveries.batches for e in batch) == events, "each once"
+    if linger:
+        assert deliveries.batches == [events], "one claim, one batch"
+    else:
+        assert len(deliveries.batches) > 1, "without the linger the first row goes alone"
+    async with transaction(scratch) as session:
+        assert await outbox.pending(session) == 0
