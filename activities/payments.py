@@ -17,9 +17,14 @@ from temporalio import activity
 
 from activities.stripe_gateway import InvalidPaymentRequest, PaymentResult, StripeGateway
 from db.engine import transaction
-from db.models import Customer, PaymentAttempt
+from db.repositories import charges
 from db.repositories import invoices as invoice_repo
-from domain.contracts import ChargeOutcome, ChargeRequest, RefundOutcome, RefundRequest
+from domain.contracts import (
+    ChargeOutcome,
+    ChargeRequest,
+    RefundOutcome,
+    RefundRequest,
+)
 from domain.dunning import is_hard_decline
 
 log = structlog.get_logger()
@@ -32,6 +37,8 @@ def charge_key(subscription_id: str, invoice_id: str, attempt: int) -> str:
 class PaymentActivities:
     def __init__(self, engine: AsyncEngine, gateway: StripeGateway) -> None:
         self._engine = engine
+        # Each charge statement runs on its own (db.repositories.charges).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._gateway = gateway
         # Test hook: called after Stripe answered and before the answer is recorded,
         # to prove a crash there does not charge twice.
@@ -50,71 +57,75 @@ class PaymentActivities:
             invoice_id=invoice.id,
             attempt=req.attempt_number,
         )
-        async with transaction(self._engine) as session:
-            await invoice_repo.ensure_invoice(session, invoice)
-            already_paid, attempt = await invoice_repo.charge_state(session, invoice.id, key)
-            if already_paid is not None:
-                # Another attempt (a support retry racing the schedule) collected it.
-                return _outcome(already_paid)
-            if attempt is not None and attempt.status != "pending":
-                return _outcome(attempt)
-            customer = await session.get(Customer, invoice.customer_id)
-            now = datetime.now(UTC)
-            if attempt is None:
-                attempt = PaymentAttempt(
-                    id=f"pa_{invoice.id.removeprefix('in_')}_{req.attempt_number}",
-                    idempotency_key=key,
-                    invoice_id=invoice.id,
-                    subscription_id=invoice.subscription_id,
-                    attempt_number=req.attempt_number,
-                    amount=invoice.total,
-                    currency=invoice.currency,
-                    payment_method=customer.default_payment_method if customer else None,
-                    status="pending",
-                    actor=req.actor,
-                    created_at=now,
-                )
-                session.add(attempt)
-                first_try = True
-            else:
-                first_try = False
-            if invoice.total <= 0:
-                _finish(attempt, PaymentResult(status="succeeded", payment_intent_id=None), now)
-                await invoice_repo.set_invoice_status(session, invoice.id, "paid", paid_at=now)
-                return _outcome(attempt)
-            if (
-                customer is None
-                or not customer.stripe_customer_id
-                or not customer.default_payment_method
-            ):
-                _finish(
-                    attempt,
-                    PaymentResult(
-                        status="failed",
-                        payment_intent_id=None,
-                        failure_code="no_payment_method",
-                        failure_message="The customer has no payment method on file.",
-                    ),
-                    now,
-                )
-                return _outcome(attempt)
-            stripe_customer, payment_method = (
-                customer.stripe_customer_id,
-                customer.default_payment_method,
+        async with self._autocommit.connect() as conn:
+            opened = await charges.open_attempt(
+                conn,
+                invoice,
+                key=key,
+                attempt_id=f"pa_{invoice.id.removeprefix('in_')}_{req.attempt_number}",
+                attempt_number=req.attempt_number,
+                actor=req.actor,
+                now=datetime.now(UTC),
             )
         # Committed: the key is on record before any money can move.
+        if opened.paid is not None:
+            # Another attempt (a support retry racing the schedule) collected it.
+            return _outcome(opened.paid)
+        attempt = opened.mine
+        if attempt is None:
+            # Another run of this very attempt inserted the key between our look and our
+            # insert: try again, and find it.
+            raise RuntimeError(f"charge {key} is being opened concurrently")
+        if attempt.status != "pending":
+            return _outcome(attempt)
 
+        result = await self._collect(req, key, opened, bound)
+        if self.after_stripe_call is not None:
+            self.after_stripe_call(key)
+
+        async with self._autocommit.connect() as conn:
+            attempt = await charges.settle_attempt(
+                conn, key=key, invoice_id=invoice.id, result=result, now=datetime.now(UTC)
+            )
+        _count_outcome(attempt)
+        bound.info(
+            "charge.finished",
+            status=attempt.status,
+            amount=invoice.total,
+            currency=invoice.currency,
+            decline_code=attempt.decline_code,
+            payment_intent_id=attempt.stripe_payment_intent_id,
+        )
+        return _outcome(attempt)
+
+    async def _collect(
+        self,
+        req: ChargeRequest,
+        key: str,
+        opened: charges.Opened,
+        bound: structlog.typing.FilteringBoundLogger,
+    ) -> charges.Settlement:
+        """Stripe's answer for the pending attempt under `key` (asking first on a retry)."""
+        invoice = req.invoice
+        if invoice.total <= 0:
+            return charges.Settlement(status="succeeded")
+        if opened.stripe_customer_id is None or opened.payment_method is None:
+            return charges.Settlement(
+                status="failed",
+                failure_code="no_payment_method",
+                failure_message="The customer has no payment method on file.",
+            )
         result: PaymentResult | None = None
-        if not first_try:
+        if not opened.created:
             result = await self._gateway.find_payment(
-                stripe_customer_id=stripe_customer, idempotency_key=key
+                stripe_customer_id=opened.stripe_customer_id, idempotency_key=key
             )
             bound.info("charge.retry_lookup", found=result is not None)
         if result is None:
             try:
                 result = await self._gateway.charge(
-                    stripe_customer_id=stripe_customer,
-                    payment_method=payment_method,
+                    stripe_customer_id=opened.stripe_customer_id,
+                    payment_method=opened.payment_method,
                     amount=invoice.total,
                     currency=invoice.currency,
                     idempotency_key=key,
@@ -127,35 +138,17 @@ class PaymentActivities:
             except InvalidPaymentRequest as err:
                 # No retry fixes a request Stripe rejects; record it as a failed attempt
                 # the subscription can act on (dunning waits for a new payment method).
-                result = PaymentResult(
-                    status="failed",
-                    payment_intent_id=None,
-                    failure_code=err.code,
-                    failure_message=err.message,
-                )
                 bound.error("charge.invalid_request", code=err.code)
-        if self.after_stripe_call is not None:
-            self.after_stripe_call(key)
-
-        async with transaction(self._engine) as session:
-            attempt = await invoice_repo.attempt_by_key(session, key, lock=True)
-            assert attempt is not None
-            now = datetime.now(UTC)
-            if attempt.status == "pending":
-                _finish(attempt, result, now)
-                session.add(attempt)
-            if attempt.status == "succeeded":
-                await invoice_repo.set_invoice_status(session, invoice.id, "paid", paid_at=now)
-        _count_outcome(attempt)
-        bound.info(
-            "charge.finished",
-            status=attempt.status,
-            amount=invoice.total,
-            currency=invoice.currency,
-            decline_code=attempt.decline_code,
-            payment_intent_id=attempt.stripe_payment_intent_id,
+                return charges.Settlement(
+                    status="failed", failure_code=err.code, failure_message=err.message
+                )
+        return charges.Settlement(
+            status="succeeded" if result.status == "succeeded" else "failed",
+            payment_intent_id=result.payment_intent_id,
+            decline_code=result.decline_code,
+            failure_code=result.failure_code,
+            failure_message=result.failure_message,
         )
-        return _outcome(attempt)
 
     @activity.defn(name="refund_invoice")
     async def refund_invoice(self, req: RefundRequest) -> RefundOutcome:
@@ -188,7 +181,7 @@ class PaymentActivities:
         return RefundOutcome(refunded=amount, stripe_refund_ids=[refund_id])
 
 
-def _count_outcome(attempt: PaymentAttempt) -> None:
+def _count_outcome(attempt: charges.Attempt) -> None:
     """Business counters on the worker's Prometheus endpoint (SDK metric meter)."""
     meter = activity.metric_meter()
     labels = {"currency": attempt.currency}
@@ -202,16 +195,7 @@ def _count_outcome(attempt: PaymentAttempt) -> None:
         meter.create_counter("recur_charges_failed", "Failed charge attempts").add(1, labels)
 
 
-def _finish(attempt: PaymentAttempt, result: PaymentResult, now: datetime) -> None:
-    attempt.status = "succeeded" if result.status == "succeeded" else "failed"
-    attempt.stripe_payment_intent_id = result.payment_intent_id
-    attempt.decline_code = result.decline_code
-    attempt.failure_code = result.failure_code
-    attempt.failure_message = result.failure_message
-    attempt.completed_at = now
-
-
-def _outcome(attempt: PaymentAttempt) -> ChargeOutcome:
+def _outcome(attempt: charges.Attempt) -> ChargeOutcome:
     return ChargeOutcome(
         status="paid" if attempt.status == "succeeded" else "failed",
         invoice_id=attempt.invoice_id,

@@ -8,12 +8,15 @@ exactly what `make dev` runs, minus the sockets in front of the API.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from temporalio.client import Client
 
 from api.app import create_app
@@ -111,6 +114,27 @@ async def app_client(
             timeout=120,
         ) as client:
             yield client
+
+
+@pytest.fixture
+async def scratch(stack: Stack) -> AsyncIterator[AsyncEngine]:
+    """A fresh, migrated database on the session's server, dropped afterwards: for tests
+    whose rows the session's worker must not touch (or see)."""
+    url = stack.settings.effective_database_url
+    name = f"recur_scratch_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    scratch_url = url.rsplit("/", 1)[0] + f"/{name}"
+    await asyncio.to_thread(upgrade, scratch_url)
+    engine = create_async_engine(scratch_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+        async with admin.connect() as conn:
+            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+        await admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -3,28 +3,27 @@ order; a claim is exclusive until its lease ends; a repeated projection queues n
 several dispatchers sharing the outbox deliver each event once, in order; a burst queued
 row by row goes out as one batch after the dispatcher's linger.
 
-The claim tests run on a database of their own (created and migrated for them on the
-session's PostgreSQL server), so the session's dispatcher never competes for their rows.
+The claim tests run on a database of their own (`scratch`, created and migrated for them on
+the session's PostgreSQL server), so the session's dispatcher never competes for their rows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
 from activities.dispatcher import OutboxDispatcher
 from activities.ledger import LedgerActivities
 from activities.notifications import Deliveries
 from db.engine import get_engine, transaction
-from db.migrate import upgrade
 from db.models import EmailNotification, NotificationOutbox
 from db.repositories import outbox
 from domain.contracts import EventDraft, SubscriptionView, SyncRequest
@@ -35,26 +34,6 @@ from tests.webhook_receiver import Receiver
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-
-
-@pytest.fixture
-async def scratch(stack: Stack) -> AsyncIterator[AsyncEngine]:
-    """A fresh, migrated database on the session's server, dropped afterwards."""
-    url = stack.settings.effective_database_url
-    name = f"recur_outbox_{uuid.uuid4().hex[:8]}"
-    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        await conn.execute(text(f"CREATE DATABASE {name}"))
-    scratch_url = url.rsplit("/", 1)[0] + f"/{name}"
-    await asyncio.to_thread(upgrade, scratch_url)
-    engine = create_async_engine(scratch_url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        async with admin.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
-        await admin.dispose()
 
 
 async def _queue(engine: AsyncEngine, rows: list[tuple[str, str, str]], at: datetime) -> None:
@@ -255,6 +234,7 @@ async def test_a_burst_queued_row_by_row_goes_out_as_one_batch_after_the_linger(
         linger=linger,
     )
     dispatcher.start()
+    await asyncio.sleep(0.3)  # its first look (at start, with nothing queued) is over
     events = [f"evt_burst_{n}" for n in range(6)]
     try:
         # As projections queue receipts during a storm: one row at a time, each waking

@@ -1,0 +1,227 @@
+"""The two statements of a charge: open the attempt before Stripe, settle it after.
+
+Each is one statement run on its own (autocommit), so a charge costs the database two round
+trips instead of two transactions of five or six statements each. One statement is as
+atomic as the transaction it replaces, and its row locks are held to its end:
+
+* `open_attempt` inserts the invoice and its lines once, locks the invoice's succeeded
+  attempt and the attempt under the key (whichever exist), and inserts the attempt under
+  the key as `pending` when neither exists; it answers what it found, what it inserted and
+  the customer's Stripe ids.
+* `settle_attempt` locks the attempt under the key, records Stripe's answer on it if it is
+  still pending (a retry that got there first wins), marks the invoice paid when the
+  attempt succeeded, and answers the attempt as it now stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.contracts import InvoiceDraft
+
+_ATTEMPT_COLUMNS = (
+    "id, idempotency_key, invoice_id, attempt_number, amount, currency, status,"
+    " stripe_payment_intent_id, decline_code, failure_code, failure_message"
+)
+
+_OPEN = text(
+    f"""
+WITH new_invoice AS (
+    INSERT INTO invoices (id, subscription_id, customer_id, status, billing_reason, total,
+                          currency, period_start, period_end, created_at)
+    VALUES (:invoice_id, :subscription_id, :customer_id, 'open', :billing_reason, :total,
+            :currency, :period_start, :period_end, :created_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), new_lines AS (
+    INSERT INTO invoice_lines (invoice_id, position, kind, description, amount,
+                               period_start, period_end)
+    SELECT new_invoice.id, l.position, l.kind, l.description, l.amount, l.period_start,
+           l.period_end
+    FROM new_invoice,
+         unnest(CAST(:line_positions AS integer[]), CAST(:line_kinds AS text[]),
+                CAST(:line_descriptions AS text[]), CAST(:line_amounts AS bigint[]),
+                CAST(:line_starts AS timestamptz[]), CAST(:line_ends AS timestamptz[]))
+             AS l(position, kind, description, amount, period_start, period_end)
+), found AS (
+    SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts
+    WHERE invoice_id = :invoice_id AND (status = 'succeeded' OR idempotency_key = :key)
+    FOR UPDATE
+), customer AS (
+    SELECT stripe_customer_id, default_payment_method FROM customers WHERE id = :customer_id
+), opened AS (
+    INSERT INTO payment_attempts (id, idempotency_key, invoice_id, subscription_id,
+                                  attempt_number, amount, currency, payment_method, status,
+                                  actor, created_at)
+    SELECT :attempt_id, :key, :invoice_id, :subscription_id, :attempt_number, :total,
+           :currency, (SELECT default_payment_method FROM customer), 'pending', :actor, :now
+    WHERE NOT EXISTS (SELECT FROM found)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING {_ATTEMPT_COLUMNS}
+)
+SELECT 'found' AS source, {_ATTEMPT_COLUMNS}, NULL AS stripe_customer_id,
+       NULL AS default_payment_method FROM found
+UNION ALL
+SELECT 'opened', {_ATTEMPT_COLUMNS}, NULL, NULL FROM opened
+UNION ALL
+SELECT 'customer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       stripe_customer_id, default_payment_method FROM customer
+"""
+)
+
+_SETTLE = text(
+    f"""
+WITH mine AS (
+    SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE idempotency_key = :key FOR UPDATE
+), settled AS (
+    UPDATE payment_attempts AS a
+    SET status = :status, stripe_payment_intent_id = :payment_intent_id,
+        decline_code = :decline_code, failure_code = :failure_code,
+        failure_message = :failure_message, completed_at = :now
+    FROM mine
+    WHERE a.id = mine.id AND mine.status = 'pending'
+    RETURNING {", ".join(f"a.{c.strip()}" for c in _ATTEMPT_COLUMNS.split(","))}
+), standing AS (
+    -- The locked row is the latest version: a retry that settled it first is seen here.
+    SELECT {_ATTEMPT_COLUMNS} FROM settled
+    UNION ALL
+    SELECT {_ATTEMPT_COLUMNS} FROM mine WHERE NOT EXISTS (SELECT FROM settled)
+), paid AS (
+    UPDATE invoices SET status = 'paid', paid_at = :now
+    WHERE id = :invoice_id AND status = 'open'
+      AND EXISTS (SELECT FROM standing WHERE status = 'succeeded')
+)
+SELECT {_ATTEMPT_COLUMNS} FROM standing
+"""
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A payment attempt as a charge needs it."""
+
+    id: str
+    idempotency_key: str
+    invoice_id: str
+    attempt_number: int
+    amount: int
+    currency: str
+    status: str  # pending | succeeded | failed
+    stripe_payment_intent_id: str | None
+    decline_code: str | None
+    failure_code: str | None
+    failure_message: str | None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What `open_attempt` found: the invoice's succeeded attempt, the attempt under the key
+    (`created` when this call inserted it) and the customer's Stripe ids."""
+
+    paid: Attempt | None
+    mine: Attempt | None
+    created: bool
+    stripe_customer_id: str | None
+    payment_method: str | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Stripe's answer, as recorded on the attempt."""
+
+    status: str  # succeeded | failed
+    payment_intent_id: str | None = None
+    decline_code: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+async def open_attempt(
+    conn: AsyncConnection,
+    invoice: InvoiceDraft,
+    *,
+    key: str,
+    attempt_id: str,
+    attempt_number: int,
+    actor: str | None,
+    now: datetime,
+) -> Opened:
+    lines = invoice.lines
+    params: dict[str, Any] = {
+        "invoice_id": invoice.id,
+        "subscription_id": invoice.subscription_id,
+        "customer_id": invoice.customer_id,
+        "billing_reason": invoice.billing_reason,
+        "total": invoice.total,
+        "currency": invoice.currency,
+        "period_start": invoice.period_start,
+        "period_end": invoice.period_end,
+        "created_at": invoice.created_at,
+        "line_positions": list(range(len(lines))),
+        "line_kinds": [line.kind.value for line in lines],
+        "line_descriptions": [line.description for line in lines],
+        "line_amounts": [line.amount for line in lines],
+        "line_starts": [line.period_start for line in lines],
+        "line_ends": [line.period_end for line in lines],
+        "key": key,
+        "attempt_id": attempt_id,
+        "attempt_number": attempt_number,
+        "actor": actor,
+        "now": now,
+    }
+    paid = mine = None
+    created = False
+    stripe_customer_id = payment_method = None
+    for row in (await conn.execute(_OPEN, params)).mappings():
+        if row["source"] == "customer":
+            stripe_customer_id, payment_method = (
+                row["stripe_customer_id"],
+                row["default_payment_method"],
+            )
+            continue
+        attempt = _attempt(row)
+        if attempt.status == "succeeded" and attempt.idempotency_key != key:
+            paid = attempt
+        elif attempt.idempotency_key == key:
+            mine, created = attempt, row["source"] == "opened"
+            if attempt.status == "succeeded":
+                paid = attempt
+    return Opened(paid, mine, created, stripe_customer_id, payment_method)
+
+
+async def settle_attempt(
+    conn: AsyncConnection, *, key: str, invoice_id: str, result: Settlement, now: datetime
+) -> Attempt:
+    params = {
+        "key": key,
+        "invoice_id": invoice_id,
+        "status": result.status,
+        "payment_intent_id": result.payment_intent_id,
+        "decline_code": result.decline_code,
+        "failure_code": result.failure_code,
+        "failure_message": result.failure_message,
+        "now": now,
+    }
+    row = (await conn.execute(_SETTLE, params)).mappings().one()
+    return _attempt(row)
+
+
+def _attempt(row: Any) -> Attempt:
+    return Attempt(
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        invoice_id=row["invoice_id"],
+        attempt_number=row["attempt_number"],
+        amount=row["amount"],
+        currency=row["currency"],
+        status=row["status"],
+        stripe_payment_intent_id=row["stripe_payment_intent_id"],
+        decline_code=row["decline_code"],
+        failure_code=row["failure_code"],
+        failure_message=row["failure_message"],
+    )
