@@ -97,9 +97,10 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
     engine = get_worker_engine(settings.effective_database_url)
     deliveries = Deliveries(engine, settings)
     dispatcher = OutboxDispatcher.from_settings(engine, deliveries, settings)
+    ledger = LedgerActivities(engine, dispatcher.wake)
     parts = WorkerParts(
-        payments=PaymentActivities(engine, StripeGateway.from_settings(settings)),
-        ledger=LedgerActivities(engine, dispatcher.wake),
+        payments=PaymentActivities(engine, StripeGateway.from_settings(settings), ledger.project),
+        ledger=ledger,
         deliveries=deliveries,
         dispatcher=dispatcher,
         notifications=NotificationActivities(deliveries, engine),

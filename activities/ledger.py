@@ -25,7 +25,11 @@ class LedgerActivities:
 
     @activity.defn(name="sync_subscription")
     async def sync_subscription(self, req: SyncRequest) -> None:
-        """One transaction, safe to repeat: versions guard the row, ids guard the events."""
+        await self.project(req)
+
+    async def project(self, req: SyncRequest) -> None:
+        """One transaction, safe to repeat: versions guard the row, ids guard the events.
+        Also run by `charge_invoice` for the projection of a paid renewal."""
         view = req.subscription
         now = datetime.now(UTC)
         async with transaction(self._engine) as session:

@@ -8,7 +8,7 @@ of charging again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -24,6 +24,7 @@ from domain.contracts import (
     ChargeRequest,
     RefundOutcome,
     RefundRequest,
+    SyncRequest,
 )
 from domain.dunning import is_hard_decline
 
@@ -35,8 +36,16 @@ def charge_key(subscription_id: str, invoice_id: str, attempt: int) -> str:
 
 
 class PaymentActivities:
-    def __init__(self, engine: AsyncEngine, gateway: StripeGateway) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        gateway: StripeGateway,
+        project: Callable[[SyncRequest], Awaitable[None]] | None = None,
+    ) -> None:
         self._engine = engine
+        # Writes a request's `on_paid` projection (LedgerActivities.project); without it
+        # the workflow projects a paid renewal with a local activity of its own.
+        self._project = project
         # Each charge statement runs on its own (db.repositories.charges).
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._gateway = gateway
@@ -69,8 +78,10 @@ class PaymentActivities:
             )
         # Committed: the key is on record before any money can move.
         if opened.paid is not None:
-            # Another attempt (a support retry racing the schedule) collected it.
-            return _outcome(opened.paid)
+            # Collected already: by this attempt, before a crash or a lost answer (then its
+            # projection may be missing too), or by another (a support retry racing the
+            # schedule).
+            return await self._paid_or_failed(req, key, opened.paid)
         attempt = opened.mine
         if attempt is None:
             # Another run of this very attempt inserted the key between our look and our
@@ -96,7 +107,18 @@ class PaymentActivities:
             decline_code=attempt.decline_code,
             payment_intent_id=attempt.stripe_payment_intent_id,
         )
-        return _outcome(attempt)
+        return await self._paid_or_failed(req, key, attempt)
+
+    async def _paid_or_failed(
+        self, req: ChargeRequest, key: str, attempt: charges.Attempt
+    ) -> ChargeOutcome:
+        """The outcome; when this very attempt is paid, its `on_paid` projection written."""
+        outcome = _outcome(attempt)
+        mine = attempt.idempotency_key == key
+        if req.on_paid is None or self._project is None or not mine or outcome.status != "paid":
+            return outcome
+        await self._project(req.on_paid)
+        return outcome.model_copy(update={"projected": True})
 
     async def _collect(
         self,

@@ -46,6 +46,9 @@ class ChargeRequest(BaseModel):
     invoice: InvoiceDraft
     attempt_number: int
     actor: str | None = None
+    # A renewal's projection, decided before the charge: written by the charge activity
+    # once this attempt is paid, so a paid renewal costs one local activity, not two.
+    on_paid: SyncRequest | None = None
 
 
 class ChargeOutcome(BaseModel):
@@ -59,6 +62,7 @@ class ChargeOutcome(BaseModel):
     failure_message: str | None = None
     hard_decline: bool = False
     no_payment_method: bool = False
+    projected: bool = False  # the request's `on_paid` projection was written
 
 
 class RefundRequest(BaseModel):
@@ -143,3 +147,6 @@ class SyncRequest(BaseModel):
     events: list[EventDraft] = Field(default_factory=list)
     entitlements: EntitlementGrant | None = None
     invoice_status: dict[str, str] = Field(default_factory=dict)
+
+
+ChargeRequest.model_rebuild()  # `on_paid` names SyncRequest, defined after it

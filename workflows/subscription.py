@@ -11,7 +11,9 @@ Side effects happen only in activities, called by name so this module never impo
 the Stripe or database code. The charge and the projection run as local activities:
 both are idempotent (the charge records its idempotency key in PostgreSQL before Stripe
 is called), so the worker may run them again after a crash, and a renewal costs one
-workflow task instead of a round trip through the server for each activity.
+workflow task instead of a round trip through the server for each activity. A renewal
+decides its paid projection before the charge and hands it to the charge activity, which
+writes it once the charge is paid: one local activity per paid renewal.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ SYNC_RETRY = RetryPolicy(
 # Runs recorded before this patch continued as new after every renewal and called the
 # charge and the projection as (remote) activities; they replay unchanged.
 LEAN_RENEWALS = "lean-renewals"
+# Runs recorded before this patch projected a paid renewal with a local activity of its own
+# after the charge; now the charge activity writes it (decided before the charge).
+CHARGE_PROJECTS_RENEWAL = "charge-projects-renewal"
 # A run renews at most this many times (a year of a monthly plan) and continues as new
 # earlier if its history grows past HISTORY_PER_RUN events (dunning, many plan changes).
 # Longer runs mean fewer new runs (the costliest part of a renewal); shorter runs mean
@@ -291,7 +296,18 @@ class SubscriptionWorkflow:
         start, end = period_after(s.plan, s.billing_cycle_anchor, start)
         invoice = self._next_invoice("subscription_cycle", start, end)
         self._start_period(start, end)
-        outcome = await self._charge(invoice, 1)
+        if workflow.patched(CHARGE_PROJECTS_RENEWAL):
+            paid_state, on_paid = self._paid_renewal(invoice, end, events)
+            outcome = await self._charge(invoice, 1, on_paid=on_paid)
+            if outcome.projected:
+                # Nothing else touched the state meanwhile: updates wait for the lock we
+                # hold, and the signals change only a past-due or incomplete subscription.
+                self._s = paid_state
+                self._publish()
+                return True
+            # Failed, or paid by another attempt: decided below from the outcome.
+        else:
+            outcome = await self._charge(invoice, 1)
         if outcome.status == "paid":
             s.renewals += 1
             self._record_paid(invoice, outcome)
@@ -306,6 +322,27 @@ class SubscriptionWorkflow:
             return True
         await self._enter_dunning(invoice, outcome, extra=events)
         return False
+
+    def _paid_renewal(
+        self, invoice: InvoiceDraft, end: datetime, events: list[EventDraft]
+    ) -> tuple[CarriedState, SyncRequest]:
+        """The state and projection of this renewal if its charge is paid, decided before the
+        charge, for the charge activity to write once it is: as the paid branch below
+        would (same events, same state), on a copy of the state kept only if it was."""
+        paid = self._s.model_copy(deep=True)
+        paid.latest_invoice_id = invoice.id
+        paid.renewals += 1
+        if invoice.total > 0:
+            paid.period_payments.append(PeriodPayment(invoice_id=invoice.id, amount=invoice.total))
+        events = [
+            *events,
+            self._event("invoice.paid", invoice_id=invoice.id, amount=invoice.total, attempt=1),
+            self._event("subscription.renewed", period_end=end),
+        ]
+        request = sync_request(
+            self._in, paid, events, self._now(), self._new_id, features=paid.plan.features
+        )
+        return paid, request
 
     # ------------------------------------------------------------------ dunning
 
@@ -1059,7 +1096,11 @@ class SubscriptionWorkflow:
         ]
 
     async def _charge(
-        self, invoice: InvoiceDraft, attempt: int, actor: str | None = None
+        self,
+        invoice: InvoiceDraft,
+        attempt: int,
+        actor: str | None = None,
+        on_paid: SyncRequest | None = None,
     ) -> ChargeOutcome:
         execute = (
             workflow.execute_local_activity
@@ -1068,7 +1109,7 @@ class SubscriptionWorkflow:
         )
         outcome: ChargeOutcome = await execute(
             "charge_invoice",
-            ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor),
+            ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor, on_paid=on_paid),
             result_type=ChargeOutcome,
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(hours=6),

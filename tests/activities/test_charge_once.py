@@ -1,13 +1,29 @@
-"""A crash between Stripe's answer and our bookkeeping must not charge the customer twice."""
+"""A crash between Stripe's answer and our bookkeeping must not charge the customer twice,
+nor lose (or repeat) the projection a paid renewal's charge writes."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import httpx
+from temporalio.client import Client, WorkflowHistory
 
 from activities.stripe_gateway import StripeGateway
 from tests.conftest import Stack
-from tests.helpers import invoices, make_customer, make_plan, subscribe
+from tests.helpers import (
+    advance,
+    event_types,
+    get_sub,
+    invoices,
+    make_clock,
+    make_customer,
+    make_plan,
+    subscribe,
+    ts,
+)
 from worker import WorkerParts
+from workflows.messages import workflow_id_for
 
 
 async def test_crash_after_stripe_accepted_charges_once(
@@ -40,5 +56,70 @@ async def test_crash_after_stripe_accepted_charges_once(
     charged = await gateway.count_succeeded_payments(
         stripe_customer_id=customer["stripe_customer_id"],
         idempotency_prefix=f"{sub['id']}:{invoice['id']}:",
+    )
+    assert charged == 1
+
+
+def _local_activities(history: WorkflowHistory) -> list[str]:
+    """The activity types of the run's local activity markers, in order."""
+    found = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if event.HasField("marker_recorded_event_attributes") and (
+            marker.marker_name == "core_local_activity"
+        ):
+            found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return found
+
+
+async def test_a_paid_renewal_is_charged_and_projected_by_one_local_activity_even_after_a_crash(
+    app_client: httpx.AsyncClient,
+    worker_parts: WorkerParts,
+    stack: Stack,
+    temporal_client: Client,
+) -> None:
+    api = app_client
+    start = datetime(2028, 2, 1, 9, 0, tzinfo=UTC)
+    plan = await make_plan(api, amount=2500, features=["reports"])
+    customer = await make_customer(api, "pm_card_visa")
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    handle = temporal_client.get_workflow_handle(workflow_id_for(sub["id"]))
+    before = _local_activities(await handle.fetch_history())
+
+    crashed: list[str] = []
+
+    def crash_once(key: str) -> None:
+        if not crashed:
+            crashed.append(key)
+            raise RuntimeError("worker died after Stripe accepted the renewal")
+
+    worker_parts.payments.after_stripe_call = crash_once
+    try:
+        await advance(api, clock["id"], start + timedelta(days=29))  # 2028-03-01: renewal
+    finally:
+        worker_parts.payments.after_stripe_call = None
+
+    assert crashed, "the fault was injected"
+    renewal = _local_activities(await handle.fetch_history())[len(before) :]
+    assert renewal == ["charge_invoice"], "the charge wrote the renewal's projection"
+    renewed = await get_sub(api, sub["id"])
+    assert renewed["status"] == "active"
+    assert ts(renewed["current_period_start"]) == datetime(2028, 3, 1, 9, 0, tzinfo=UTC)
+    assert ts(renewed["current_period_end"]) == datetime(2028, 4, 1, 9, 0, tzinfo=UTC)
+    assert renewed["latest_invoice_id"] != sub["latest_invoice_id"]
+    types = await event_types(api, sub["id"])
+    assert types.count("subscription.renewed") == 1 and types.count("invoice.paid") == 2
+    _, second = await invoices(api, sub["id"])
+    assert second["status"] == "paid" and second["total"] == 2500
+    assert [a["status"] for a in second["attempts"]] == ["succeeded"]
+    assert crashed[0] == second["attempts"][0]["idempotency_key"]
+
+    gateway = StripeGateway.from_settings(stack.settings)
+    charged = await gateway.count_succeeded_payments(
+        stripe_customer_id=customer["stripe_customer_id"],
+        idempotency_prefix=f"{sub['id']}:{second['id']}:",
     )
     assert charged == 1
