@@ -197,3 +197,10 @@ def configure_logging(settings: Settings | None = None) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+    # The Stripe SDK logs two INFO lines per request (path and status, nothing our own
+    # `charge.finished` lacks): two lines per renewal in a storm. Its warnings still show,
+    # and all of it at DEBUG.
+    numeric = level if isinstance(level, int) else logging.INFO
+    logging.getLogger("stripe").setLevel(
+        numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
+    )

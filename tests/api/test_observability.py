@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import httpx
 import pytest
@@ -29,6 +30,16 @@ def test_redaction_keeps_secrets_out_of_log_output(capsys: pytest.CaptureFixture
     assert line["amount"] == 1500, "ordinary fields stay"
     for leaked in (secret_key, card_number, "sk_live_abcdef123456", "whsec_abcdefghijkl"):
         assert leaked not in out
+
+
+@pytest.mark.parametrize(
+    ("ours", "stripes"),
+    [("INFO", logging.WARNING), ("DEBUG", logging.DEBUG), ("ERROR", logging.ERROR)],
+)
+def test_the_stripe_sdk_logs_only_warnings_unless_we_debug(ours: str, stripes: int) -> None:
+    configure_logging(Settings(log_json=True, log_level=ours))
+    assert logging.getLogger("stripe").getEffectiveLevel() == stripes
+    configure_logging(Settings(log_json=True, log_level="INFO"))
 
 
 async def test_metrics_count_requests_by_route_template(app_client: httpx.AsyncClient) -> None:
