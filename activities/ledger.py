@@ -1,5 +1,5 @@
 """Projection activity: the read model, timeline, entitlements and the deliveries of new
-events (the notification outbox) move together, in one transaction."""
+events (the notification outbox) move together, in one statement."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from db.engine import transaction
 from db.projection import write_projection
 from domain.contracts import SyncRequest
 
@@ -20,6 +19,8 @@ log = structlog.get_logger()
 class LedgerActivities:
     def __init__(self, engine: AsyncEngine, queued: Callable[[], None] | None = None) -> None:
         self._engine = engine
+        # The projection is one statement (db.projection): run on its own, it is atomic.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # Called after a commit that queued deliveries: wakes this process's dispatcher.
         self._queued = queued
 
@@ -32,8 +33,8 @@ class LedgerActivities:
         Also run by `charge_invoice` for the projection of a paid renewal."""
         view = req.subscription
         now = datetime.now(UTC)
-        async with transaction(self._engine) as session:
-            queued = await write_projection(session, req, now)
+        async with self._autocommit.connect() as conn:
+            queued = await write_projection(conn, req, now)
         if queued and self._queued is not None:
             self._queued()
         renewals = sum(1 for e in req.events if e.type == "subscription.renewed")

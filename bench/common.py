@@ -611,8 +611,10 @@ def audit_problems(audit: dict[str, int]) -> int:
 class PySpy:
     """`py-spy record` (raw collapsed stacks) of one process while a phase runs."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
-        self.pid, self.out, self.rate = pid, out, rate
+    def __init__(self, pid: int, out: Path, rate: int = 100, gil: bool = False) -> None:
+        # gil: sample only the thread holding the GIL (what burns the process's Python CPU;
+        # otherwise threads waiting for the GIL or in a blocking call count as busy too).
+        self.pid, self.out, self.rate, self.gil = pid, out, rate, gil
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PySpy:
@@ -620,6 +622,8 @@ class PySpy:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(binary), "record", "--pid", str(self.pid), "--rate", str(self.rate)]
         argv += ["--format", "raw", "--output", str(self.out), "--nonblocking"]
+        if self.gil:
+            argv.append("--gil")
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         return self

@@ -144,7 +144,7 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
                 spy = None
                 if args.profile:
                     out = Path(args.profile) / f"storm-{phase}-round{r + 1}.txt"
-                    spy = PySpy(worker.pid, out).start()
+                    spy = PySpy(worker.pid, out, gil=args.profile_gil).start()
                 meter.start()
                 if phase == "bare":
 
@@ -343,6 +343,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="whole run, seconds")
     parser.add_argument("--keep", action="store_true", help="keep the stack's directory")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the worker into DIR per phase")
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil)",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
     raise SystemExit(asyncio.run(run(args)))

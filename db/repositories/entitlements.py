@@ -12,46 +12,6 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Entitlement
-from domain.contracts import EntitlementGrant
-
-# One round trip: drop the subscription's features that are not granted any more, and
-# insert or refresh the ones that are (the two touch different rows).
-_REPLACE = text(
-    """
-    WITH dropped AS (
-        DELETE FROM entitlements
-        WHERE subscription_id = :subscription_id AND NOT (feature = ANY(:features))
-    )
-    INSERT INTO entitlements
-        (customer_id, feature, subscription_id, plan_id, active_until, granted_at)
-    SELECT :customer_id, f, :subscription_id, :plan_id, :active_until, :granted_at
-    FROM unnest(CAST(:features AS text[])) AS f
-    ON CONFLICT (subscription_id, feature)
-    DO UPDATE SET plan_id = excluded.plan_id, active_until = excluded.active_until
-    """
-)
-
-
-async def replace_for_subscription(
-    session: AsyncSession,
-    *,
-    subscription_id: str,
-    customer_id: str,
-    grant: EntitlementGrant,
-    now: datetime,
-) -> None:
-    """Make the subscription's rows exactly `grant.features` (idempotent)."""
-    await session.execute(
-        _REPLACE,
-        {
-            "subscription_id": subscription_id,
-            "customer_id": customer_id,
-            "features": list(grant.features),
-            "plan_id": grant.plan_id,
-            "active_until": grant.active_until,
-            "granted_at": now,
-        },
-    )
 
 
 async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Entitlement]:

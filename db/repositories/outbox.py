@@ -31,7 +31,8 @@ _FINISH = delete(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True))
 async def enqueue(
     session: AsyncSession, deliveries: Sequence[tuple[str, str, str]], now: datetime
 ) -> None:
-    """Queue (subscription_id, target, event_id) deliveries; one already queued is kept."""
+    """Queue (subscription_id, target, event_id) deliveries; one already queued is kept.
+    (A projection queues its events' deliveries within its own statement: db.projection.)"""
     if not deliveries:
         return
     rows = [

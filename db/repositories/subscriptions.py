@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy import literal
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Customer, Plan, Subscription, TestClock
-from domain.contracts import SubscriptionView
-
-
-def _upsert_statement() -> Any:
-    table = Subscription.__table__  # type: ignore[attr-defined]
-    statement = insert(table)
-    return statement.on_conflict_do_update(
-        index_elements=["id"],
-        set_={
-            c.name: statement.excluded[c.name]
-            for c in table.columns
-            if c.name not in ("id", "created_at")
-        },
-        where=table.c.state_version < statement.excluded.state_version,
-    )
-
-
-# Built once: constructing an upsert of every column per call cost more CPU than running it.
-_UPSERT = _upsert_statement()
-
-
-async def upsert_view(session: AsyncSession, view: SubscriptionView, now: datetime) -> None:
-    """Write the workflow's view unless a newer one (higher state_version) is already stored."""
-    values = view.model_dump(mode="python")
-    values["pause"] = view.pause.model_dump(mode="json") if view.pause else None
-    values["pending_change"] = (
-        view.pending_change.model_dump(mode="json") if view.pending_change else None
-    )
-    values["dunning"] = view.dunning.model_dump(mode="json")
-    values["updated_at"] = now
-    await session.execute(_UPSERT, values)
 
 
 async def subscribing(
