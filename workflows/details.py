@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from temporalio.common import SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate, TypedSearchAttributes
 
 from domain.money import format_amount
 from domain.status import SubscriptionStatus as S
@@ -32,6 +32,14 @@ def search_attribute_updates(s: CarriedState) -> list[SearchAttributeUpdate[Any]
         sa.DUNNING_ATTEMPT.value_set(s.dunning.attempts),
         sa.NEXT_BILLING_AT.value_set(nxt) if nxt else sa.NEXT_BILLING_AT.value_unset(),
     ]
+
+
+def changed_only(
+    updates: list[SearchAttributeUpdate[Any]], current: TypedSearchAttributes
+) -> list[SearchAttributeUpdate[Any]]:
+    """The updates that change something: each upsert rewrites the workflow's visibility
+    record on the server, and a plain renewal changes only `NextBillingAt`."""
+    return [u for u in updates if current.get(u.key) != u.value]
 
 
 def current_details(s: CarriedState, test_clock: str | None, now: datetime) -> str:

@@ -44,7 +44,7 @@ from domain.invoices import InvoiceLine
 from domain.periods import next_boundary_after
 from domain.status import SubscriptionStatus as S
 from workflows.clock import WorkflowClock
-from workflows.details import current_details, search_attribute_updates
+from workflows.details import changed_only, current_details, search_attribute_updates
 from workflows.errors import from_domain, rejected
 from workflows.invoicing import (
     allocate_refund,
@@ -111,6 +111,10 @@ LEAN_RENEWALS = "lean-renewals"
 # Runs recorded before this patch projected a paid renewal with a local activity of its own
 # after the charge; now the charge activity writes it (decided before the charge).
 CHARGE_PROJECTS_RENEWAL = "charge-projects-renewal"
+# Runs recorded before this patch upserted every search attribute at each projection; now
+# only those that changed, and nothing when none did.
+SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change"
+LATE_PATCHES = (CHARGE_PROJECTS_RENEWAL, SEARCH_ATTRIBUTES_ON_CHANGE)
 # A run renews at most this many times (a year of a monthly plan) and continues as new
 # earlier if its history grows past HISTORY_PER_RUN events (dunning, many plan changes).
 # Longer runs mean fewer new runs (the costliest part of a renewal); shorter runs mean
@@ -143,6 +147,10 @@ class SubscriptionWorkflow:
 
     @workflow.run
     async def run(self, inp: SubscriptionInput) -> SubscriptionView:
+        # Patches first asked for mid-run cost that task an extra search attribute upsert
+        # (the SDK records them in TemporalChangeVersion): ask as the run starts instead.
+        for patch in LATE_PATCHES:
+            workflow.patched(patch)
         if not self._started:
             async with self._lock:
                 await self._begin()
@@ -1181,7 +1189,11 @@ class SubscriptionWorkflow:
 
     def _publish(self) -> None:
         """Search attributes and current details, for operators in the Temporal UI."""
-        workflow.upsert_search_attributes(search_attribute_updates(self._s))
+        updates = search_attribute_updates(self._s)
+        if workflow.patched(SEARCH_ATTRIBUTES_ON_CHANGE):
+            updates = changed_only(updates, workflow.info().typed_search_attributes)
+        if updates:
+            workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             current_details(self._s, self._clock.test_clock_id, self._now())
         )

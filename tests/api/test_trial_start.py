@@ -63,8 +63,13 @@ async def test_a_trial_is_readable_and_entitled_as_soon_as_it_is_created(
     assert state.status == "trialing" and state.state_version == 1
     assert state.trial_end == START + timedelta(days=5)
     history = await handle.fetch_history()
-    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert markers == [], "no projection activity ran for the creation"
+    local_activities = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    assert local_activities == [], "no projection activity ran for the creation"
     description = await handle.describe()
     assert description.search_attributes["SubscriptionStatus"] == ["trialing"]
     sessions = session_factory(get_engine(stack.settings.effective_database_url))
