@@ -8,6 +8,7 @@ Works the same against api.stripe.com and localstripe.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +117,11 @@ class StripeGateway:
             "metadata": {**metadata, "recur_idempotency_key": idempotency_key},
         }
         try:
-            intent = await self._client.v1.payment_intents.create_async(
-                params,  # type: ignore[arg-type]
-                {"idempotency_key": idempotency_key},
+            # A raw request: the same call, errors and retries as `payment_intents.create`,
+            # without turning the whole PaymentIntent into StripeObjects (a third of the
+            # client's CPU per charge) when the status, id and last error are all we read.
+            response = await self._client.raw_request_async(
+                "post", "/v1/payment_intents", **params, idempotency_key=idempotency_key
             )
         except stripe.CardError as err:
             return await self._declined(err)
@@ -128,7 +131,7 @@ class StripeGateway:
             raise InvalidPaymentRequest(
                 err.code or "invalid_request", err.user_message or str(err)
             ) from err
-        return _result_of(intent)
+        return _result_of(response.data)
 
     async def find_payment(
         self, *, stripe_customer_id: str, idempotency_key: str
@@ -149,7 +152,7 @@ class StripeGateway:
             seen.add(intent_id)
             intent = await self._call(self._client.v1.payment_intents.retrieve_async(intent_id))
             if intent.metadata.to_dict().get("recur_idempotency_key") == idempotency_key:
-                return _result_of(intent)
+                return _result_of(intent.to_dict())
         return None
 
     async def count_succeeded_payments(
@@ -219,20 +222,22 @@ class StripeGateway:
             ) from err
 
 
-def _result_of(intent: Any) -> PaymentResult:
-    if intent.status == "succeeded":
-        return PaymentResult(status="succeeded", payment_intent_id=str(intent.id))
-    if intent.status in ("requires_action", "processing"):
+def _result_of(intent: Mapping[str, Any]) -> PaymentResult:
+    """What a PaymentIntent (as JSON) says about the charge."""
+    status, intent_id = intent["status"], str(intent["id"])
+    if status == "succeeded":
+        return PaymentResult(status="succeeded", payment_intent_id=intent_id)
+    if status in ("requires_action", "processing"):
         return PaymentResult(
             status="requires_action",
-            payment_intent_id=str(intent.id),
+            payment_intent_id=intent_id,
             failure_code="authentication_required",
             failure_message="The customer must authenticate this payment.",
         )
-    last_error = intent.to_dict().get("last_payment_error") or {}
+    last_error = intent.get("last_payment_error") or {}
     return PaymentResult(
         status="failed",
-        payment_intent_id=str(intent.id),
+        payment_intent_id=intent_id,
         decline_code=last_error.get("decline_code"),
         failure_code=last_error.get("code") or "card_declined",
         failure_message=last_error.get("message") or "The card was declined.",
