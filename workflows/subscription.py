@@ -19,6 +19,7 @@ writes it once the charge is paid: one local activity per paid renewal.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -114,7 +115,10 @@ CHARGE_PROJECTS_RENEWAL = "charge-projects-renewal"
 # Runs recorded before this patch upserted every search attribute at each projection; now
 # only those that changed, and nothing when none did.
 SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change"
-LATE_PATCHES = (CHARGE_PROJECTS_RENEWAL, SEARCH_ATTRIBUTES_ON_CHANGE)
+# Runs recorded before this patch projected a paid first payment (at creation or when the
+# trial ends) with a local activity of its own after the charge.
+CHARGE_PROJECTS_FIRST_PAYMENT = "charge-projects-first-payment"
+LATE_PATCHES = (CHARGE_PROJECTS_RENEWAL, SEARCH_ATTRIBUTES_ON_CHANGE, CHARGE_PROJECTS_FIRST_PAYMENT)
 # A run renews at most this many times (a year of a monthly plan) and continues as new
 # earlier if its history grows past HISTORY_PER_RUN events (dunning, many plan changes).
 # Longer runs mean fewer new runs (the costliest part of a renewal); shorter runs mean
@@ -188,8 +192,14 @@ class SubscriptionWorkflow:
         else:
             line = period_line(s.plan, start, end)
         invoice = self._invoice("subscription_create", [line], start, end)
-        outcome = await self._charge(invoice, 1)
-        self._start_period(start, end)
+        if workflow.patched(CHARGE_PROJECTS_FIRST_PAYMENT):
+            self._start_period(start, end)
+            outcome = await self._charge_projected(invoice, [created], self._activated)
+            if outcome.projected:
+                return
+        else:
+            outcome = await self._charge(invoice, 1)
+            self._start_period(start, end)
         if outcome.status == "paid":
             s.status = S.ACTIVE
             self._record_paid(invoice, outcome)
@@ -275,7 +285,12 @@ class SubscriptionWorkflow:
         invoice = self._invoice("subscription_cycle", [line], start, end)
         self._start_period(start, end)
         s.trial_end = start
-        outcome = await self._charge(invoice, 1)
+        if workflow.patched(CHARGE_PROJECTS_FIRST_PAYMENT):
+            outcome = await self._charge_projected(invoice, [], self._activated)
+            if outcome.projected:
+                return True
+        else:
+            outcome = await self._charge(invoice, 1)
         if outcome.status == "paid":
             s.status = S.ACTIVE
             self._record_paid(invoice, outcome)
@@ -305,13 +320,13 @@ class SubscriptionWorkflow:
         invoice = self._next_invoice("subscription_cycle", start, end)
         self._start_period(start, end)
         if workflow.patched(CHARGE_PROJECTS_RENEWAL):
-            paid_state, on_paid = self._paid_renewal(invoice, end, events)
-            outcome = await self._charge(invoice, 1, on_paid=on_paid)
+
+            def renewed(paid: CarriedState) -> list[EventDraft]:
+                paid.renewals += 1
+                return [self._event("subscription.renewed", period_end=end)]
+
+            outcome = await self._charge_projected(invoice, events, renewed)
             if outcome.projected:
-                # Nothing else touched the state meanwhile: updates wait for the lock we
-                # hold, and the signals change only a past-due or incomplete subscription.
-                self._s = paid_state
-                self._publish()
                 return True
             # Failed, or paid by another attempt: decided below from the outcome.
         else:
@@ -331,26 +346,35 @@ class SubscriptionWorkflow:
         await self._enter_dunning(invoice, outcome, extra=events)
         return False
 
-    def _paid_renewal(
-        self, invoice: InvoiceDraft, end: datetime, events: list[EventDraft]
-    ) -> tuple[CarriedState, SyncRequest]:
-        """The state and projection of this renewal if its charge is paid, decided before the
-        charge, for the charge activity to write once it is: as the paid branch below
-        would (same events, same state), on a copy of the state kept only if it was."""
+    async def _charge_projected(
+        self,
+        invoice: InvoiceDraft,
+        before: list[EventDraft],
+        when_paid: Callable[[CarriedState], list[EventDraft]],
+    ) -> ChargeOutcome:
+        """Charge attempt 1 of `invoice` with the projection of its paid case decided first,
+        for the charge activity to write once it is paid: one local activity instead of two.
+        The paid case is made on a copy of the state (`when_paid` changes it and returns the
+        events after `invoice.paid`; `before` come first), exactly as the unprojected paid
+        branch would make it; the copy becomes the state only if the outcome is projected."""
         paid = self._s.model_copy(deep=True)
         paid.latest_invoice_id = invoice.id
-        paid.renewals += 1
         if invoice.total > 0:
             paid.period_payments.append(PeriodPayment(invoice_id=invoice.id, amount=invoice.total))
-        events = [
-            *events,
-            self._event("invoice.paid", invoice_id=invoice.id, amount=invoice.total, attempt=1),
-            self._event("subscription.renewed", period_end=end),
-        ]
+        paid_event = self._event(
+            "invoice.paid", invoice_id=invoice.id, amount=invoice.total, attempt=1
+        )
+        events = [*before, paid_event, *when_paid(paid)]
         request = sync_request(
             self._in, paid, events, self._now(), self._new_id, features=paid.plan.features
         )
-        return paid, request
+        outcome = await self._charge(invoice, 1, on_paid=request)
+        if outcome.projected:
+            # Nothing else touched the state meanwhile: updates wait for the lock we hold,
+            # and the signals change only a past-due or incomplete subscription.
+            self._s = paid
+            self._publish()
+        return outcome
 
     # ------------------------------------------------------------------ dunning
 
@@ -1127,6 +1151,11 @@ class SubscriptionWorkflow:
         self._s.latest_invoice_id = invoice.id
         self._last_outcome = outcome
         return outcome
+
+    def _activated(self, paid: CarriedState) -> list[EventDraft]:
+        """The paid case of a first payment (after a trial or at creation): active."""
+        paid.status = S.ACTIVE
+        return [self._event("subscription.activated")]
 
     def _paid_events(
         self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None

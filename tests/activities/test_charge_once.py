@@ -27,7 +27,10 @@ from workflows.messages import workflow_id_for
 
 
 async def test_crash_after_stripe_accepted_charges_once(
-    app_client: httpx.AsyncClient, worker_parts: WorkerParts, stack: Stack
+    app_client: httpx.AsyncClient,
+    worker_parts: WorkerParts,
+    stack: Stack,
+    temporal_client: Client,
 ) -> None:
     api = app_client
     plan = await make_plan(api, amount=4200)
@@ -47,6 +50,9 @@ async def test_crash_after_stripe_accepted_charges_once(
 
     assert crashed, "the fault was injected"
     assert sub["status"] == "active"
+    history = await temporal_client.get_workflow_handle(workflow_id_for(sub["id"])).fetch_history()
+    assert _local_activities(history) == ["charge_invoice"], "the charge wrote the projection"
+    assert "subscription.activated" in await event_types(api, sub["id"])
     [invoice] = await invoices(api, sub["id"])
     assert invoice["status"] == "paid"
     assert [a["status"] for a in invoice["attempts"]] == ["succeeded"]
