@@ -4,6 +4,8 @@ nor lose (or repeat) the projection a paid renewal's charge writes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -26,6 +28,22 @@ from worker import WorkerParts
 from workflows.messages import workflow_id_for
 
 
+@contextmanager
+def _crash_once_after_stripe(parts: WorkerParts, crashed: list[str]) -> Iterator[None]:
+    """The first charge's activity dies after Stripe accepted it (its key in `crashed`)."""
+
+    def crash_once(key: str) -> None:
+        if not crashed:
+            crashed.append(key)
+            raise RuntimeError("worker died after Stripe accepted the charge")
+
+    parts.payments.after_stripe_call = crash_once
+    try:
+        yield
+    finally:
+        parts.payments.after_stripe_call = None
+
+
 async def test_crash_after_stripe_accepted_charges_once(
     app_client: httpx.AsyncClient,
     worker_parts: WorkerParts,
@@ -36,17 +54,8 @@ async def test_crash_after_stripe_accepted_charges_once(
     plan = await make_plan(api, amount=4200)
     customer = await make_customer(api, "pm_card_visa")
     crashed: list[str] = []
-
-    def crash_once(key: str) -> None:
-        if not crashed:
-            crashed.append(key)
-            raise RuntimeError("worker died after Stripe accepted the charge")
-
-    worker_parts.payments.after_stripe_call = crash_once
-    try:
+    with _crash_once_after_stripe(worker_parts, crashed):
         sub = await subscribe(api, customer_id=customer["id"], plan_id=plan["id"])
-    finally:
-        worker_parts.payments.after_stripe_call = None
 
     assert crashed, "the fault was injected"
     assert sub["status"] == "active"
@@ -96,17 +105,8 @@ async def test_a_paid_renewal_is_charged_and_projected_by_one_local_activity_eve
     before = _local_activities(await handle.fetch_history())
 
     crashed: list[str] = []
-
-    def crash_once(key: str) -> None:
-        if not crashed:
-            crashed.append(key)
-            raise RuntimeError("worker died after Stripe accepted the renewal")
-
-    worker_parts.payments.after_stripe_call = crash_once
-    try:
+    with _crash_once_after_stripe(worker_parts, crashed):
         await advance(api, clock["id"], start + timedelta(days=29))  # 2028-03-01: renewal
-    finally:
-        worker_parts.payments.after_stripe_call = None
 
     assert crashed, "the fault was injected"
     renewal = _local_activities(await handle.fetch_history())[len(before) :]
