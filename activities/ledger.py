@@ -29,8 +29,8 @@ class LedgerActivities:
         await self.project(req)
 
     async def project(self, req: SyncRequest) -> None:
-        """One transaction, safe to repeat: versions guard the row, ids guard the events.
-        Also run by `charge_invoice` for the projection of a paid renewal."""
+        """One statement, safe to repeat: versions guard the row, ids guard the events.
+        Also run by `charge_invoice` for the projection a paid charge was given."""
         view = req.subscription
         now = datetime.now(UTC)
         async with self._autocommit.connect() as conn:

@@ -359,12 +359,11 @@ class SubscriptionWorkflow:
         branch would make it; the copy becomes the state only if the outcome is projected."""
         paid = self._s.model_copy(deep=True)
         paid.latest_invoice_id = invoice.id
-        if invoice.total > 0:
-            paid.period_payments.append(PeriodPayment(invoice_id=invoice.id, amount=invoice.total))
-        paid_event = self._event(
-            "invoice.paid", invoice_id=invoice.id, amount=invoice.total, attempt=1
+        expected = ChargeOutcome(
+            status="paid", invoice_id=invoice.id, attempt_number=1, amount=invoice.total
         )
-        events = [*before, paid_event, *when_paid(paid)]
+        self._record_paid(invoice, expected, paid)
+        events = [*before, *self._paid_events(invoice, expected), *when_paid(paid)]
         request = sync_request(
             self._in, paid, events, self._now(), self._new_id, features=paid.plan.features
         )
@@ -1101,10 +1100,13 @@ class SubscriptionWorkflow:
         s.changes_this_period = 0
         s.period_payments = []
 
-    def _record_paid(self, invoice: InvoiceDraft, outcome: ChargeOutcome) -> None:
-        """Remember cash collected for this period (what a prorated refund can return)."""
+    def _record_paid(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, state: CarriedState | None = None
+    ) -> None:
+        """Remember cash collected for this period (what a prorated refund can return), in
+        the state (or in `state`, the copy a projected charge decides on)."""
         if outcome.status == "paid" and outcome.amount > 0:
-            self._s.period_payments.append(
+            (state or self._s).period_payments.append(
                 PeriodPayment(invoice_id=invoice.id, amount=outcome.amount)
             )
 
