@@ -18,7 +18,6 @@ log = structlog.get_logger()
 
 class LedgerActivities:
     def __init__(self, engine: AsyncEngine, queued: Callable[[], None] | None = None) -> None:
-        self._engine = engine
         # The projection is one statement (db.projection): run on its own, it is atomic.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # Called after a commit that queued deliveries: wakes this process's dispatcher.

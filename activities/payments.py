@@ -131,7 +131,7 @@ class PaymentActivities:
         invoice = req.invoice
         if invoice.total <= 0:
             return charges.Settlement(status="succeeded")
-        if opened.stripe_customer_id is None or opened.payment_method is None:
+        if not opened.stripe_customer_id or not opened.payment_method:
             return charges.Settlement(
                 status="failed",
                 failure_code="no_payment_method",

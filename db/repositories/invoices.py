@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -112,37 +112,6 @@ async def attempts_of(
         .order_by(col(PaymentAttempt.invoice_id), col(PaymentAttempt.attempt_number))
     )
     return (await session.exec(query)).all()
-
-
-async def attempt_by_key(
-    session: AsyncSession, key: str, *, lock: bool = False
-) -> PaymentAttempt | None:
-    query = select(PaymentAttempt).where(PaymentAttempt.idempotency_key == key)
-    if lock:
-        query = query.with_for_update()
-    return (await session.exec(query)).first()
-
-
-async def charge_state(
-    session: AsyncSession, invoice_id: str, key: str
-) -> tuple[PaymentAttempt | None, PaymentAttempt | None]:
-    """For a charge under `key`: the invoice's succeeded attempt, if any, and the attempt
-    already recorded under the key, if any; both locked until the transaction ends."""
-    query = (
-        select(PaymentAttempt)
-        .where(
-            PaymentAttempt.invoice_id == invoice_id,
-            or_(
-                col(PaymentAttempt.status) == "succeeded",
-                col(PaymentAttempt.idempotency_key) == key,
-            ),
-        )
-        .with_for_update()
-    )
-    found = (await session.exec(query)).all()
-    paid = next((a for a in found if a.status == "succeeded"), None)
-    mine = next((a for a in found if a.idempotency_key == key), None)
-    return paid, mine
 
 
 async def succeeded_attempt(session: AsyncSession, invoice_id: str) -> PaymentAttempt | None:
