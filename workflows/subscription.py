@@ -70,6 +70,14 @@ from workflows.messages import (
     PeriodPayment,
     SubscriptionInput,
 )
+from workflows.patches import (
+    ADVANCE_WAITS_FOR_FINAL_PROJECTION,
+    CHARGE_PROJECTS_FIRST_PAYMENT,
+    CHARGE_PROJECTS_RENEWAL,
+    LEAN_RENEWALS,
+    SEARCH_ATTRIBUTES_ON_CHANGE,
+    RunPatches,
+)
 from workflows.plan_changes import (
     Billing,
     ChangeQuote,
@@ -106,19 +114,6 @@ SYNC_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
 )
 
-# Runs recorded before this patch continued as new after every renewal and called the
-# charge and the projection as (remote) activities; they replay unchanged.
-LEAN_RENEWALS = "lean-renewals"
-# Runs recorded before this patch projected a paid renewal with a local activity of its own
-# after the charge; now the charge activity writes it (decided before the charge).
-CHARGE_PROJECTS_RENEWAL = "charge-projects-renewal"
-# Runs recorded before this patch upserted every search attribute at each projection; now
-# only those that changed, and nothing when none did.
-SEARCH_ATTRIBUTES_ON_CHANGE = "search-attributes-on-change"
-# Runs recorded before this patch projected a paid first payment (at creation or when the
-# trial ends) with a local activity of its own after the charge.
-CHARGE_PROJECTS_FIRST_PAYMENT = "charge-projects-first-payment"
-LATE_PATCHES = (CHARGE_PROJECTS_RENEWAL, SEARCH_ATTRIBUTES_ON_CHANGE, CHARGE_PROJECTS_FIRST_PAYMENT)
 # A run renews at most this many times (a year of a monthly plan) and continues as new
 # earlier if its history grows past HISTORY_PER_RUN events (dunning, many plan changes).
 # Longer runs mean fewer new runs (the costliest part of a renewal); shorter runs mean
@@ -146,15 +141,13 @@ class SubscriptionWorkflow:
         self._lock = asyncio.Lock()
         self._last_outcome: ChargeOutcome | None = None
         self._renewals_in_run = 0
+        self._patches = RunPatches()
 
     # ------------------------------------------------------------------ lifecycle
 
     @workflow.run
     async def run(self, inp: SubscriptionInput) -> SubscriptionView:
-        # Patches first asked for mid-run cost that task an extra search attribute upsert
-        # (the SDK records them in TemporalChangeVersion): ask as the run starts instead.
-        for patch in LATE_PATCHES:
-            workflow.patched(patch)
+        self._patches.at_run_start()
         if not self._started:
             async with self._lock:
                 await self._begin()
@@ -192,7 +185,7 @@ class SubscriptionWorkflow:
         else:
             line = period_line(s.plan, start, end)
         invoice = self._invoice("subscription_create", [line], start, end)
-        if workflow.patched(CHARGE_PROJECTS_FIRST_PAYMENT):
+        if self._patches.use(CHARGE_PROJECTS_FIRST_PAYMENT):
             self._start_period(start, end)
             outcome = await self._charge_projected(invoice, [created], self._activated)
             if outcome.projected:
@@ -285,7 +278,7 @@ class SubscriptionWorkflow:
         invoice = self._invoice("subscription_cycle", [line], start, end)
         self._start_period(start, end)
         s.trial_end = start
-        if workflow.patched(CHARGE_PROJECTS_FIRST_PAYMENT):
+        if self._patches.use(CHARGE_PROJECTS_FIRST_PAYMENT):
             outcome = await self._charge_projected(invoice, [], self._activated)
             if outcome.projected:
                 return True
@@ -319,7 +312,7 @@ class SubscriptionWorkflow:
         start, end = period_after(s.plan, s.billing_cycle_anchor, start)
         invoice = self._next_invoice("subscription_cycle", start, end)
         self._start_period(start, end)
-        if workflow.patched(CHARGE_PROJECTS_RENEWAL):
+        if self._patches.use(CHARGE_PROJECTS_RENEWAL):
 
             def renewed(paid: CarriedState) -> list[EventDraft]:
                 paid.renewals += 1
@@ -1008,9 +1001,7 @@ class SubscriptionWorkflow:
     async def advance_clock(self, req: AdvanceClock) -> AdvanceResult:
         """Test clocks: answer once everything due up to the clock's new time is done."""
         epoch = self._clock.advance(req.to)
-        # Runs recorded before this patch answered as soon as the status turned terminal,
-        # which could be before the final state reached PostgreSQL.
-        wait_for_projection = workflow.patched("advance-waits-for-final-projection")
+        wait_for_projection = self._patches.use(ADVANCE_WAITS_FOR_FINAL_PROJECTION)
         await workflow.wait_condition(
             lambda: (
                 self._clock.caught_up(epoch)
@@ -1138,7 +1129,7 @@ class SubscriptionWorkflow:
     ) -> ChargeOutcome:
         execute = (
             workflow.execute_local_activity
-            if workflow.patched(LEAN_RENEWALS)
+            if self._patches.use(LEAN_RENEWALS)
             else workflow.execute_activity
         )
         outcome: ChargeOutcome = await execute(
@@ -1206,7 +1197,7 @@ class SubscriptionWorkflow:
     async def _project(self, request: SyncRequest) -> None:
         execute = (
             workflow.execute_local_activity
-            if workflow.patched(LEAN_RENEWALS)
+            if self._patches.use(LEAN_RENEWALS)
             else workflow.execute_activity
         )
         await execute(
@@ -1221,7 +1212,7 @@ class SubscriptionWorkflow:
     def _publish(self) -> None:
         """Search attributes and current details, for operators in the Temporal UI."""
         updates = search_attribute_updates(self._s)
-        if workflow.patched(SEARCH_ATTRIBUTES_ON_CHANGE):
+        if self._patches.use(SEARCH_ATTRIBUTES_ON_CHANGE):
             updates = changed_only(updates, workflow.info().typed_search_attributes)
         if updates:
             workflow.upsert_search_attributes(updates)
@@ -1237,7 +1228,7 @@ class SubscriptionWorkflow:
         info = workflow.info()
         if info.is_continue_as_new_suggested():
             return True
-        if not workflow.patched(LEAN_RENEWALS):
+        if not self._patches.use(LEAN_RENEWALS):
             return renewed  # the recorded behaviour: a run per period
         if renewed:
             self._renewals_in_run += 1
