@@ -22,7 +22,7 @@ from activities.ledger import LedgerActivities
 from activities.notifications import Deliveries, NotificationActivities
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
-from config import Settings, configure_logging, get_settings
+from config import Settings, configure_gc, configure_logging, get_settings
 from db.engine import get_worker_engine
 from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
@@ -131,6 +131,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     configure_logging(settings)
     client = await connect_temporal(settings, metrics_runtime(settings))
     worker, parts = build_worker(client, settings)
+    configure_gc(settings.worker_gc_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -30,7 +30,7 @@ from bench.baseline import (
     TrivialWorkflow,
     bench_noop,
 )
-from config import Settings, configure_logging
+from config import Settings, configure_gc, configure_logging
 
 
 def parse_tuning(items: list[str]) -> dict[str, Any]:
@@ -101,6 +101,7 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
         workflows=[BareRenewalWorkflow, TrivialWorkflow],
         activities=[bench_noop],
     )
+    configure_gc(settings.worker_gc_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

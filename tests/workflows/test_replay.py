@@ -10,9 +10,9 @@ a run per renewal, charge and projection as remote activities; v3: a trial start
 update-with-start and projected by the workflow, where the API now starts it from the state
 it projected itself; v4: a paid renewal projected by a local activity of its own after the
 charge, where the charge activity now writes it; v5: the same for a first payment; v6: each
-patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`). `*-notifier-run*.json` are runs of the
-notifier workflow, which earlier versions started per subscription for its emails and
-webhooks (the outbox dispatcher sends them now).
+patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`).
+`*-notifier-run*.json` are runs of the notifier workflow, which earlier versions started per
+subscription for its emails and webhooks (the outbox dispatcher sends them now).
 """
 
 from __future__ import annotations
