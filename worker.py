@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -24,6 +23,7 @@ from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
 from config import Settings, configure_gc, configure_logging, get_settings
 from db.engine import get_worker_engine
+from workflows.converter import data_converter
 from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
@@ -34,7 +34,7 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
         runtime=runtime,
     )
 

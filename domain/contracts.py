@@ -1,7 +1,7 @@
 """Data shapes exchanged between the subscription workflow, its activities and the API.
 
 Plain pydantic models (no table models, no I/O) so they are safe inside the workflow
-sandbox and serialise through `pydantic_data_converter`.
+sandbox and serialise as pydantic JSON (`workflows.converter`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api import lifecycle
 from api.start_sweeper import StartSweeper
@@ -29,6 +28,7 @@ from tests.helpers import (
     subscribe,
     ts,
 )
+from workflows.converter import data_converter
 from workflows.messages import SubscriptionInput, workflow_id_for
 from workflows.projection import initial_state
 from workflows.subscription import SubscriptionWorkflow
@@ -116,7 +116,7 @@ async def test_a_start_left_behind_is_made_by_the_sweeper(
     elsewhere = await Client.connect(
         settings.temporal_address,
         namespace="no-such-namespace",
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter,
     )
     start_input = inp.model_copy(update={"carried": initial_state(inp, view.created_at)})
     assert await lifecycle.launch(elsewhere, settings, start_input), "an error is returned"

@@ -25,11 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from domain.notifications import notifier_workflow_id
 from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
+from workflows.converter import data_converter
 from workflows.messages import workflow_id_for
 from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
@@ -39,7 +39,7 @@ HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 
 def _replayer() -> Replayer:
     return Replayer(
-        workflows=[SubscriptionWorkflow, NotifierWorkflow], data_converter=pydantic_data_converter
+        workflows=[SubscriptionWorkflow, NotifierWorkflow], data_converter=data_converter
     )
 
 
