@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
@@ -119,41 +120,36 @@ def get_settings() -> Settings:
     return Settings()
 
 
-# Keys whose values never reach a log line, whatever logged them.
-_SECRET_KEYS = (
-    "authorization",
-    "api_key",
-    "key",
-    "secret",
-    "password",
-    "token",
-    "card",
-    "number",
-    "cvc",
+# Keys whose values never reach a log line, whatever logged them (also as the last part of
+# a longer name: `stripe_api_key`, `card_number`).
+_SECRET_KEYS = frozenset(
+    {"authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc"}
 )
+_BEARER = re.compile(r"(?i)bearer\s+\S+")
+_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
+_PAN = re.compile(r"\b\d{13,19}\b")
+_SHORTEST_SECRET = len("bearer x")
 
 
 def redact_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask secret-looking fields and bearer/API-key-looking strings."""
-    for name in list(event):
+    for name, value in list(event.items()):
         lowered = name.lower()
-        if lowered != "event" and any(
-            s == lowered or lowered.endswith("_" + s) for s in _SECRET_KEYS
+        if lowered != "event" and (
+            lowered in _SECRET_KEYS or lowered.rpartition("_")[2] in _SECRET_KEYS
         ):
             event[name] = "[redacted]"
-        elif isinstance(event[name], str):
-            event[name] = _mask(str(event[name]))
+        elif isinstance(value, str) and len(value) >= _SHORTEST_SECRET:
+            event[name] = _mask(value)
     return event
 
 
 def _mask(value: str) -> str:
-    import re
-
-    value = re.sub(r"(?i)bearer\s+\S+", "Bearer [redacted]", value)
-    value = re.sub(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}", r"\1_[redacted]", value)
-    return re.sub(r"\b\d{13,19}\b", "[redacted-pan]", value)
+    value = _BEARER.sub("Bearer [redacted]", value)
+    value = _API_KEY.sub(r"\1_[redacted]", value)
+    return _PAN.sub("[redacted-pan]", value)
 
 
 class _CurrentStdout:

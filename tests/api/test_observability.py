@@ -9,7 +9,7 @@ import httpx
 import pytest
 import structlog
 
-from config import Settings, configure_logging
+from config import Settings, configure_logging, redact_secrets
 
 
 def test_redaction_keeps_secrets_out_of_log_output(capsys: pytest.CaptureFixture[str]) -> None:
@@ -30,6 +30,35 @@ def test_redaction_keeps_secrets_out_of_log_output(capsys: pytest.CaptureFixture
     assert line["amount"] == 1500, "ordinary fields stay"
     for leaked in (secret_key, card_number, "sk_live_abcdef123456", "whsec_abcdefghijkl"):
         assert leaked not in out
+
+
+def test_redaction_by_field_name_and_by_what_a_value_looks_like() -> None:
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "Bearer abc.def",
+            "Stripe_API_Key": "x",
+            "card_number": 4242424242424242,
+            "cvc": "123",
+            "monkey": "banana split",
+            "keystone": "sk_test_0123456789",
+            "header": "bearer   tok.en",
+            "short": "sk_1",
+            "amount": 1500,
+        },
+    )
+    assert event == {
+        "event": "Bearer [redacted]",
+        "Stripe_API_Key": "[redacted]",
+        "card_number": "[redacted]",
+        "cvc": "[redacted]",
+        "monkey": "banana split",
+        "keystone": "sk_[redacted]",
+        "header": "Bearer [redacted]",
+        "short": "sk_1",
+        "amount": 1500,
+    }
 
 
 @pytest.mark.parametrize(
