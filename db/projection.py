@@ -26,25 +26,24 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.driver import fetch_all
 from domain.contracts import SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
 
-_PROJECT = text(
-    """
+_PROJECT = """
 WITH view AS (
     INSERT INTO subscriptions (id, customer_id, plan_id, status, current_period_start,
         current_period_end, billing_cycle_anchor, trial_end, cancel_at_period_end,
         canceled_at, pause, pending_change, latest_invoice_id, dunning, test_clock_id,
         created_at, updated_at, state_version)
-    VALUES (:id, :customer_id, :plan_id, :status, :current_period_start,
-        :current_period_end, :billing_cycle_anchor, :trial_end, :cancel_at_period_end,
-        :canceled_at, CAST(:pause AS json), CAST(:pending_change AS json),
-        :latest_invoice_id, CAST(:dunning AS json), :test_clock_id, :created_at, :now,
-        :state_version)
+    VALUES (%(id)s, %(customer_id)s, %(plan_id)s, %(status)s, %(current_period_start)s,
+        %(current_period_end)s, %(billing_cycle_anchor)s, %(trial_end)s,
+        %(cancel_at_period_end)s, %(canceled_at)s, CAST(%(pause)s AS json),
+        CAST(%(pending_change)s AS json), %(latest_invoice_id)s, CAST(%(dunning)s AS json),
+        %(test_clock_id)s, %(created_at)s, %(now)s, %(state_version)s)
     ON CONFLICT (id) DO UPDATE SET
         customer_id = excluded.customer_id, plan_id = excluded.plan_id,
         status = excluded.status, current_period_start = excluded.current_period_start,
@@ -60,15 +59,15 @@ WITH view AS (
     WHERE subscriptions.state_version < excluded.state_version
 ), drafts AS (
     SELECT * FROM unnest(
-        CAST(:event_ids AS text[]), CAST(:event_subscriptions AS text[]),
-        CAST(:event_customers AS text[]), CAST(:event_types AS text[]),
-        CAST(:event_data AS text[]), CAST(:event_actors AS text[]),
-        CAST(:event_times AS timestamptz[])
+        CAST(%(event_ids)s AS text[]), CAST(%(event_subscriptions)s AS text[]),
+        CAST(%(event_customers)s AS text[]), CAST(%(event_types)s AS text[]),
+        CAST(%(event_data)s AS text[]), CAST(%(event_actors)s AS text[]),
+        CAST(%(event_times)s AS timestamptz[])
     ) WITH ORDINALITY AS d(id, subscription_id, customer_id, type, data, actor, occurred_at, ord)
 ), written AS (
     INSERT INTO events (id, subscription_id, customer_id, type, data, actor, occurred_at,
                         created_at)
-    SELECT id, subscription_id, customer_id, type, CAST(data AS json), actor, occurred_at, :now
+    SELECT id, subscription_id, customer_id, type, CAST(data AS json), actor, occurred_at, %(now)s
     FROM drafts ORDER BY ord
     ON CONFLICT (id) DO NOTHING
     RETURNING id
@@ -76,7 +75,7 @@ WITH view AS (
     SELECT d.ord, 0 AS lane_kind, e.created_at AS registered, e.id AS target, d.id AS event_id
     FROM drafts d
     JOIN written w ON w.id = d.id
-    JOIN webhook_endpoints e ON NOT e.disabled AND e.created_at <= :now
+    JOIN webhook_endpoints e ON NOT e.disabled AND e.created_at <= %(now)s
     WHERE EXISTS (
         SELECT FROM json_array_elements_text(e.events) AS p(pattern)
         WHERE p.pattern = '*' OR p.pattern = d.type
@@ -84,38 +83,37 @@ WITH view AS (
                AND starts_with(d.type, left(p.pattern, -1)))
     )
     UNION ALL
-    SELECT d.ord, 1, NULL, :email_lane, d.id
+    SELECT d.ord, 1, NULL, %(email_lane)s, d.id
     FROM drafts d
     JOIN written w ON w.id = d.id
-    WHERE d.type = ANY(CAST(:email_types AS text[]))
+    WHERE d.type = ANY(CAST(%(email_types)s AS text[]))
 ), queued AS (
     INSERT INTO notification_outbox (subscription_id, target, event_id, attempts,
                                      next_attempt_at, created_at)
-    SELECT :id, target, event_id, 0, :now, :now
+    SELECT %(id)s, target, event_id, 0, %(now)s, %(now)s
     FROM targets ORDER BY ord, lane_kind, registered, target
     ON CONFLICT DO NOTHING
     RETURNING target, event_id
 ), revoked AS (
     DELETE FROM entitlements
-    WHERE CAST(:grants AS boolean) AND subscription_id = :id
-      AND NOT (feature = ANY(CAST(:features AS text[])))
+    WHERE CAST(%(grants)s AS boolean) AND subscription_id = %(id)s
+      AND NOT (feature = ANY(CAST(%(features)s AS text[])))
 ), granted AS (
     INSERT INTO entitlements
         (customer_id, feature, subscription_id, plan_id, active_until, granted_at)
-    SELECT :customer_id, f, :id, :grant_plan_id, :active_until, :now
-    FROM unnest(CAST(:features AS text[])) AS f
-    WHERE CAST(:grants AS boolean)
+    SELECT %(customer_id)s, f, %(id)s, %(grant_plan_id)s, %(active_until)s, %(now)s
+    FROM unnest(CAST(%(features)s AS text[])) AS f
+    WHERE CAST(%(grants)s AS boolean)
     ON CONFLICT (subscription_id, feature)
     DO UPDATE SET plan_id = excluded.plan_id, active_until = excluded.active_until
 ), invoices_moved AS (
     UPDATE invoices AS i SET status = s.status
-    FROM unnest(CAST(:invoice_ids AS text[]), CAST(:invoice_statuses AS text[]))
+    FROM unnest(CAST(%(invoice_ids)s AS text[]), CAST(%(invoice_statuses)s AS text[]))
         AS s(id, status)
     WHERE i.id = s.id AND i.status = 'open'
 )
 SELECT target, event_id FROM queued
 """
-)
 
 _EMAIL_TYPES = sorted(EMAIL_TEMPLATES)
 
@@ -162,5 +160,5 @@ async def write_projection(
         "invoice_ids": list(req.invoice_status),
         "invoice_statuses": list(req.invoice_status.values()),
     }
-    rows = (await db.execute(_PROJECT, params)).all()
-    return [(view.id, target, event_id) for target, event_id in rows]
+    rows = await fetch_all(db, _PROJECT, params)
+    return [(view.id, row["target"], row["event_id"]) for row in rows]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from db.driver import fetch_all
 from domain.contracts import InvoiceDraft
 
 _ATTEMPT_COLUMNS = (
@@ -29,13 +29,12 @@ _ATTEMPT_COLUMNS = (
     " stripe_payment_intent_id, decline_code, failure_code, failure_message"
 )
 
-_OPEN = text(
-    f"""
+_OPEN = f"""
 WITH new_invoice AS (
     INSERT INTO invoices (id, subscription_id, customer_id, status, billing_reason, total,
                           currency, period_start, period_end, created_at)
-    VALUES (:invoice_id, :subscription_id, :customer_id, 'open', :billing_reason, :total,
-            :currency, :period_start, :period_end, :created_at)
+    VALUES (%(invoice_id)s, %(subscription_id)s, %(customer_id)s, 'open', %(billing_reason)s,
+            %(total)s, %(currency)s, %(period_start)s, %(period_end)s, %(created_at)s)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), new_lines AS (
@@ -44,22 +43,23 @@ WITH new_invoice AS (
     SELECT new_invoice.id, l.position, l.kind, l.description, l.amount, l.period_start,
            l.period_end
     FROM new_invoice,
-         unnest(CAST(:line_positions AS integer[]), CAST(:line_kinds AS text[]),
-                CAST(:line_descriptions AS text[]), CAST(:line_amounts AS bigint[]),
-                CAST(:line_starts AS timestamptz[]), CAST(:line_ends AS timestamptz[]))
+         unnest(CAST(%(line_positions)s AS integer[]), CAST(%(line_kinds)s AS text[]),
+                CAST(%(line_descriptions)s AS text[]), CAST(%(line_amounts)s AS bigint[]),
+                CAST(%(line_starts)s AS timestamptz[]), CAST(%(line_ends)s AS timestamptz[]))
              AS l(position, kind, description, amount, period_start, period_end)
 ), found AS (
     SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts
-    WHERE invoice_id = :invoice_id AND (status = 'succeeded' OR idempotency_key = :key)
+    WHERE invoice_id = %(invoice_id)s AND (status = 'succeeded' OR idempotency_key = %(key)s)
     FOR UPDATE
 ), customer AS (
-    SELECT stripe_customer_id, default_payment_method FROM customers WHERE id = :customer_id
+    SELECT stripe_customer_id, default_payment_method FROM customers WHERE id = %(customer_id)s
 ), opened AS (
     INSERT INTO payment_attempts (id, idempotency_key, invoice_id, subscription_id,
                                   attempt_number, amount, currency, payment_method, status,
                                   actor, created_at)
-    SELECT :attempt_id, :key, :invoice_id, :subscription_id, :attempt_number, :total,
-           :currency, (SELECT default_payment_method FROM customer), 'pending', :actor, :now
+    SELECT %(attempt_id)s, %(key)s, %(invoice_id)s, %(subscription_id)s, %(attempt_number)s,
+           %(total)s, %(currency)s, (SELECT default_payment_method FROM customer), 'pending',
+           %(actor)s, %(now)s
     WHERE NOT EXISTS (SELECT FROM found)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING {_ATTEMPT_COLUMNS}
@@ -72,17 +72,15 @@ UNION ALL
 SELECT 'customer', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        stripe_customer_id, default_payment_method FROM customer
 """
-)
 
-_SETTLE = text(
-    f"""
+_SETTLE = f"""
 WITH mine AS (
-    SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE idempotency_key = :key FOR UPDATE
+    SELECT {_ATTEMPT_COLUMNS} FROM payment_attempts WHERE idempotency_key = %(key)s FOR UPDATE
 ), settled AS (
     UPDATE payment_attempts AS a
-    SET status = :status, stripe_payment_intent_id = :payment_intent_id,
-        decline_code = :decline_code, failure_code = :failure_code,
-        failure_message = :failure_message, completed_at = :now
+    SET status = %(status)s, stripe_payment_intent_id = %(payment_intent_id)s,
+        decline_code = %(decline_code)s, failure_code = %(failure_code)s,
+        failure_message = %(failure_message)s, completed_at = %(now)s
     FROM mine
     WHERE a.id = mine.id AND mine.status = 'pending'
     RETURNING {", ".join(f"a.{c.strip()}" for c in _ATTEMPT_COLUMNS.split(","))}
@@ -92,13 +90,12 @@ WITH mine AS (
     UNION ALL
     SELECT {_ATTEMPT_COLUMNS} FROM mine WHERE NOT EXISTS (SELECT FROM settled)
 ), paid AS (
-    UPDATE invoices SET status = 'paid', paid_at = :now
-    WHERE id = :invoice_id AND status = 'open'
+    UPDATE invoices SET status = 'paid', paid_at = %(now)s
+    WHERE id = %(invoice_id)s AND status = 'open'
       AND EXISTS (SELECT FROM standing WHERE status = 'succeeded')
 )
 SELECT {_ATTEMPT_COLUMNS} FROM standing
 """
-)
 
 
 @dataclass(frozen=True)
@@ -177,7 +174,7 @@ async def open_attempt(
     paid = mine = None
     created = False
     stripe_customer_id = payment_method = None
-    for row in (await conn.execute(_OPEN, params)).mappings():
+    for row in await fetch_all(conn, _OPEN, params):
         if row["source"] == "customer":
             stripe_customer_id, payment_method = (
                 row["stripe_customer_id"],
@@ -207,7 +204,7 @@ async def settle_attempt(
         "failure_message": result.failure_message,
         "now": now,
     }
-    row = (await conn.execute(_SETTLE, params)).mappings().one()
+    (row,) = await fetch_all(conn, _SETTLE, params)  # the attempt, always one row
     return _attempt(row)
 
 
