@@ -18,6 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
+def compact(sql: str) -> str:
+    """`sql` with every run of whitespace made one space. psycopg caches how it parses a
+    statement only up to 4 KB of text, and indentation should not push one past that.
+    Quoted text is joined too: only for SQL whose literals hold no runs of whitespace."""
+    if "--" in sql:
+        raise ValueError("joining the lines would make a -- comment swallow the statement")
+    return " ".join(sql.split())
+
+
 async def driver_connection(db: AsyncConnection | AsyncSession) -> PgConnection[Any]:
     """The psycopg connection `db` runs on (for a session: that of its transaction)."""
     conn = await db.connection() if isinstance(db, AsyncSession) else db

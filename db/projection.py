@@ -29,11 +29,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.driver import fetch_all
+from db.driver import compact, fetch_all
 from domain.contracts import SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
 
-_PROJECT = """
+_PROJECT = compact(
+    """
 WITH view AS (
     INSERT INTO subscriptions (id, customer_id, plan_id, status, current_period_start,
         current_period_end, billing_cycle_anchor, trial_end, cancel_at_period_end,
@@ -114,6 +115,7 @@ WITH view AS (
 )
 SELECT target, event_id FROM queued
 """
+)
 
 _EMAIL_TYPES = sorted(EMAIL_TEMPLATES)
 
