@@ -46,10 +46,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9464
     worker_max_cached_workflows: int = 1000
     workflow_sandbox: bool = False
-    # Python's cyclic garbage collector in the worker: its first-generation threshold
-    # (Python's default, 700, ran a full collection of the sticky cache's objects every few
-    # seconds in a renewal storm: 7% of the worker's CPU, a quarter of a second each).
-    worker_gc_threshold: int = Field(default=10_000, ge=1)
+    # Python's cyclic garbage collector in the worker: its first-generation threshold.
+    # Python's default, 700, ran a full collection of the sticky cache's objects every few
+    # seconds in a renewal storm (7% of the worker's CPU, a quarter of a second each);
+    # 10,000 left evicted workflows' garbage for so long that 10,000 live subscriptions
+    # took 595 MB instead of 290. 3,000 keeps that at 350 MB (bench/RESULTS.md).
+    worker_gc_threshold: int = Field(default=3_000, ge=1)
 
     # API; how often it looks for subscriptions whose workflow a create could not start (and
     # how old such a start must be: a request may still be starting it).
