@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import httpx
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 
 
@@ -77,6 +79,19 @@ def ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def marker_details(
+    events: Iterable[HistoryEvent], marker_name: str, detail: str
+) -> list[dict[str, Any]]:
+    """The JSON of one detail of each marker named `marker_name`, in history order: the SDK's
+    `core_local_activity` markers (detail `data`) and `core_patch` markers (`patch-data`)."""
+    return [
+        json.loads(e.marker_recorded_event_attributes.details[detail].payloads[0].data)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == marker_name
+    ]
+
+
 def activity_attempts(history: WorkflowHistory, activity_type: str) -> list[int]:
     """The attempt number of every run of `activity_type` recorded in a history, whether
     it ran as a (remote) activity or as a local activity (a `core_local_activity` marker)."""
@@ -90,10 +105,8 @@ def activity_attempts(history: WorkflowHistory, activity_type: str) -> list[int]
             started = e.activity_task_started_event_attributes
             if scheduled.get(started.scheduled_event_id) == activity_type:
                 attempts.append(started.attempt)
-        elif e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
-            marker = e.marker_recorded_event_attributes
-            if marker.marker_name == "core_local_activity":
-                data = json.loads(marker.details["data"].payloads[0].data)
+        else:
+            for data in marker_details([e], "core_local_activity", "data"):
                 if data["activity_type"] == activity_type:
                     attempts.append(int(data["attempt"]))
     return attempts

@@ -3,7 +3,6 @@ nor lose (or repeat) the projection a paid renewal's charge writes."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from tests.helpers import (
     make_clock,
     make_customer,
     make_plan,
+    marker_details,
     subscribe,
     ts,
 )
@@ -83,14 +83,8 @@ async def _stripe_charges(
 
 def _local_activities(history: WorkflowHistory) -> list[str]:
     """The activity types of the run's local activity markers, in order."""
-    found = []
-    for event in history.events:
-        marker = event.marker_recorded_event_attributes
-        if event.HasField("marker_recorded_event_attributes") and (
-            marker.marker_name == "core_local_activity"
-        ):
-            found.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
-    return found
+    markers = marker_details(history.events, "core_local_activity", "data")
+    return [data["activity_type"] for data in markers]
 
 
 async def test_a_paid_renewal_is_charged_and_projected_by_one_local_activity_even_after_a_crash(

@@ -8,7 +8,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from api import lifecycle
@@ -25,6 +24,7 @@ from tests.helpers import (
     make_clock,
     make_customer,
     make_plan,
+    marker_details,
     subscribe,
     ts,
 )
@@ -63,12 +63,7 @@ async def test_a_trial_is_readable_and_entitled_as_soon_as_it_is_created(
     assert state.status == "trialing" and state.state_version == 1
     assert state.trial_end == START + timedelta(days=5)
     history = await handle.fetch_history()
-    local_activities = [
-        e
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
-    ]
+    local_activities = marker_details(history.events, "core_local_activity", "data")
     assert local_activities == [], "no projection activity ran for the creation"
     description = await handle.describe()
     assert description.search_attributes["SubscriptionStatus"] == ["trialing"]

@@ -5,7 +5,6 @@ second upsert."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
 from tests.api.billing_support import start_active
-from tests.helpers import advance, make_clock, make_customer, make_plan, subscribe
+from tests.helpers import advance, make_clock, make_customer, make_plan, marker_details, subscribe
 from workflows.messages import workflow_id_for
 from workflows.patches import BUNDLE
 
@@ -24,15 +23,7 @@ CHANGE_VERSION = "TemporalChangeVersion"
 
 
 def _patch_ids(events: list[HistoryEvent]) -> list[str]:
-    ids = []
-    for e in events:
-        marker = e.marker_recorded_event_attributes
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and marker.marker_name == (
-            "core_patch"
-        ):
-            data = marker.details["patch-data"].payloads[0].data
-            ids.append(json.loads(data)["id"])
-    return ids
+    return [d["id"] for d in marker_details(events, "core_patch", "patch-data")]
 
 
 def _change_version_upserts(events: list[HistoryEvent]) -> int:
