@@ -436,6 +436,19 @@ async def wait_quiet(
     return busy
 
 
+async def wait_stack_quiet(
+    stack: Stack, worker: WorkerProcess, threshold: float = 0.1, timeout: float = 180.0
+) -> tuple[float, float]:
+    """Wait until the whole stack (server, database, fakes, worker) is idle: work a phase
+    left behind (the server's visibility and transfer queues, the receipts) must not land
+    in the next phase's figures. Returns (seconds waited, cores busy at the end)."""
+    t = time.perf_counter()
+    procs = stack_processes(stack, worker)
+    pids = [p.pid for name, group in procs.items() if name != "driver" for p in group]
+    busy = await wait_quiet(pids, threshold=threshold, timeout=timeout)
+    return time.perf_counter() - t, busy
+
+
 # --------------------------------------------------------------------------- SQL helpers
 
 

@@ -5,14 +5,21 @@
 Starts its own stack on free loopback ports (PostgreSQL, Temporal dev server, localstripe,
 SMTP sink) and one worker process (`bench.worker_proc`: Recur's worker plus the bare
 baseline worker on its own task queue). Creates N customers (`pm_card_visa`) and N monthly
-subscriptions on one test clock through the API app in-process, and N bare workflows.
-The worker is then restarted so both sides start cold (nothing in the sticky cache, as a
-month after the subscriptions were created), and two phases run, one after the other:
+subscriptions on one test clock through the API app in-process, and 2N bare workflows.
+Three phases run, one after the other, each in a freshly restarted worker process so that
+each starts cold (nothing in the sticky cache, as a month after the subscriptions were
+created):
 
-* bare: one `tick` update per bare workflow (one no-op activity each), at the advance
-  endpoint's concurrency (`api.lifecycle.advance_all`, 64 in flight);
+* bare, first set: one `tick` update per bare workflow (one no-op activity each), at the
+  advance endpoint's concurrency (`api.lifecycle.advance_all`, 64 in flight);
 * Recur: `POST /v1/test_clocks/{id}/advance` by one month; it answers once every
-  subscription has renewed, been charged and been projected.
+  subscription has renewed, been charged and been projected;
+* bare, second set: the same over N other bare workflows, as cold as the first.
+
+The bare rate is that of both sets (2N ticks over the time of both), so a machine that
+speeds up or slows down during the run moves the baseline as it moved Recur: this VM's
+speed drifts by a third within minutes, and one bare phase before Recur's made the ratio
+of one run swing by a few tenths.
 
 Then it checks the database (exactly two paid invoices per subscription, no failed or
 duplicated attempt) and localstripe (one succeeded PaymentIntent per paid invoice), waits
@@ -55,7 +62,7 @@ from bench.common import (
     start_stack,
     table,
     top_frames,
-    wait_quiet,
+    wait_stack_quiet,
 )
 from bench.timeline import renewal_timeline
 from db.engine import get_engine
@@ -63,6 +70,7 @@ from worker import connect_temporal
 from workflows.messages import workflow_id_for
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
+BARE_SETS = ("before", "after")  # ticked before and after Recur's phase
 ADVANCE_CONCURRENCY = int(
     inspect.signature(lifecycle.advance_all).parameters["concurrency"].default
 )
@@ -115,29 +123,24 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
         results["create"] = (n / customers_s, n / subs_s)
         log(f"customers {n / customers_s:.1f}/s, subscriptions {n / subs_s:.1f}/s")
 
-        bare_ids = [f"bare/{i}" for i in range(n)]
+        # Two sets of bare workflows: one ticked before Recur's phase, one after it.
+        bare_sets = {s: [f"bare/{s}/{i}" for i in range(n)] for s in BARE_SETS}
 
         async def start_bare(workflow_id: str) -> None:
             await client.start_workflow(
                 BareRenewalWorkflow.run, id=workflow_id, task_queue=BARE_TASK_QUEUE
             )
 
-        await bounded(ADVANCE_CONCURRENCY, bare_ids, start_bare)
-
-        if not args.warm:
-            # Cold caches on both sides; wait out the sticky queue of the old process so
-            # the server sends the next tasks to the normal queue at once.
-            log("restarting the worker (cold sticky cache)")
-            worker.stop()
-            await asyncio.sleep(12)
-            worker.start()
-        await wait_quiet(worker.pids)
+        await bounded(ADVANCE_CONCURRENCY, [*bare_sets["before"], *bare_sets["after"]], start_bare)
 
         rounds: list[dict[str, Any]] = []
         for r in range(args.rounds):
             round_: dict[str, Any] = {}
-            for phase in ("bare", "recur") if args.order == "bare-first" else ("recur", "bare"):
-                await wait_quiet(worker.pids)
+            for phase in ("before", "recur", "after"):
+                if not args.warm:
+                    await restart_cold(stack, worker)
+                waited, busy = await wait_stack_quiet(stack, worker)
+                log(f"{phase}: stack quiet after {waited:.1f} s ({busy:.2f} cores busy)")
                 meter = CpuMeter(stack, worker, {})
                 rss = RssSampler(worker.pids).start()
                 load_before = load()
@@ -146,14 +149,14 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
                     out = Path(args.profile) / f"storm-{phase}-round{r + 1}.txt"
                     spy = PySpy(worker.pid, out, gil=args.profile_gil).start()
                 meter.start()
-                if phase == "bare":
+                if phase in BARE_SETS:
 
                     async def tick(workflow_id: str) -> None:
                         await client.get_workflow_handle(workflow_id).execute_update(
                             BareRenewalWorkflow.tick
                         )
 
-                    await bounded(ADVANCE_CONCURRENCY, bare_ids, tick)
+                    await bounded(ADVANCE_CONCURRENCY, bare_sets[phase], tick)
                 else:
                     to = month_after(T0, r + 1)
                     ok(
@@ -171,9 +174,7 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
                     "rate": n / meter.wall,
                     "load": f"{load_before} → {load()}",
                     "cpu": meter.summary(),
-                    "cpu_ms": meter.per_item_ms(n),
-                    "worker_ms": meter.per_item_ms(n, ["worker"]),
-                    "temporal_ms": meter.per_item_ms(n, ["temporal"]),
+                    "cpu_s": dict(meter.seconds),
                     "rss": peak,
                 }
                 log(f"round {r + 1} {phase}: {n / meter.wall:.1f}/s ({meter.summary()})")
@@ -183,6 +184,7 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
                         engine, n * (r + 1), timeout=args.receipt_timeout
                     )
                     round_["receipts"] = (sent, time.perf_counter() - t + meter.wall)
+            round_["bare"] = both_bare_sets(round_["before"], round_["after"], n)
             rounds.append(round_)
 
     expected = args.rounds + 1
@@ -207,6 +209,42 @@ async def storm(args: argparse.Namespace, stack: Stack, worker: WorkerProcess) -
 
     report(args, results, rounds, statuses, wrong, renewed, audit, problems, timeline)
     return 1 if problems else 0
+
+
+async def restart_cold(stack: Stack, worker: WorkerProcess) -> None:
+    """A new worker process before each phase: every side starts with an empty sticky
+    cache, as a month after the subscriptions were created, and the second bare set does
+    not evict the first one's workflows from a full cache."""
+    # Only once the old process has nothing left to do: stopped with the bare workflows'
+    # first tasks in flight, their histories would carry task timeouts and retries.
+    await wait_stack_quiet(stack, worker)
+    log("restarting the worker (cold sticky cache)")
+    worker.stop()
+    # Wait out the old process's sticky queue, so the server sends the next tasks to the
+    # normal queue at once.
+    await asyncio.sleep(12)
+    worker.start()
+
+
+def both_bare_sets(before: dict[str, Any], after: dict[str, Any], n: int) -> dict[str, Any]:
+    """The baseline of a round: both bare sets' 2n ticks over the time of both."""
+    seconds = before["seconds"] + after["seconds"]
+    cpu = {k: before["cpu_s"].get(k, 0.0) + after["cpu_s"].get(k, 0.0) for k in before["cpu_s"]}
+    return {
+        "seconds": seconds,
+        "rate": 2 * n / seconds,
+        "load": f"{before['load']}; after: {after['load']}",
+        "cpu_s": cpu,
+        "cpu": f"before {before['cpu']}; after {after['cpu']}",
+        "rss": max(before["rss"], after["rss"]),
+        "sets": (before["rate"], after["rate"]),
+    }
+
+
+def per_item_ms(phase: dict[str, Any], items: int, names: list[str] | None = None) -> float:
+    """CPU milliseconds per renewal of the named components (or all) in one phase."""
+    cpu: dict[str, float] = phase["cpu_s"]
+    return 1000 * sum(v for k, v in cpu.items() if names is None or k in names) / items
 
 
 async def wait_for_receipts(engine: Any, expected: int, timeout: float) -> int:
@@ -245,24 +283,29 @@ def report(
     for i, rd in enumerate(rounds, 1):
         recur, bare = rd["recur"], rd["bare"]
         sent, with_receipts = rd.get("receipts", (0, 0.0))
+        before, after = bare["sets"]
         data.append(
             [
                 i,
                 f"{recur['rate']:.1f} ({recur['seconds']:.1f} s)",
-                f"{bare['rate']:.1f} ({bare['seconds']:.1f} s)",
+                f"{bare['rate']:.1f} ({before:.1f} before, {after:.1f} after)",
                 f"**{recur['rate'] / bare['rate']:.2f}**",
                 f"{sent} in {with_receipts:.1f} s",
                 f"{recur['load']} / {bare['load']}",
                 f"{recur['rss']:.0f} MB",
             ]
         )
+        ms = {
+            side: [per_item_ms(phase, items, names) for names in (None, ["worker"], ["temporal"])]
+            for side, phase, items in (("recur", recur, n), ("bare", bare, 2 * n))
+        }
         cpu.append(
             [
                 i,
-                f"{recur['cpu_ms']:.1f} / {bare['cpu_ms']:.1f}",
-                f"**{bare['cpu_ms'] / recur['cpu_ms']:.2f}**",
-                f"{recur['worker_ms']:.1f} / {bare['worker_ms']:.1f}",
-                f"{recur['temporal_ms']:.1f} / {bare['temporal_ms']:.1f}",
+                f"{ms['recur'][0]:.1f} / {ms['bare'][0]:.1f}",
+                f"**{ms['bare'][0] / ms['recur'][0]:.2f}**",
+                f"{ms['recur'][1]:.1f} / {ms['bare'][1]:.1f}",
+                f"{ms['recur'][2]:.1f} / {ms['bare'][2]:.1f}",
             ]
         )
     body = [
@@ -278,10 +321,10 @@ def report(
             [
                 "round",
                 "Recur renewals/s",
-                "bare renewals/s",
+                "bare renewals/s (both sets; each set)",
                 "Recur / bare",
                 "receipts sent",
-                "load avg (Recur / bare)",
+                "load avg (Recur / bare before; after)",
                 "worker peak RSS",
             ],
             data,
@@ -325,7 +368,6 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="subscriptions (default 1000)")
     parser.add_argument("--rounds", type=int, default=1, help="periods to advance, one per round")
     parser.add_argument("--create-concurrency", type=int, default=32)
-    parser.add_argument("--order", choices=["bare-first", "recur-first"], default="bare-first")
     parser.add_argument("--warm", action="store_true", help="keep the worker (warm cache)")
     parser.add_argument("--tune", action="append", default=[], metavar="NAME=VALUE",
                         help="extra temporalio Worker kwargs for Recur's worker")  # fmt: skip

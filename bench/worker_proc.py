@@ -100,6 +100,9 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
         task_queue=bare_queue,
         workflows=[BareRenewalWorkflow, TrivialWorkflow],
         activities=[bench_noop],
+        # Room for both of the storm's bare sets (`--warm` keeps them all cached, as
+        # Recur's cache keeps its N subscriptions).
+        max_cached_workflows=2 * settings.worker_max_cached_workflows,
     )
     configure_gc(settings.worker_gc_threshold)
     stop = asyncio.Event()
