@@ -344,6 +344,13 @@ def stack_processes(stack: Stack, worker: WorkerProcess | None) -> dict[str, lis
     return out
 
 
+def cpu_ms_per_item(seconds: dict[str, float], n: int, names: Iterable[str] | None = None) -> float:
+    """CPU milliseconds per item of the named components (or all) in `seconds` (a
+    `CpuMeter.seconds`, or several added up)."""
+    keys = list(names) if names is not None else list(seconds)
+    return 1000 * sum(seconds.get(k, 0.0) for k in keys) / max(n, 1)
+
+
 class CpuMeter:
     """CPU seconds each component spent between `start()` and `stop()`."""
 
@@ -381,8 +388,7 @@ class CpuMeter:
 
     def per_item_ms(self, n: int, names: Iterable[str] | None = None) -> float:
         """CPU milliseconds per item (renewal, request) of the named components (or all)."""
-        keys = list(names) if names is not None else list(self.seconds)
-        return 1000 * sum(self.seconds.get(k, 0.0) for k in keys) / max(n, 1)
+        return cpu_ms_per_item(self.seconds, n, names)
 
     def summary(self) -> str:
         parts = [f"{k} {v:.1f}s" for k, v in sorted(self.seconds.items(), key=lambda kv: -kv[1])]

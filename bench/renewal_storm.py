@@ -49,6 +49,7 @@ from bench.common import (
     audit_problems,
     bounded,
     charge_audit,
+    cpu_ms_per_item,
     create_customers,
     create_plan,
     inprocess_api,
@@ -241,12 +242,6 @@ def both_bare_sets(before: dict[str, Any], after: dict[str, Any], n: int) -> dic
     }
 
 
-def per_item_ms(phase: dict[str, Any], items: int, names: list[str] | None = None) -> float:
-    """CPU milliseconds per renewal of the named components (or all) in one phase."""
-    cpu: dict[str, float] = phase["cpu_s"]
-    return 1000 * sum(v for k, v in cpu.items() if names is None or k in names) / items
-
-
 async def wait_for_receipts(engine: Any, expected: int, timeout: float) -> int:
     """Renewal receipts (emails) recorded as sent; waits until `expected` or the timeout."""
     deadline = time.monotonic() + timeout
@@ -296,7 +291,10 @@ def report(
             ]
         )
         ms = {
-            side: [per_item_ms(phase, items, names) for names in (None, ["worker"], ["temporal"])]
+            side: [
+                cpu_ms_per_item(phase["cpu_s"], items, names)
+                for names in (None, ["worker"], ["temporal"])
+            ]
             for side, phase, items in (("recur", recur, n), ("bare", bare, 2 * n))
         }
         cpu.append(
