@@ -54,6 +54,7 @@ def api(
         host=host or settings.api_host,
         port=port or settings.api_port,
         access_log=False,
+        loop=settings.event_loop,
     )
 
 

@@ -21,7 +21,7 @@ from activities.ledger import LedgerActivities
 from activities.notifications import Deliveries, NotificationActivities
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
-from config import Settings, configure_gc, configure_logging, get_settings
+from config import Settings, configure_gc, configure_logging, get_settings, run_loop
 from db.engine import get_worker_engine
 from workflows.converter import data_converter
 from workflows.notifier import NotifierWorkflow
@@ -136,7 +136,12 @@ async def run_worker(settings: Settings | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker.started", task_queue=settings.task_queue, temporal=settings.temporal_address)
+    log.info(
+        "worker.started",
+        task_queue=settings.task_queue,
+        temporal=settings.temporal_address,
+        event_loop=type(loop).__module__.partition(".")[0],  # uvloop | asyncio
+    )
     async with worker:
         parts.dispatcher.start()
         await stop.wait()
@@ -150,7 +155,8 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 
 def main() -> None:
-    asyncio.run(run_worker())
+    settings = get_settings()
+    run_loop(run_worker(settings), settings)
     # Every activity has finished and the pools are closed. Exit without interpreter
     # finalization, which can abort while the SDK's native threads are winding down.
     sys.stdout.flush()

@@ -82,6 +82,7 @@ class ApiServer:
         argv = [sys.executable, "-m", "uvicorn", "api.app:app_factory", "--factory"]
         argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         argv += ["--no-access-log", "--log-level", "warning"]
+        argv += ["--loop", self.stack.settings.event_loop]
         self.process = spawn(self.stack, argv, log_path)
 
         def ready() -> bool:

@@ -30,7 +30,7 @@ from bench.baseline import (
     TrivialWorkflow,
     bench_noop,
 )
-from config import Settings, configure_gc, configure_logging
+from config import Settings, configure_gc, configure_logging, run_loop
 
 
 def parse_tuning(items: list[str]) -> dict[str, Any]:
@@ -126,6 +126,8 @@ if __name__ == "__main__":
     tuning = parse_tuning(args.tune)
     if (runner := sandbox_runner(args.sandbox)) is not None:
         tuning["workflow_runner"] = runner
-    asyncio.run(main(tuning, args.bare_queue))
+    # On the event loop `recur worker` runs on (config.run_loop): the bare workers share
+    # this process, so they run on it too.
+    run_loop(main(tuning, args.bare_queue), Settings())
     sys.stdout.flush()
     os._exit(0)

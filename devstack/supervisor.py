@@ -111,6 +111,7 @@ def run_dev(settings: Settings) -> int:
         api_argv = [
             sys.executable, "-m", "uvicorn", "--factory", "api.app:app_factory",
             "--host", settings.api_host, "--port", str(settings.api_port), "--no-access-log",
+            "--loop", settings.event_loop,
         ]  # fmt: skip
         api = Child("api", api_argv, logs / "api.log", env=env).start()
         children.append(api)

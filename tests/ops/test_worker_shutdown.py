@@ -105,6 +105,7 @@ async def test_sigterm_lets_the_inflight_charge_finish(
         log = output.decode()
         assert worker.returncode == 0, log
         assert "worker.stopping" in log and "worker.stopped" in log
+        assert '"event_loop": "uvloop"' in log, "the worker runs on the configured loop"
         assert "charge.finished" in log, "the in-flight charge completed before exit"
 
         # Another worker picks up the rest of the workflow (the projection after the charge).
