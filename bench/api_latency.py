@@ -168,7 +168,8 @@ async def phase(
     spy = None
     if args.profile and name.startswith(("POST", "GET")):
         slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:60]
-        spy = PySpy(server.pid, Path(args.profile) / f"api-{slug}.txt").start()
+        out = Path(args.profile) / f"api-{slug}.txt"
+        spy = PySpy(server.pid, out, gil=args.profile_gil).start()
     load_before = load()
     meter.start()
     await clients(args.requests, latencies, errors)
@@ -365,6 +366,11 @@ def main() -> None:
         help="worker and API run with PYTHONDONTWRITEBYTECODE=1 (recompile on every import)",
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy the API server into DIR")
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-record", action="store_true")
