@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import literal
+from sqlalchemy import bindparam, literal
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Customer, Plan, Subscription, TestClock
+
+# Built once, with bound ids: every create runs it, and a statement built per call costs
+# SQLAlchemy its joins and a fresh cache key each time.
+_SUBSCRIBING = (
+    sa_select(Customer, Plan, TestClock)
+    .select_from(sa_select(literal(1).label("one")).subquery())
+    .outerjoin(Customer, col(Customer.id) == bindparam("customer_id"))
+    .outerjoin(Plan, col(Plan.id) == bindparam("plan_id"))
+    .outerjoin(TestClock, col(TestClock.id) == bindparam("test_clock_id"))
+)
 
 
 async def subscribing(
@@ -17,15 +27,8 @@ async def subscribing(
 ) -> tuple[Customer | None, Plan | None, TestClock | None]:
     """What creating a subscription reads, in one round trip: the customer, the plan and
     the test clock (each None when there is none by that id)."""
-    anchor = sa_select(literal(1).label("one")).subquery()
-    query = (
-        sa_select(Customer, Plan, TestClock)
-        .select_from(anchor)
-        .outerjoin(Customer, col(Customer.id) == customer_id)
-        .outerjoin(Plan, col(Plan.id) == plan_id)
-        .outerjoin(TestClock, col(TestClock.id) == (test_clock_id or ""))
-    )
-    customer, plan, clock = (await session.execute(query)).one()
+    params = {"customer_id": customer_id, "plan_id": plan_id, "test_clock_id": test_clock_id}
+    customer, plan, clock = (await session.execute(_SUBSCRIBING, params)).one()
     return customer, plan, clock
 
 
