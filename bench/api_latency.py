@@ -66,7 +66,7 @@ Call = Callable[[int], Awaitable[None]]
 
 
 class ApiServer:
-    """`uvicorn api.app:app_factory` as `recur api` runs it, in its own process."""
+    """`recur api` (uvicorn, one process, no access log), in its own process."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
@@ -79,10 +79,7 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         log_path = self.stack.base / "api.log"
-        argv = [sys.executable, "-m", "uvicorn", "api.app:app_factory", "--factory"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--no-access-log", "--log-level", "warning"]
-        argv += ["--loop", self.stack.settings.event_loop]
+        argv = [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = spawn(self.stack, argv, log_path)
 
         def ready() -> bool:

@@ -108,10 +108,10 @@ def run_dev(settings: Settings) -> int:
         children.append(
             Child("worker", [sys.executable, "-m", "worker"], logs / "worker.log", env=env).start()
         )
+        # `recur api` itself: how the API is served (uvicorn, its loop) is decided there.
         api_argv = [
-            sys.executable, "-m", "uvicorn", "--factory", "api.app:app_factory",
-            "--host", settings.api_host, "--port", str(settings.api_port), "--no-access-log",
-            "--loop", settings.event_loop,
+            sys.executable, "-m", "cli", "api",
+            "--host", settings.api_host, "--port", str(settings.api_port),
         ]  # fmt: skip
         api = Child("api", api_argv, logs / "api.log", env=env).start()
         children.append(api)
