@@ -6,11 +6,11 @@ visibility write on the server. Runs asked for five patches, one by one, four as
 and one at their first test clock advance, so a run started with eight extra events and its
 first renewal on a test clock paid a second upsert.
 
-Runs that record BUNDLE, asked once as the workflow is constructed (before any handler or
-the run method can ask for anything), use every patch in BUNDLED without asking for it.
-Runs recorded before BUNDLE existed never see its marker on replay, so they ask for each
-patch exactly where they always did. A patch added later is asked for on its own, until
-a new bundle takes it in.
+A run records the newest bundle (BUNDLES), asked once as the workflow is constructed
+(before any handler or the run method can ask for anything), and uses every patch in it
+without asking for it. A run recorded with an older bundle finds that bundle's marker on
+replay and asks for each newer patch on its own where it first needs it; runs recorded
+before any bundle ask for each patch exactly where they always did.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ CHARGE_PROJECTS_FIRST_PAYMENT = "charge-projects-first-payment"
 # terminal, which could be before the final state reached PostgreSQL.
 ADVANCE_WAITS_FOR_FINAL_PROJECTION = "advance-waits-for-final-projection"
 
-BUNDLE = "bundled-patches-1"
-BUNDLED = frozenset(
+# Runs recorded before this patch could charge inside the workflow task that delivered an
+# update (an upgrade, `retry_payment`, `resume`, a cancel that settles, a test clock
+# advance): a worker that died before the task completed lost the update while Stripe had
+# taken the money. Now such a charge first waits for the update to be accepted in history.
+DURABLE_UPDATE_CHARGES = "durable-update-charges"
+
+_BUNDLE_1 = frozenset(
     {
         LEAN_RENEWALS,
         CHARGE_PROJECTS_RENEWAL,
@@ -43,6 +48,13 @@ BUNDLED = frozenset(
         ADVANCE_WAITS_FOR_FINAL_PROJECTION,
     }
 )
+# Newest first: a new run records the first; a run recorded with an older bundle asks for
+# the patches added since on their own, where it first needs them.
+BUNDLES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("bundled-patches-2", _BUNDLE_1 | {DURABLE_UPDATE_CHARGES}),
+    ("bundled-patches-1", _BUNDLE_1),
+)
+BUNDLE, BUNDLED = BUNDLES[0]
 # Runs recorded after these patches but before BUNDLE asked for them as the run started, so
 # a patch first asked for mid-run did not cost that task an extra upsert.
 ASKED_AT_RUN_START = (
@@ -56,16 +68,20 @@ class RunPatches:
     """Answers `patched` for one run; construct it in the workflow's `__init__`."""
 
     def __init__(self) -> None:
-        self._bundled = workflow.patched(BUNDLE)
+        self._bundled: frozenset[str] = frozenset()
+        for name, patches in BUNDLES:
+            if workflow.patched(name):
+                self._bundled = patches
+                break
 
     def at_run_start(self) -> None:
-        """What runs recorded before BUNDLE asked for as they started."""
+        """What runs recorded before any bundle asked for as they started."""
         if not self._bundled:
             for patch in ASKED_AT_RUN_START:
                 workflow.patched(patch)
 
     def use(self, patch: str) -> bool:
         """Whether this run has `patch`: `workflow.patched(patch)` unless bundled."""
-        if self._bundled and patch in BUNDLED:
+        if patch in self._bundled:
             return True
         return workflow.patched(patch)

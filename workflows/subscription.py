@@ -74,6 +74,7 @@ from workflows.patches import (
     ADVANCE_WAITS_FOR_FINAL_PROJECTION,
     CHARGE_PROJECTS_FIRST_PAYMENT,
     CHARGE_PROJECTS_RENEWAL,
+    DURABLE_UPDATE_CHARGES,
     LEAN_RENEWALS,
     SEARCH_ATTRIBUTES_ON_CHANGE,
     RunPatches,
@@ -142,6 +143,8 @@ class SubscriptionWorkflow:
         self._last_outcome: ChargeOutcome | None = None
         self._renewals_in_run = 0
         self._patches = RunPatches()
+        # An update that may lead to a charge was delivered and may not be in history yet.
+        self._update_not_durable = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -598,6 +601,7 @@ class SubscriptionWorkflow:
     @workflow.update
     async def change_plan(self, req: ChangePlanRequest) -> ChangePlanResult:
         """Upgrade, downgrade or switch interval; `preview` computes and changes nothing."""
+        self._update_not_durable = True
         async with self._lock:
             s = self._s
             if self._drops_pending_change(req):
@@ -837,6 +841,7 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def cancel(self, req: CancelRequest) -> SubscriptionView:
+        self._update_not_durable = True
         async with self._lock:
             s = self._s
             if req.at_period_end and s.status in (S.ACTIVE, S.TRIALING):
@@ -934,6 +939,7 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def resume(self, req: ActorRequest) -> SubscriptionView:
+        self._update_not_durable = True
         async with self._lock:
             await self._resume(actor=req.actor)
             self._dirty = True
@@ -985,6 +991,7 @@ class SubscriptionWorkflow:
 
     @workflow.update
     async def retry_payment(self, req: ActorRequest) -> ChargeOutcome:
+        self._update_not_durable = True
         async with self._lock:
             outcome = await self._retry_open_invoice(actor=req.actor)
             self._dirty = True
@@ -1000,6 +1007,7 @@ class SubscriptionWorkflow:
     @workflow.update
     async def advance_clock(self, req: AdvanceClock) -> AdvanceResult:
         """Test clocks: answer once everything due up to the clock's new time is done."""
+        self._update_not_durable = True  # the loop may renew (charge) at once
         epoch = self._clock.advance(req.to)
         wait_for_projection = self._patches.use(ADVANCE_WAITS_FOR_FINAL_PROJECTION)
         await workflow.wait_condition(
@@ -1127,6 +1135,7 @@ class SubscriptionWorkflow:
         actor: str | None = None,
         on_paid: SyncRequest | None = None,
     ) -> ChargeOutcome:
+        await self._make_updates_durable()
         execute = (
             workflow.execute_local_activity
             if self._patches.use(LEAN_RENEWALS)
@@ -1144,6 +1153,23 @@ class SubscriptionWorkflow:
         self._s.latest_invoice_id = invoice.id
         self._last_outcome = outcome
         return outcome
+
+    async def _make_updates_durable(self) -> None:
+        """Before money moves because of an update, let that update reach history.
+
+        The charge is a local activity: it runs inside the workflow task, and an update
+        delivered in that task is written to history (accepted) only when the task
+        completes. A worker that died between Stripe's answer and the task's completion
+        lost the update and the reason for the charge with it. A short timer completes the
+        task first; from then on the update is durable, and a crash after the charge
+        replays it and charges again with the same idempotency key: charged once, applied
+        once. Timer-driven steps (renewals on real time, dunning retries) need none: their
+        timer is already in history."""
+        if not self._update_not_durable:
+            return
+        self._update_not_durable = False
+        if self._patches.use(DURABLE_UPDATE_CHARGES):
+            await workflow.sleep(timedelta(milliseconds=1))
 
     def _activated(self, paid: CarriedState) -> list[EventDraft]:
         """The paid case of a first payment (after a trial or at creation): active."""

@@ -62,9 +62,23 @@ async def test_a_new_run_asks_for_its_patches_once_as_it_begins(
     added = renewed[len(created) :]
     assert _patch_ids(added) == []
     assert _change_version_upserts(added) == 0
-    # Task scheduled, started, completed; update accepted; the charge's marker; the
-    # NextBillingAt upsert; update completed.
-    assert len(added) == 7, [EventType.Name(e.event_type) for e in added]
+    # The advance is accepted in a task of its own, before the renewal charges (a timer
+    # ends that task): a worker that dies during the charge cannot lose the update.
+    # Then the charge's marker, the NextBillingAt upsert, the update's completion.
+    assert [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in added] == [
+        "WORKFLOW_TASK_SCHEDULED",
+        "WORKFLOW_TASK_STARTED",
+        "WORKFLOW_TASK_COMPLETED",
+        "WORKFLOW_EXECUTION_UPDATE_ACCEPTED",
+        "TIMER_STARTED",
+        "TIMER_FIRED",
+        "WORKFLOW_TASK_SCHEDULED",
+        "WORKFLOW_TASK_STARTED",
+        "WORKFLOW_TASK_COMPLETED",
+        "MARKER_RECORDED",
+        "UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+        "WORKFLOW_EXECUTION_UPDATE_COMPLETED",
+    ]
 
 
 async def test_a_trial_run_records_no_patch_when_it_ends_or_renews(
