@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     admin_key: str = DEV_ADMIN_KEY
     api_key_cache_seconds: float = 30.0
     start_sweep_seconds: float = 5.0
+    # How long a request keeps sending a workflow update through a dead worker, a
+    # restarting Temporal server or a failing workflow task before it gives up (503).
+    update_deadline_seconds: float = Field(default=120.0, gt=0)
+    # Test clocks: how long an advance request waits for its subscriptions before it answers
+    # with those still behind, and how long a clock may stay `advancing` with no request
+    # driving it before the API's sweeper finishes the advance itself.
+    clock_advance_deadline_seconds: float = Field(default=300.0, gt=0)
+    clock_sweep_seconds: float = Field(default=10.0, gt=0)
+    clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
 
     # Email
     smtp_url: str | None = None

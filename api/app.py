@@ -1,5 +1,5 @@
 """The FastAPI application and its lifespan (database, Temporal client, Stripe, key cache,
-the start sweeper)."""
+the start and test clock sweepers)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from temporalio.client import Client
 
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache
+from api.clock_sweeper import ClockSweeper
 from api.errors import install_error_handlers
 from api.observability import install_observability
 from api.routes import (
@@ -61,12 +62,17 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         )
         app.state.start_sweeper = sweeper
         sweeper.start()
+        clocks = ClockSweeper(app.state.sessions, app.state.temporal, settings)
+        app.state.clock_sweeper = clocks
+        if settings.sandbox:
+            clocks.start()
         log.info("api.started", temporal=settings.temporal_address, sandbox=settings.sandbox)
         # What startup built (modules, the app, clients) lives as long as the process: keep it
         # out of the collector's scans, or each full collection pauses requests for ~100 ms.
         gc.collect()
         gc.freeze()
         yield
+        await clocks.stop()
         await sweeper.stop()
         await app.state.gateway.aclose()
 

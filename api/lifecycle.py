@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -17,7 +25,7 @@ from api.errors import ApiError, from_rpc_error
 from api.ids import new_id
 from config import Settings
 from db.projection import write_projection
-from db.repositories import starts
+from db.repositories import starts, subscriptions, test_clocks
 from domain.contracts import PlanSnapshot, SubscriptionView
 from domain.dunning import DunningPolicy, ExhaustedAction
 from domain.money import format_amount
@@ -133,15 +141,113 @@ async def launch(client: Client, settings: Settings, start_input: SubscriptionIn
     return None
 
 
-async def update(
-    client: Client, subscription_id: str, update_fn: Any, arg: Any, result_type: Any = None
+# Failures after which the same update may be sent again: the server, the worker or the
+# workflow task is (for now) not there to take it. Anything else is an answer.
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.UNKNOWN,
+    }
+)
+_RETRY_FIRST, _RETRY_MAX = 0.1, 5.0
+# How long one try waits for the workflow's answer before it is sent again.
+TRY_SECONDS = 30.0
+
+
+def _transient(err: Exception) -> bool:
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return True
+    if isinstance(err, RPCError):
+        # A workflow task that failed (its worker died mid-task) refuses updates until a
+        # retried task succeeds.
+        return err.status in _TRANSIENT or "Workflow Task in failed state" in err.message
+    return False
+
+
+def _ended(err: RPCError) -> bool:
+    return err.status == RPCStatusCode.NOT_FOUND or "already completed" in err.message
+
+
+async def send_update(
+    client: Client,
+    subscription_id: str,
+    update_fn: Any,
+    arg: Any,
+    *,
+    deadline: float,
+    result_type: Any = None,
 ) -> Any:
-    """Run a workflow update; rejections become API errors via the app's handlers."""
+    """Send an update until the workflow answers, through transient failures, until the
+    event-loop time `deadline`.
+
+    Every try carries the same update id: an update the server already holds (accepted in
+    history before a worker died) is not run twice but answered once it completes, and one
+    that was lost with a workflow task is delivered again. Raises the last transient error
+    when the deadline passes; other errors at once."""
     handle = client.get_workflow_handle(workflow_id_for(subscription_id))
+    update_id = str(uuid.uuid4())
+    loop = asyncio.get_running_loop()
+    delay = _RETRY_FIRST
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            return await handle.execute_update(
+                update_fn,
+                arg,
+                id=update_id,
+                result_type=result_type,
+                rpc_timeout=timedelta(seconds=max(1.0, min(remaining, TRY_SECONDS))),
+            )
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            if not _transient(err) or loop.time() + delay > deadline:
+                raise
+            log.warning(
+                "workflow.update_retried",
+                subscription_id=subscription_id,
+                update_id=update_id,
+                error=type(err).__name__,
+                status=err.status.name if isinstance(err, RPCError) else None,
+                retry_in=delay,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _RETRY_MAX)
+
+
+async def update(
+    client: Client,
+    settings: Settings,
+    subscription_id: str,
+    update_fn: Any,
+    arg: Any,
+    result_type: Any = None,
+) -> Any:
+    """Run a workflow update for a request; rejections become API errors via the app's
+    handlers, a workflow that cannot be reached in time a 503."""
+    deadline = asyncio.get_running_loop().time() + settings.update_deadline_seconds
     try:
-        return await handle.execute_update(update_fn, arg, result_type=result_type)
+        return await send_update(
+            client, subscription_id, update_fn, arg, deadline=deadline, result_type=result_type
+        )
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise _unavailable(subscription_id) from err
     except RPCError as err:
+        if _transient(err):
+            raise _unavailable(subscription_id) from err
         raise from_rpc_error(err) from err
+
+
+def _unavailable(subscription_id: str) -> ApiError:
+    return ApiError(
+        503,
+        "workflow_unavailable",
+        f"{subscription_id}'s workflow did not answer in time; the request may still "
+        "complete: read the subscription before sending it again",
+    )
 
 
 async def signal_payment_method(
@@ -159,41 +265,95 @@ async def signal_payment_method(
 
 
 async def advance_subscription(
-    client: Client, subscription_id: str, to: datetime
+    client: Client, subscription_id: str, to: datetime, deadline: float | None = None
 ) -> AdvanceResult | None:
     """Advance one subscription's clock and wait until it has caught up (None: it has ended).
 
     A run that continues as new mid-advance answers `caught_up=False`; the next run
-    (same workflow id) gets the same request until it has done everything due.
+    (same workflow id) gets the same request until it has done everything due. Sending
+    the same advance again is harmless: a workflow already at `to` answers at once.
+    `deadline` is event-loop time (default: two minutes from now).
     """
-    handle = client.get_workflow_handle(workflow_id_for(subscription_id))
-    for _ in range(10_000):
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + 120.0
+    while True:
         try:
-            result: AdvanceResult = await handle.execute_update(
-                SubscriptionWorkflow.advance_clock, AdvanceClock(to=to)
+            result: AdvanceResult = await send_update(
+                client,
+                subscription_id,
+                SubscriptionWorkflow.advance_clock,
+                AdvanceClock(to=to),
+                deadline=deadline,
             )
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND or "already completed" in err.message:
+            if _ended(err):
                 return None
             raise
-        except WorkflowUpdateFailedError as err:
-            raise ApiError(409, "advance_failed", f"{subscription_id}: {err.cause}") from err
         if result.caught_up:
             return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise ApiError(409, "advance_incomplete", f"{subscription_id} did not catch up")
         await asyncio.sleep(0.01)
-    raise ApiError(409, "advance_failed", f"{subscription_id} did not catch up")
+
+
+@dataclass(frozen=True)
+class AdvanceFailure:
+    subscription_id: str
+    code: str
+    message: str
 
 
 async def advance_all(
-    client: Client, subscription_ids: list[str], to: datetime, concurrency: int = 64
-) -> None:
+    client: Client,
+    subscription_ids: Sequence[str],
+    to: datetime,
+    deadline_seconds: float,
+    concurrency: int = 64,
+) -> list[AdvanceFailure]:
+    """Advance every subscription; those that did not catch up by the deadline, and why
+    (each is tried independently: one failure neither stops nor hides the others)."""
     gate = asyncio.Semaphore(concurrency)
+    deadline = asyncio.get_running_loop().time() + deadline_seconds
 
-    async def one(subscription_id: str) -> None:
+    async def one(subscription_id: str) -> AdvanceFailure | None:
         async with gate:
-            await advance_subscription(client, subscription_id, to)
+            try:
+                await advance_subscription(client, subscription_id, to, deadline)
+            except WorkflowUpdateFailedError as err:
+                return AdvanceFailure(subscription_id, "advance_rejected", str(err.cause))
+            except ApiError as err:
+                return AdvanceFailure(subscription_id, err.code, err.message)
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                return AdvanceFailure(
+                    subscription_id, "workflow_unavailable", str(err) or type(err).__name__
+                )
+            return None
 
-    await asyncio.gather(*(one(s) for s in subscription_ids))
+    outcomes = await asyncio.gather(*(one(s) for s in subscription_ids))
+    failures = [f for f in outcomes if f is not None]
+    if failures:
+        log.warning(
+            "test_clock.advance_incomplete",
+            behind=len(failures),
+            of=len(subscription_ids),
+            first=failures[0].subscription_id,
+            code=failures[0].code,
+        )
+    return failures
+
+
+async def drive_advance(
+    session: AsyncSession, temporal: Client, settings: Settings, clock_id: str, to: datetime
+) -> list[AdvanceFailure]:
+    """Send the advance to every live subscription on the clock; the clock is ready again
+    once none is behind."""
+    ids = list(await subscriptions.ids_on_clock(session, clock_id))
+    await session.commit()  # do not hold a transaction open while workflows catch up
+    failures = await advance_all(temporal, ids, to, settings.clock_advance_deadline_seconds)
+    if not failures:
+        await test_clocks.finish_advance(session, clock_id, to)
+        await session.commit()
+    return failures
 
 
 def plan_snapshot(plan: Any) -> PlanSnapshot:

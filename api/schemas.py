@@ -184,6 +184,12 @@ class TestClockAdvance(Input):
     frozen_time: UtcTime
 
 
+class AdvanceFailureOut(BaseModel):
+    subscription_id: str
+    code: str
+    message: str
+
+
 class TestClockOut(BaseModel):
     __test__ = False
     id: str
@@ -191,6 +197,8 @@ class TestClockOut(BaseModel):
     frozen_time: datetime
     status: str
     created_at: datetime
+    # Subscriptions that had not caught up when the advance answered (it goes on).
+    advance_failures: list[AdvanceFailureOut] = []
 
 
 class ApiKeyCreate(Input):

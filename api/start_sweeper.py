@@ -13,7 +13,6 @@ simply deleted. Several API processes share the work: a record is locked by one 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -22,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
 from api import lifecycle
+from api.periodic import Periodic
 from config import Settings
 from db.repositories import starts
 from workflows.messages import SubscriptionInput
@@ -31,7 +31,9 @@ log = structlog.get_logger()
 FORGET_AFTER_SECONDS = 0.2
 
 
-class StartSweeper:
+class StartSweeper(Periodic):
+    name = "start_sweeper"
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -42,26 +44,17 @@ class StartSweeper:
         grace: timedelta,
         batch: int = 50,
     ) -> None:
+        super().__init__(interval)
         self._sessions = sessions
         self._client = client
         self._settings = settings
-        self._interval = interval
         self._grace = grace
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
         self._forgotten: set[str] = set()
         self._flush: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="start-sweeper")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if self._flush is not None:
             await self._flush
 
@@ -81,14 +74,6 @@ class StartSweeper:
                 await session.commit()
         except Exception:
             log.exception("start_sweeper.forget_failed", count=len(ids))
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("start_sweeper.failed")
 
     async def sweep(self) -> int:
         """Start what is overdue now; returns how many workflows were started."""

@@ -198,6 +198,8 @@ class TestClock(SQLModel, table=True):
     frozen_time: datetime = _utc()
     status: str = "ready"  # ready | advancing
     created_at: datetime = _utc()
+    # While advancing: when a request or the sweeper last drove the advance.
+    advance_driven_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class StripeEvent(SQLModel, table=True):

@@ -193,6 +193,7 @@ async def change_plan(
     body: ChangePlanIn,
     session: SessionDep,
     temporal: TemporalDep,
+    settings: SettingsDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
@@ -208,7 +209,7 @@ async def change_plan(
         actor=key.actor,
     )
     result: ChangePlanResult = await lifecycle.update(
-        temporal, subscription_id, SubscriptionWorkflow.change_plan, req
+        temporal, settings, subscription_id, SubscriptionWorkflow.change_plan, req
     )
     out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
     if result.preview:
@@ -228,22 +229,35 @@ async def cancel(
     subscription_id: str,
     session: SessionDep,
     temporal: TemporalDep,
+    settings: SettingsDep,
     key: ProductOrSupportKey,
     body: CancelIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     body = body or CancelIn()
     req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
-    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.cancel, req))
+    return _out(
+        await lifecycle.update(
+            temporal, settings, subscription_id, SubscriptionWorkflow.cancel, req
+        )
+    )
 
 
 @router.post("/{subscription_id}/reactivate")
 async def reactivate(
-    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey
+    subscription_id: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     view = await lifecycle.update(
-        temporal, subscription_id, SubscriptionWorkflow.reactivate, ActorRequest(actor=key.actor)
+        temporal,
+        settings,
+        subscription_id,
+        SubscriptionWorkflow.reactivate,
+        ActorRequest(actor=key.actor),
     )
     return _out(view)
 
@@ -253,34 +267,53 @@ async def pause(
     subscription_id: str,
     session: SessionDep,
     temporal: TemporalDep,
+    settings: SettingsDep,
     key: ProductKey,
     body: PauseIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     resumes_at = body.resumes_at.astimezone(UTC) if body and body.resumes_at else None
     req = PauseRequest(resumes_at=resumes_at, actor=key.actor)
-    return _out(await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.pause, req))
+    return _out(
+        await lifecycle.update(temporal, settings, subscription_id, SubscriptionWorkflow.pause, req)
+    )
 
 
 @router.post("/{subscription_id}/resume")
 async def resume(
-    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: ProductKey
+    subscription_id: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     view = await lifecycle.update(
-        temporal, subscription_id, SubscriptionWorkflow.resume, ActorRequest(actor=key.actor)
+        temporal,
+        settings,
+        subscription_id,
+        SubscriptionWorkflow.resume,
+        ActorRequest(actor=key.actor),
     )
     return _out(view)
 
 
 @router.post("/{subscription_id}/retry_payment")
 async def retry_payment(
-    subscription_id: str, session: SessionDep, temporal: TemporalDep, key: SupportKey
+    subscription_id: str,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    key: SupportKey,
 ) -> dict[str, Any]:
     """Support: one payment attempt now; answers with its outcome."""
     await _require(session, subscription_id)
     outcome: ChargeOutcome = await lifecycle.update(
-        temporal, subscription_id, SubscriptionWorkflow.retry_payment, ActorRequest(actor=key.actor)
+        temporal,
+        settings,
+        subscription_id,
+        SubscriptionWorkflow.retry_payment,
+        ActorRequest(actor=key.actor),
     )
     return outcome.model_dump(mode="json")
 
@@ -291,10 +324,13 @@ async def extend_trial(
     body: ExtendTrialIn,
     session: SessionDep,
     temporal: TemporalDep,
+    settings: SettingsDep,
     key: SupportKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     req = ExtendTrialRequest(trial_end=body.trial_end.astimezone(UTC), actor=key.actor)
     return _out(
-        await lifecycle.update(temporal, subscription_id, SubscriptionWorkflow.extend_trial, req)
+        await lifecycle.update(
+            temporal, settings, subscription_id, SubscriptionWorkflow.extend_trial, req
+        )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
@@ -11,9 +12,9 @@ from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from api.idempotency import Idempotency
 from api.ids import new_id
-from api.schemas import TestClockAdvance, TestClockCreate, TestClockOut
+from api.schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
 from db.models import TestClock
-from db.repositories import subscriptions
+from db.repositories import test_clocks
 
 router = APIRouter(prefix="/v1/test_clocks", tags=["test clocks"])
 
@@ -67,24 +68,24 @@ async def advance_clock(
     settings: SettingsDep,
     _: ProductKey,
 ) -> object:
-    """Move the clock forward; answers once every attached subscription has caught up."""
+    """Move the clock forward; answers once every attached subscription has caught up.
+
+    Sending the clock's current time again finishes an advance that was cut short (a
+    timeout, a crash of the API). Subscriptions still behind at the deadline are listed in
+    `advance_failures`; the clock stays `advancing` and the API's sweeper finishes it."""
     _sandbox_only(settings)
-    clock = await session.get(TestClock, clock_id)
+    clock = await test_clocks.get(session, clock_id)
     if clock is None:
         raise not_found("test clock", clock_id)
     to = body.frozen_time.astimezone(UTC)
-    if to <= clock.frozen_time:
+    if to < clock.frozen_time:
         raise ApiError(
-            422, "invalid_frozen_time", "frozen_time must be after the clock's current time"
+            422, "invalid_frozen_time", "frozen_time must not be before the clock's current time"
         )
-    clock.status = "advancing"
-    clock.frozen_time = to
-    session.add(clock)
+    await test_clocks.begin_advance(session, clock, to, datetime.now(UTC))
     await session.commit()
-    ids = list(await subscriptions.ids_on_clock(session, clock_id))
-    await session.commit()  # do not hold a transaction open while workflows catch up
-    await lifecycle.advance_all(temporal, ids, to)
-    clock.status = "ready"
-    session.add(clock)
-    await session.commit()
-    return clock
+    failures = await lifecycle.drive_advance(session, temporal, settings, clock_id, to)
+    await session.refresh(clock)
+    out = TestClockOut.model_validate(clock, from_attributes=True)
+    out.advance_failures = [AdvanceFailureOut(**asdict(f)) for f in failures]
+    return out

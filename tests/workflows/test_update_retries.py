@@ -1,0 +1,108 @@
+"""The API sends an update again, under the same id, until its workflow answers.
+
+Here no worker serves the subscription's task queue for the first seconds (as after a
+`kill -9` of the only worker): each try times out, the next carries the same update id,
+and once a worker is back the update runs exactly once. With no worker at all the request
+ends with a 503 at its deadline instead of hanging or failing with a raw RPC error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities
+from api import lifecycle
+from api.errors import ApiError
+from db.engine import get_engine
+from domain.contracts import PlanSnapshot
+from domain.periods import Interval
+from tests.conftest import Stack
+from tests.workflows.test_hard_decline import DecliningCard
+from workflows.messages import AdvanceClock, SubscriptionInput, workflow_id_for
+from workflows.subscription import SubscriptionWorkflow
+
+START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _input(stack: Stack) -> SubscriptionInput:
+    return SubscriptionInput(
+        subscription_id=f"sub_retry{uuid.uuid4().hex[:10]}",
+        customer_id="cus_update_retries",
+        plan=PlanSnapshot(
+            plan_id="plan_ur", name="UR", amount=700, currency="usd", interval=Interval.MONTH
+        ),
+        test_clock_id="clock_update_retries",
+        clock_now=START,
+        policy=lifecycle.billing_policy(stack.settings),
+    )
+
+
+async def test_an_update_is_sent_again_until_a_worker_answers(
+    temporal_client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "TRY_SECONDS", 1.0)
+    queue = f"update-retries-{uuid.uuid4().hex[:6]}"
+    inp = _input(stack)
+    handle = await temporal_client.start_workflow(
+        SubscriptionWorkflow.run, inp, id=workflow_id_for(inp.subscription_id), task_queue=queue
+    )
+    loop = asyncio.get_running_loop()
+    sending = asyncio.create_task(
+        lifecycle.send_update(
+            temporal_client,
+            inp.subscription_id,
+            SubscriptionWorkflow.advance_clock,
+            AdvanceClock(to=START + timedelta(days=1)),
+            deadline=loop.time() + 60,
+        )
+    )
+    await asyncio.sleep(3.5)  # several tries time out meanwhile
+    assert not sending.done()
+    ledger = LedgerActivities(get_engine(stack.settings.effective_database_url))
+    async with Worker(
+        temporal_client,
+        task_queue=queue,
+        workflows=[SubscriptionWorkflow],
+        activities=[DecliningCard().charge_invoice, ledger.sync_subscription],
+    ):
+        result = await asyncio.wait_for(sending, 30)
+        assert result.caught_up
+        history = await handle.fetch_history()
+        accepted = [
+            e
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        ]
+        assert len(accepted) == 1, "the tries were one update"
+        await handle.terminate("test over")
+
+
+async def test_no_worker_at_all_is_a_503_at_the_deadline(
+    temporal_client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "TRY_SECONDS", 1.0)
+    inp = _input(stack)
+    handle = await temporal_client.start_workflow(
+        SubscriptionWorkflow.run,
+        inp,
+        id=workflow_id_for(inp.subscription_id),
+        task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
+    )
+    settings = stack.settings.model_copy(update={"update_deadline_seconds": 3.0})
+    with pytest.raises(ApiError) as raised:
+        await lifecycle.update(
+            temporal_client,
+            settings,
+            inp.subscription_id,
+            SubscriptionWorkflow.advance_clock,
+            AdvanceClock(to=START + timedelta(days=1)),
+        )
+    assert (raised.value.status, raised.value.code) == (503, "workflow_unavailable")
+    await handle.terminate("test over")
