@@ -4,13 +4,14 @@
 would break running subscriptions (a new activity call, a reordered timer) fails here
 unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
 patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
-Files named `v1-*` to `v6-*` were recorded by earlier versions and are kept as they are: they
+Files named `v1-*` to `v7-*` were recorded by earlier versions and are kept as they are: they
 stand for subscriptions still running on old code (v1: before the final-projection patch; v2:
 a run per renewal, charge and projection as remote activities; v3: a trial started by
 update-with-start and projected by the workflow, where the API now starts it from the state
 it projected itself; v4: a paid renewal projected by a local activity of its own after the
 charge, where the charge activity now writes it; v5: the same for a first payment; v6: each
-patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`).
+patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`;
+v7: the first bundle, where a charge caused by an update ran in the update's own task).
 `*-notifier-run*.json` are runs of the notifier workflow, which earlier versions started per
 subscription for its emails and webhooks (the outbox dispatcher sends them now).
 """
