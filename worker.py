@@ -96,7 +96,8 @@ class WorkerParts:
 
 
 def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerParts]:
-    """The worker, and the parts that run beside it: start `parts.dispatcher` with it."""
+    """The worker, and the parts that run beside it: start `parts.dispatcher` and
+    `parts.stripe_inbox` with it."""
     engine = get_worker_engine(settings.effective_database_url)
     deliveries = Deliveries(engine, settings)
     dispatcher = OutboxDispatcher.from_settings(engine, deliveries, settings)

@@ -183,12 +183,13 @@ class StripeInbox:
             self._stopping = False
             self._task = asyncio.create_task(self.run(), name="stripe-inbox")
 
-    async def stop(self) -> None:
-        """Finish the row in hand, claim no more, and close the Stripe client."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Claim no more; finish the rows in hand (up to `timeout`: the claims of rows cut
+        short run out and another worker takes them); close the Stripe client."""
         self._stopping = True
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
             self._task = None
         await self._gateway.aclose()
 
