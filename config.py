@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     stripe_inbox_retry_max_ms: int = 600_000
     stripe_inbox_max_attempts: int = 30
     stripe_inbox_poll_seconds: float = 1.0
-    stripe_inbox_lease_seconds: int = 60
+    stripe_inbox_lease_seconds: int = 120
 
     # Behaviour
     sandbox: bool = True

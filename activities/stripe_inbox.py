@@ -60,6 +60,7 @@ log = structlog.get_logger()
 # The name `SubscriptionWorkflow.payment_succeeded` is registered under (its method name).
 PAYMENT_SUCCEEDED_SIGNAL = "payment_succeeded"
 ENDED = frozenset({SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED})
+GAUGE_SECONDS = 30.0
 _REQUEST_IDS = uuid.UUID("6f1c2a4e-5b1d-4f0e-9a57-2f3c8e1d7b90")
 
 
@@ -128,7 +129,7 @@ class StripeInbox:
         retry: DeliveryRetry,
         *,
         poll_seconds: float = 1.0,
-        lease: timedelta = timedelta(seconds=60),
+        lease: timedelta = timedelta(seconds=120),
         signal_timeout: timedelta = timedelta(seconds=5),
         batch: int = 20,
         on_queued: Callable[[], None] | None = None,
@@ -141,11 +142,14 @@ class StripeInbox:
         # missing while its subscription has not ended (not started yet, or never will be).
         self._retry = retry
         self._poll_seconds = poll_seconds
-        self._lease = lease  # longer than a signal and a refund can take
+        # Longer than a signal (RECUR_STRIPE_SIGNAL_TIMEOUT_SECONDS) and a refund (the Stripe
+        # SDK's 80 s timeout) can take.
+        self._lease = lease
         self._signal_timeout = signal_timeout
         self._batch = batch
         self._on_queued = on_queued  # webhook deliveries were queued: wake the dispatcher
         self._gauge = gauge
+        self._gauge_due = 0.0  # loop time of the gauge's next refresh
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
@@ -210,16 +214,27 @@ class StripeInbox:
             items = await stripe_inbox.claim(
                 session, limit=self._batch, now=now, until=now + self._lease
             )
-        for item in items:
-            try:
-                await self.process(item)
-            except Exception:
-                # Our database or a bug: the claim runs out and the row is tried again.
-                log.exception("stripe_inbox.process_failed", stripe_event_id=item.id)
-        if self._gauge is not None:
-            async with transaction(self._engine) as session:
-                self._gauge.set(await stripe_inbox.count_needing_support(session))
+        # At once, so a batch takes as long as its slowest row, well within the lease.
+        await asyncio.gather(*(self._process_logged(item) for item in items))
+        await self._refresh_gauge(changed=bool(items))
         return len(items)
+
+    async def _process_logged(self, item: Item) -> None:
+        try:
+            await self.process(item)
+        except Exception:
+            # Our database or a bug: the claim runs out and the row is tried again.
+            log.exception("stripe_inbox.process_failed", stripe_event_id=item.id)
+
+    async def _refresh_gauge(self, *, changed: bool) -> None:
+        """Count the rows waiting for a person when this drainer flagged one, and every
+        `GAUGE_SECONDS` (other workers flag rows, people settle them)."""
+        loop = asyncio.get_running_loop()
+        if self._gauge is None or not (changed or loop.time() >= self._gauge_due):
+            return
+        self._gauge_due = loop.time() + GAUGE_SECONDS
+        async with transaction(self._engine) as session:
+            self._gauge.set(await stripe_inbox.count_needing_support(session))
 
     async def process(self, item: Item) -> None:
         """One claimed row: signal, refund, retry later, or flag for support."""
