@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     outbox_linger_ms: int = Field(default=200, ge=0)
     outbox_lease_seconds: int = 300
 
+    # Inbound Stripe events (the Stripe inbox, drained by every worker): how long one signal
+    # may take, the backoff of a hand-off that failed, how many tries a workflow that is
+    # missing (its subscription not ended) gets before the event is flagged for support,
+    # how often the drainer looks, how long a claim lasts.
+    stripe_signal_timeout_seconds: float = 5.0
+    stripe_inbox_retry_initial_ms: int = 1_000
+    stripe_inbox_retry_max_ms: int = 600_000
+    stripe_inbox_max_attempts: int = 30
+    stripe_inbox_poll_seconds: float = 1.0
+    stripe_inbox_lease_seconds: int = 120
+
     # Behaviour
     sandbox: bool = True
     log_level: str = "INFO"

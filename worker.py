@@ -1,5 +1,6 @@
 """Builds and runs the Temporal worker (the subscription workflow and its activities) and,
-beside it in the same process, the outbox dispatcher that sends webhooks and emails."""
+beside it in the same process, the outbox dispatcher that sends webhooks and emails and the
+Stripe inbox drainer that hands Stripe's events to the workflows."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from activities.ledger import LedgerActivities
 from activities.notifications import Deliveries, NotificationActivities
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
+from activities.stripe_inbox import StripeInbox
 from config import Settings, configure_gc, configure_logging, get_settings, run_loop
 from db.engine import get_worker_engine
 from workflows.converter import data_converter
@@ -90,10 +92,12 @@ class WorkerParts:
     deliveries: Deliveries
     dispatcher: OutboxDispatcher
     notifications: NotificationActivities
+    stripe_inbox: StripeInbox
 
 
 def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerParts]:
-    """The worker, and the parts that run beside it: start `parts.dispatcher` with it."""
+    """The worker, and the parts that run beside it: start `parts.dispatcher` and
+    `parts.stripe_inbox` with it."""
     engine = get_worker_engine(settings.effective_database_url)
     deliveries = Deliveries(engine, settings)
     dispatcher = OutboxDispatcher.from_settings(engine, deliveries, settings)
@@ -104,6 +108,7 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
         deliveries=deliveries,
         dispatcher=dispatcher,
         notifications=NotificationActivities(deliveries, engine),
+        stripe_inbox=StripeInbox.from_settings(engine, client, settings, dispatcher.wake),
     )
     worker = Worker(
         client,
@@ -144,8 +149,10 @@ async def run_worker(settings: Settings | None = None) -> None:
     )
     async with worker:
         parts.dispatcher.start()
+        parts.stripe_inbox.start()
         await stop.wait()
         log.info("worker.stopping", reason="signal")
+        await parts.stripe_inbox.stop()
         await parts.dispatcher.stop()
     log.info("worker.stopped")
     # After the worker: the notifier workflow's activities share these deliveries.

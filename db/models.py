@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Identity, Index, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -203,13 +212,41 @@ class TestClock(SQLModel, table=True):
 
 
 class StripeEvent(SQLModel, table=True):
-    """Inbound Stripe webhook events already applied (deduplication by event id)."""
+    """The inbox of inbound Stripe events: one row per event id (deduplication), written in
+    the transaction that applies the event, with what is still to be done about it (signal
+    the subscription's workflow, or refund a payment its ended subscription cannot use).
+    `processed_at` is set once nothing is left to do; rows without it are the drainer's
+    (`activities/stripe_inbox.py`): `pending` and `refunding` are due at `next_attempt_at`,
+    `needs_support` waits for a person."""
 
     __tablename__ = "stripe_events"
+    __table_args__ = (
+        Index(
+            "ix_stripe_events_unprocessed",
+            "status",
+            "next_attempt_at",
+            postgresql_where=text("processed_at IS NULL"),
+        ),
+    )
 
     id: str = Field(primary_key=True)
     type: str
     received_at: datetime = _utc()
+    # done | pending | refunding | refunded | needs_support
+    status: str = Field(default="done", sa_column_kwargs={"server_default": "done"})
+    subscription_id: str | None = None
+    invoice_id: str | None = None
+    payment_intent_id: str | None = None
+    amount: int | None = Field(default=None, sa_type=BigInteger)
+    currency: str | None = None
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_attempt_at: datetime | None = _utc(default=None)
+    claimed_until: datetime | None = _utc(default=None)
+    last_error: str | None = None
+    # Written (and committed) before Stripe is asked to refund; one refund per key.
+    refund_key: str | None = Field(default=None, unique=True)
+    refund_id: str | None = None
+    processed_at: datetime | None = _utc(default=None)
 
 
 class WebhookEndpoint(SQLModel, table=True):
