@@ -1,7 +1,7 @@
 """test clocks: when the advance in progress was last driven (the sweeper resumes stale ones)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02 19:10:00
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
