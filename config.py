@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     admin_key: str = DEV_ADMIN_KEY
     api_key_cache_seconds: float = 30.0
     start_sweep_seconds: float = 5.0
+    # `Idempotency-Key`: how long a record is kept; how long a reservation whose request
+    # never answered (its process died) holds the key; how long a duplicate sent while the
+    # first request runs waits for its answer before a 409 `idempotency_in_progress`.
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    idempotency_lock_seconds: float = Field(default=60.0, gt=0)
+    idempotency_wait_seconds: float = Field(default=5.0, ge=0)
 
     # Email
     smtp_url: str | None = None
