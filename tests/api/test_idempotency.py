@@ -180,19 +180,30 @@ async def test_a_record_older_than_a_day_is_expired_and_purged(
     name = f"Tier {uuid.uuid4().hex[:6]}"
     body = {"name": name, "amount": 500, "currency": "usd", "interval": "month"}
     first = ok(await app_client.post("/v1/plans", json=body, headers=headers), 201)
+    forgotten = f"forgotten-{uuid.uuid4().hex}"
+    day_ago = datetime.now(UTC) - timedelta(hours=25)
     async with engine.begin() as conn:
         await conn.execute(
             text("update idempotency_records set created_at = :t where key = :k"),
-            {"t": datetime.now(UTC) - timedelta(hours=25), "k": headers["Idempotency-Key"]},
+            {"t": day_ago, "k": headers["Idempotency-Key"]},
+        )
+        await conn.execute(
+            text(
+                "insert into idempotency_records (api_key_id, key, method, path, request_hash,"
+                " status_code, response_body, created_at) select api_key_id, :f, method, path,"
+                " request_hash, status_code, response_body, :t from idempotency_records"
+                " where key = :k"
+            ),
+            {"f": forgotten, "t": day_ago, "k": headers["Idempotency-Key"]},
         )
 
     second = ok(await app_client.post("/v1/plans", json=body, headers=headers), 201)
 
     assert second["id"] != first["id"], "an expired key is a new request"
-    count = (
-        "select count(*) from idempotency_records where created_at < now() - interval '24 hours'"
-    )
-    assert await _scalar(engine, count) == 0, "expired records are purged"
+    purged = "select count(*) from idempotency_records where key = :f"
+    assert await _scalar(engine, purged, f=forgotten) == 0, "expired records are purged"
+    old = "select count(*) from idempotency_records where created_at < now() - interval '1 day'"
+    assert await _scalar(engine, old) == 0
 
 
 async def test_a_stale_reservation_of_a_crashed_request_is_taken_over(
