@@ -115,16 +115,16 @@ class Idempotency:
         content = jsonable_encoder(body)
         if self._token is not None:
             stored = {**content, secret: None} if secret and isinstance(content, dict) else content
-            token, self._token = self._token, None
             kept = await records.answer(
                 self._session,
                 self._ref,
-                token,
+                self._token,
                 status_code=status,
                 body=stored,
                 redacted=secret if stored is not content else None,
             )
             await self._session.commit()
+            self._token = None  # answered (had the commit failed, the reservation is released)
             if not kept:
                 log.warning("idempotency.reservation_lost", path=self._request.url.path)
         return JSONResponse(status_code=status, content=content)
