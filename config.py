@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     clock_advance_deadline_seconds: float = Field(default=300.0, gt=0)
     clock_sweep_seconds: float = Field(default=10.0, gt=0)
     clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
+    # The API-key cache holds at most this many verified keys (unknown keys are never
+    # cached); a client address with `auth_failure_limit` failed authentications within
+    # `auth_failure_window_seconds` gets 429 until the window ends; at most
+    # `auth_throttle_clients` addresses are tracked (the least recently seen are dropped).
+    api_key_cache_size: int = Field(default=10_000, ge=1)
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
+    auth_throttle_clients: int = Field(default=100_000, ge=1)
+    # `Idempotency-Key`: how long a record is kept; how long a reservation whose request
+    # never answered (its process died) holds the key; how long a duplicate sent while the
+    # first request runs waits for its answer before a 409 `idempotency_in_progress`.
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0)
+    idempotency_lock_seconds: float = Field(default=60.0, gt=0)
+    idempotency_wait_seconds: float = Field(default=5.0, ge=0)
 
     # Email
     smtp_url: str | None = None

@@ -14,6 +14,7 @@ from temporalio.client import Client
 
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache
+from api.auth_throttle import AuthThrottle
 from api.clock_sweeper import ClockSweeper
 from api.errors import install_error_handlers
 from api.observability import install_observability
@@ -47,7 +48,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         app.state.settings = settings
         app.state.sessions = session_factory(get_engine(settings.effective_database_url))
         app.state.gateway = StripeGateway.from_settings(settings)
-        app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+        app.state.key_cache = KeyCache.from_settings(settings)
+        app.state.auth_throttle = AuthThrottle.from_settings(settings)
         app.state.temporal = temporal
         if temporal is None:
             from worker import connect_temporal

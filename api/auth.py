@@ -2,20 +2,23 @@
 
 Verified keys are cached in-process for `api_key_cache_seconds`, so the hot paths
 (entitlement checks) make no database round trip for auth. A revoke through this
-process takes effect at once; other processes see it within the cache window.
+process takes effect at once; other processes see it within the cache window. The cache
+holds at most `api_key_cache_size` keys, and never an unknown one: random keys would fill
+it (failed attempts are throttled instead, `api.auth_throttle`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from cachetools import TTLCache
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from config import Settings
 from db.models import ApiKey
 
 
@@ -46,19 +49,29 @@ def new_raw_key(role: Role) -> str:
 
 
 class KeyCache:
-    def __init__(self, ttl_seconds: float) -> None:
-        self._ttl = ttl_seconds
-        self._entries: dict[str, tuple[Principal | None, float]] = {}
+    def __init__(self, ttl_seconds: float, max_keys: int) -> None:
+        self._entries: TTLCache[str, Principal] = TTLCache(maxsize=max_keys, ttl=ttl_seconds)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyCache:
+        return cls(settings.api_key_cache_seconds, settings.api_key_cache_size)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def cached(self, raw: str) -> Principal | None:
+        """The principal of `raw` if this process verified it recently (no lookup)."""
+        return self._entries.get(hash_key(raw))
 
     async def resolve(self, session_factory: object, raw: str) -> Principal | None:
         digest = hash_key(raw)
-        hit = self._entries.get(digest)
-        now = time.monotonic()
-        if hit is not None and hit[1] > now:
-            return hit[0]
+        principal = self._entries.get(digest)
+        if principal is not None:
+            return principal
         async with session_factory() as session:  # type: ignore[operator]
             principal = await lookup(session, digest)
-        self._entries[digest] = (principal, now + self._ttl)
+        if principal is not None:
+            self._entries[digest] = principal
         return principal
 
     def forget(self, key_hash: str | None = None) -> None:

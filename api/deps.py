@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache, Principal, Role
+from api.auth_throttle import AuthThrottle
 from api.errors import ApiError
 from api.start_sweeper import StartSweeper
 from config import Settings
@@ -56,8 +57,20 @@ async def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not raw.strip():
         raise ApiError(401, "unauthorized", "Send an API key as 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.key_cache
+    throttle: AuthThrottle = request.app.state.auth_throttle
+    client = request.client.host if request.client else "unknown"
+    # A throttled address may still use a key this process verified recently (the clients
+    # sharing a proxy or NAT with a guesser keep working); anything else is not looked up.
+    if (wait := throttle.retry_after(client)) is not None and cache.cached(raw.strip()) is None:
+        raise ApiError(
+            429,
+            "too_many_requests",
+            f"Too many failed authentications from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     principal = await cache.resolve(_sessions(request), raw.strip())
     if principal is None:
+        throttle.failed(client)  # a key was presented and is wrong: a guess, perhaps
         raise ApiError(401, "unauthorized", "Unknown or revoked API key")
     request.state.principal = principal
     return principal

@@ -184,17 +184,24 @@ class ApiKey(SQLModel, table=True):
 
 
 class IdempotencyRecord(SQLModel, table=True):
-    """The stored response of a POST sent with an `Idempotency-Key` header."""
+    """An `Idempotency-Key` of a POST: reserved (by the request holding `reservation`, no
+    answer yet) before the work starts, then the stored answer. Expires a day after
+    `created_at`, the time it was (last) reserved."""
 
     __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ix_idempotency_records_created_at", "created_at"),)
 
     api_key_id: str = Field(primary_key=True)
     key: str = Field(primary_key=True)
     method: str
     path: str
     request_hash: str
-    status_code: int
-    response_body: dict[str, Any] | list[Any] = _json()
+    reservation: str | None = None
+    status_code: int | None = None
+    redacted: str | None = None  # the response field left out of the stored body (a secret)
+    response_body: dict[str, Any] | list[Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
     created_at: datetime = _utc()
 
 

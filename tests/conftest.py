@@ -72,6 +72,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # Workflow code always runs in the determinism sandbox here, whatever the
             # environment says: the suite is what catches non-deterministic code.
             workflow_sandbox=True,
+            # The suite's in-process client is one address that sends unknown keys on
+            # purpose (tests/api/test_roles.py); throttling is tested with an app of its own.
+            auth_failure_limit=100_000,
         )
         upgrade(settings.effective_database_url)
         yield Stack(settings=settings, children=children)

@@ -8,7 +8,7 @@ from api import key_admin
 from api.auth import KeyCache
 from api.deps import AdminKey, SessionDep
 from api.errors import not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
 router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
@@ -16,16 +16,16 @@ router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
 
 @router.post("", status_code=201, response_model=ApiKeyCreated)
 async def create_key(
-    body: ApiKeyCreate, request: Request, session: SessionDep, key: AdminKey
+    body: ApiKeyCreate, idem: IdempotencyDep, session: SessionDep, key: AdminKey
 ) -> object:
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     row, raw = key_admin.mint(body.role, body.name)
     session.add(row)
     await session.commit()
     out = ApiKeyCreated(**ApiKeyOut.model_validate(row, from_attributes=True).model_dump(), key=raw)
-    return await idem.respond(201, out)
+    # The key is shown once: a replay of this request answers with `key: null`.
+    return await idem.respond(201, out, secret="key")
 
 
 @router.get("", response_model=list[ApiKeyOut])

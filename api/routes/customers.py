@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from sqlmodel import col, select
 
 from activities.stripe_gateway import InvalidPaymentRequest
@@ -18,7 +18,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import ApiError, not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import CustomerCreate, CustomerOut, EntitlementOut, PaymentMethodUpdate
 from db.models import Customer, Subscription
@@ -30,13 +30,12 @@ router = APIRouter(prefix="/v1/customers", tags=["customers"])
 @router.post("", status_code=201, response_model=CustomerOut)
 async def create_customer(
     body: CustomerCreate,
-    request: Request,
+    idem: IdempotencyDep,
     session: SessionDep,
     gateway: GatewayDep,
     key: ProductKey,
 ) -> object:
     """Create the customer here and in Stripe, attaching the payment method if given."""
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     customer_id = new_id("cus")

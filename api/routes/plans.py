@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from sqlmodel import col, select
 
 from api.deps import AdminKey, CurrentKey, SessionDep
 from api.errors import not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import PlanCreate, PlanOut
 from db.models import Plan
@@ -19,10 +19,9 @@ router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
 @router.post("", status_code=201, response_model=PlanOut)
 async def create_plan(
-    body: PlanCreate, request: Request, session: SessionDep, key: AdminKey
+    body: PlanCreate, idem: IdempotencyDep, session: SessionDep, key: AdminKey
 ) -> object:
     """Create a plan (admin)."""
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     plan = Plan(id=new_id("plan"), created_at=datetime.now(UTC), **body.model_dump())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from api import lifecycle
 from api.deps import (
@@ -19,7 +19,7 @@ from api.deps import (
     TemporalDep,
 )
 from api.errors import ApiError, not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
@@ -63,7 +63,7 @@ def _out(view: SubscriptionView) -> dict[str, Any]:
 @router.post("", status_code=201)
 async def create_subscription(
     body: SubscriptionCreate,
-    request: Request,
+    idem: IdempotencyDep,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -71,7 +71,6 @@ async def create_subscription(
     key: ProductKey,
 ) -> object:
     """Start the subscription; answers after the first charge (or trial start) is decided."""
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     customer, plan, clock = await repo.subscribing(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from api import lifecycle
 from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
 from db.models import TestClock
@@ -27,13 +27,12 @@ def _sandbox_only(settings: SettingsDep) -> None:
 @router.post("", status_code=201, response_model=TestClockOut)
 async def create_clock(
     body: TestClockCreate,
-    request: Request,
+    idem: IdempotencyDep,
     session: SessionDep,
     settings: SettingsDep,
     key: ProductKey,
 ) -> object:
     _sandbox_only(settings)
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     now = datetime.now(UTC)

@@ -7,11 +7,11 @@ import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from api.deps import AdminKey, SessionDep
 from api.errors import not_found
-from api.idempotency import Idempotency
+from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import (
     WebhookDeliveryOut,
@@ -29,10 +29,9 @@ DeliveryStatus = Annotated[str | None, Query(pattern="^(retrying|delivered|faile
 
 @router.post("", status_code=201, response_model=WebhookEndpointCreated)
 async def create_endpoint(
-    body: WebhookEndpointCreate, request: Request, session: SessionDep, key: AdminKey
+    body: WebhookEndpointCreate, idem: IdempotencyDep, session: SessionDep, key: AdminKey
 ) -> object:
     """Events are delivered from now on, signed with the returned secret (shown only here)."""
-    idem = Idempotency(request, session, key)
     if (replay := await idem.replay()) is not None:
         return replay
     endpoint = WebhookEndpoint(
@@ -49,7 +48,8 @@ async def create_endpoint(
         **WebhookEndpointOut.model_validate(endpoint, from_attributes=True).model_dump(),
         secret=endpoint.secret,
     )
-    return await idem.respond(201, out)
+    # The secret is shown once: a replay of this request answers with `secret: null`.
+    return await idem.respond(201, out, secret="secret")
 
 
 @router.get("", response_model=list[WebhookEndpointOut])
