@@ -101,8 +101,22 @@ async def start_subscription(
         return await client.execute_update_with_start_workflow(
             SubscriptionWorkflow.initial_state, start_workflow_operation=start
         )
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        pass
     except RPCError as err:
-        raise from_rpc_error(err) from err
+        if not _transient(err):
+            raise from_rpc_error(err) from err
+    # The workflow may have started (and be charging) before the failure: answering with an
+    # error would let the client create a second subscription. Ask for its first decision
+    # as any update; only a workflow that never started makes this a plain failure.
+    deadline = asyncio.get_running_loop().time() + settings.update_deadline_seconds
+    try:
+        view: SubscriptionView = await send_update(
+            client, inp.subscription_id, SubscriptionWorkflow.initial_state, deadline=deadline
+        )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        raise _unavailable(inp.subscription_id) from err
+    return view
 
 
 async def record_trial(
@@ -177,8 +191,7 @@ async def send_update(
     client: Client,
     subscription_id: str,
     update_fn: Any,
-    arg: Any,
-    *,
+    *args: Any,
     deadline: float,
     result_type: Any = None,
 ) -> Any:
@@ -198,7 +211,7 @@ async def send_update(
         try:
             return await handle.execute_update(
                 update_fn,
-                arg,
+                args=args,
                 id=update_id,
                 result_type=result_type,
                 rpc_timeout=timedelta(seconds=max(1.0, min(remaining, TRY_SECONDS))),

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.worker import Worker
 
 from activities.ledger import LedgerActivities
@@ -24,6 +26,7 @@ from db.engine import get_engine
 from domain.contracts import PlanSnapshot
 from domain.periods import Interval
 from tests.conftest import Stack
+from tests.helpers import make_customer, make_plan, ok, subscribe
 from tests.workflows.test_hard_decline import DecliningCard
 from workflows.messages import AdvanceClock, SubscriptionInput, workflow_id_for
 from workflows.subscription import SubscriptionWorkflow
@@ -106,3 +109,24 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
         )
     assert (raised.value.status, raised.value.code) == (503, "workflow_unavailable")
     await handle.terminate("test over")
+
+
+async def test_a_create_whose_answer_is_lost_still_answers_with_the_subscription(
+    app_client: httpx.AsyncClient, temporal_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start is made, then the connection drops before the answer: the API asks the
+    running workflow for its first decision instead of failing a create that happened (a
+    client would then create a second subscription)."""
+    real = temporal_client.execute_update_with_start_workflow
+
+    async def answer_lost(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise WorkflowUpdateRPCTimeoutOrCancelledError()
+
+    monkeypatch.setattr(temporal_client, "execute_update_with_start_workflow", answer_lost)
+    plan = await make_plan(app_client, amount=1100)
+    customer = await make_customer(app_client)
+    sub = await subscribe(app_client, customer_id=customer["id"], plan_id=plan["id"])
+    assert sub["status"] == "active"
+    listed = ok(await app_client.get("/v1/subscriptions", params={"customer_id": customer["id"]}))
+    assert [s["id"] for s in listed] == [sub["id"]]
