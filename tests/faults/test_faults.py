@@ -10,9 +10,13 @@ workflow's state. bench/faults.py runs the same scenarios with larger N.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+import stripe
 
 from tests.faults import scenarios
+from tests.faults.audit import audit
 from tests.faults.harness import FaultStack
 from tests.faults.scenarios import Backend, Report
 
@@ -53,6 +57,51 @@ async def test_upgrade_worker_kill(fault_stack: FaultStack, backend: Backend) ->
 async def test_retry_payment_worker_kill(fault_stack: FaultStack, backend: Backend) -> None:
     """Support retries of past-due renewals, the worker killed mid-charge."""
     _check(await scenarios.retry_payment_worker_kill(fault_stack, backend, N_UPDATES))
+
+
+async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
+    fault_stack: FaultStack, backend: Backend
+) -> None:
+    """The suite can fail: a second PaymentIntent for a paid invoice, a subscription whose
+    renewal never came and a clock never advanced are each reported, by subscription."""
+    assert fault_stack.temporal is not None
+    pop = await scenarios.populate(backend, 2)
+    charged, missed = pop.subs
+    customer = next(c for c in pop.customers if c["id"] == charged["customer_id"])
+    [invoice] = await backend.ok("GET", f"/v1/invoices?subscription_id={charged['id']}")
+    client = stripe.StripeClient(
+        fault_stack.settings.stripe_api_key,
+        base_addresses={"api": fault_stack.settings.effective_stripe_api_base or ""},
+    )
+    await asyncio.to_thread(
+        client.v1.payment_intents.create,
+        {
+            "amount": invoice["total"],
+            "currency": "usd",
+            "customer": customer["stripe_customer_id"],
+            "payment_method": customer["default_payment_method"],
+            "confirm": True,
+            "off_session": True,
+            "metadata": {
+                "recur_subscription_id": charged["id"],
+                "recur_invoice_id": invoice["id"],
+            },
+        },
+    )
+    expected = scenarios.expect(pop, pop.plan["id"], scenarios.T0, ["subscription_create"])
+    expected[1].period_start = scenarios.MONTH_LATER  # a renewal that never happened
+    result = await audit(
+        fault_stack.settings,
+        fault_stack.temporal,
+        expected,
+        (pop.clock["id"], scenarios.MONTH_LATER),
+    )
+    double, never, clock = result.problems
+    assert double.startswith(charged["id"])
+    assert f"invoice {invoice['id']} has 2 succeeded PaymentIntents" in double
+    assert never.startswith(missed["id"]) and "period starts 2030-01-01" in never
+    assert "its state says period_start 2030-01-01" in never, "the workflow's own state"
+    assert clock.startswith(f"test clock {pop.clock['id']}")
 
 
 def test_scenarios_are_all_tested() -> None:
