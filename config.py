@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TextIO, cast
@@ -134,28 +135,51 @@ _SECRET_KEYS = frozenset(
 )
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
 _API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
-_PAN = re.compile(r"\b\d{13,19}\b")
+# Stripe's ids of payment instruments (a payment method, card, source, token, bank account)
+# and the client secrets of intents (`pi_…_secret_…`); at least 14 characters after the
+# prefix, so that decline codes such as `card_declined` stay readable.
+_PAYMENT_ID = re.compile(r"\b(pm|card|src|tok|ba)_[A-Za-z0-9]{14,}")
+_CLIENT_SECRET = re.compile(r"_secret_[A-Za-z0-9]+")
+_PAN = re.compile(r"\b\d{13,19}\b|\b\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}\b")
 _SHORTEST_SECRET = len("bearer x")
 
 
 def redact_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask secret-looking fields and bearer/API-key-looking strings."""
+    """structlog processor: mask secret-looking fields and bearer/API-key/card-looking
+    strings, in nested values too. It runs after `format_exc_info`, so a traceback (and an
+    exception's message, SQLAlchemy's included) is masked like any other string."""
     for name, value in list(event.items()):
-        lowered = name.lower()
-        if lowered != "event" and (
-            lowered in _SECRET_KEYS or lowered.rpartition("_")[2] in _SECRET_KEYS
-        ):
+        if name != "event" and _secret_name(name):
             event[name] = "[redacted]"
-        elif isinstance(value, str) and len(value) >= _SHORTEST_SECRET:
-            event[name] = _mask(value)
+        else:
+            event[name] = _redact_value(value)
     return event
+
+
+def _secret_name(name: object) -> bool:
+    lowered = str(name).lower()
+    return lowered in _SECRET_KEYS or lowered.rpartition("_")[2] in _SECRET_KEYS
+
+
+def _redact_value(value: object) -> object:
+    if isinstance(value, str):
+        return _mask(value) if len(value) >= _SHORTEST_SECRET else value
+    if isinstance(value, BaseException):
+        return _mask(f"{type(value).__name__}: {value}")
+    if isinstance(value, Mapping):
+        return {k: "[redacted]" if _secret_name(k) else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 def _mask(value: str) -> str:
     value = _BEARER.sub("Bearer [redacted]", value)
     value = _API_KEY.sub(r"\1_[redacted]", value)
+    value = _PAYMENT_ID.sub(r"\1_[redacted]", value)
+    value = _CLIENT_SECRET.sub("_secret_[redacted]", value)
     return _PAN.sub("[redacted-pan]", value)
 
 
@@ -172,6 +196,10 @@ class _CurrentStdout:
         import sys
 
         sys.stdout.flush()
+
+
+class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler `configure_logging` installs (told apart from any other)."""
 
 
 def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
@@ -203,39 +231,66 @@ def configure_gc(threshold: int) -> None:
 
 
 def configure_logging(settings: Settings | None = None) -> None:
-    """JSON (or console) structlog output with secrets redacted; idempotent."""
-    import logging
-    import sys
+    """JSON (or console) output with secrets redacted, for structlog and the standard
+    library's loggers alike (uvicorn, the Temporal SDK, SQLAlchemy, stripe); idempotent.
 
+    Exceptions are formatted first and redacted after, so a traceback is masked like any
+    other string (SQLAlchemy's bound parameters are also hidden at the source: db/engine.py).
+    """
     import structlog
 
     settings = settings or get_settings()
     level = logging.getLevelName(settings.log_level.upper())
+    numeric = level if isinstance(level, int) else logging.INFO
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json
         else structlog.dev.ConsoleRenderer()
     )
+    last: list[structlog.typing.Processor] = [
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        renderer,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
+            *last,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            level if isinstance(level, int) else 20
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+    handler = _RedactingHandler(cast(TextIO, _CurrentStdout()))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # Ours from an earlier call, and a plain `basicConfig` stream handler (unredacted).
+        if isinstance(old, _RedactingHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # uvicorn installs its own handlers (plain text, tracebacks of unhandled errors
+    # included); its records go through the redacting handler instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     # The Stripe SDK logs two INFO lines per request (path and status, nothing our own
     # `charge.finished` lacks): two lines per renewal in a storm. Its warnings still show,
     # and all of it at DEBUG.
-    numeric = level if isinstance(level, int) else logging.INFO
     logging.getLogger("stripe").setLevel(
         numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     )
