@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TextIO, cast
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Published development values: fine in a sandbox, refused in production (`_dev_defaults`).
 DEV_ADMIN_KEY = "rk_dev_admin_0000000000000000000000000000"
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_recur_dev"
 
 
 class Settings(BaseSettings):
@@ -38,7 +42,7 @@ class Settings(BaseSettings):
     stripe_api_key: str = "sk_test_recur_localstripe"
     stripe_api_base: str | None = None
     stripe_port: int = 8420
-    stripe_webhook_secret: str = "whsec_recur_dev"
+    stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
@@ -85,8 +89,14 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 1.0
     outbox_linger_ms: int = Field(default=200, ge=0)
     outbox_lease_seconds: int = 300
+    # Whether webhook endpoints may be loopback, private, link-local or metadata addresses
+    # (domain/webhook_targets.py). Unset: allowed in a sandbox (local receivers in `recur
+    # dev` and the tests), refused in production; set it to decide either way.
+    webhook_allow_private_targets: bool | None = None
 
-    # Behaviour
+    # Behaviour. `sandbox` is the one switch between development and production: true (the
+    # default, for `recur dev` and the tests) allows test clocks and the published dev
+    # defaults; false is production, and refuses them (`_dev_defaults`).
     sandbox: bool = True
     log_level: str = "INFO"
     log_json: bool = True
@@ -95,6 +105,17 @@ class Settings(BaseSettings):
     max_plan_changes_per_period: int = 3
     dunning_retry_hours: list[int] = Field(default=[24, 48, 96, 144, 192, 240, 288, 336])
     dunning_exhausted_action: str = "cancel"
+
+    @model_validator(mode="after")
+    def _no_dev_defaults_in_production(self) -> Settings:
+        problems = [] if self.sandbox else _dev_defaults(self)
+        if problems:
+            raise ValueError(
+                "RECUR_SANDBOX=false (production) refuses development defaults: "
+                + "; ".join(problems)
+                + ". Set real values, or RECUR_SANDBOX=true for development."
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -118,9 +139,42 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def allows_private_webhook_targets(self) -> bool:
+        if self.webhook_allow_private_targets is None:
+            return self.sandbox
+        return self.webhook_allow_private_targets
+
+    @property
     def uses_localstripe(self) -> bool:
         """True when no real Stripe key was configured."""
         return self.stripe_api_key.startswith("sk_test_recur")
+
+
+def _dev_defaults(settings: Settings) -> list[str]:
+    """What in `settings` is a published development value (each naming its variable)."""
+    problems: list[str] = []
+    if settings.admin_key == DEV_ADMIN_KEY or settings.admin_key.startswith("rk_dev_"):
+        problems.append("RECUR_ADMIN_KEY is the published development admin key")
+    if settings.stripe_webhook_secret in ("", DEV_STRIPE_WEBHOOK_SECRET):
+        problems.append("RECUR_STRIPE_WEBHOOK_SECRET is unset or the published dev secret")
+    if settings.uses_localstripe:
+        problems.append("RECUR_STRIPE_API_KEY is the localstripe placeholder")
+    if settings.stripe_api_base and _is_local_host(urlsplit(settings.stripe_api_base).hostname):
+        problems.append("RECUR_STRIPE_API_BASE points at localstripe or a loopback address")
+    return problems
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host in ("localhost", "localstripe") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 @lru_cache(maxsize=1)
