@@ -22,18 +22,18 @@ PRODUCTION: dict[str, Any] = {
 
 def _refusal(**overrides: Any) -> str:
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None, **{**PRODUCTION, **overrides})  # type: ignore[call-arg]
+        Settings(_env_file=None, **{**PRODUCTION, **overrides})
     return str(caught.value)
 
 
 def test_production_with_real_values_is_accepted() -> None:
-    settings = Settings(_env_file=None, **PRODUCTION)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **PRODUCTION)
     assert not settings.sandbox
     assert settings.effective_stripe_api_base is None, "api.stripe.com"
 
 
 def test_development_keeps_its_defaults() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.sandbox
     assert settings.admin_key == DEV_ADMIN_KEY
     assert settings.stripe_webhook_secret == DEV_STRIPE_WEBHOOK_SECRET
@@ -42,7 +42,7 @@ def test_development_keeps_its_defaults() -> None:
 
 def test_production_with_every_dev_default_names_each_variable() -> None:
     with pytest.raises(ValidationError) as caught:
-        Settings(_env_file=None, sandbox=False)  # type: ignore[call-arg]
+        Settings(_env_file=None, sandbox=False)
     message = str(caught.value)
     for variable in ("RECUR_ADMIN_KEY", "RECUR_STRIPE_WEBHOOK_SECRET", "RECUR_STRIPE_API_KEY"):
         assert variable in message
@@ -76,7 +76,7 @@ def test_production_refuses_each_dev_default(overrides: dict[str, Any], variable
 
 
 def test_production_accepts_a_stripe_proxy_that_is_not_localstripe() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None, **PRODUCTION, stripe_api_base="https://stripe-egress.internal.example"
     )
     assert settings.effective_stripe_api_base == "https://stripe-egress.internal.example"
@@ -89,6 +89,6 @@ def test_the_environment_is_checked_too(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RECUR_STRIPE_API_KEY", PRODUCTION["stripe_api_key"])
     monkeypatch.setenv("RECUR_STRIPE_WEBHOOK_SECRET", PRODUCTION["stripe_webhook_secret"])
     with pytest.raises(ValidationError, match="RECUR_ADMIN_KEY"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
     monkeypatch.setenv("RECUR_ADMIN_KEY", PRODUCTION["admin_key"])
-    assert not Settings(_env_file=None).sandbox  # type: ignore[call-arg]
+    assert not Settings(_env_file=None).sandbox

@@ -152,7 +152,7 @@ def test_the_stack_with_real_secrets_is_a_valid_production(
 ) -> None:
     for key, value in _app_env(PRODUCTION_ENV).items():
         monkeypatch.setenv(key, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert not settings.sandbox
     assert settings.effective_stripe_api_base is None, "real Stripe, not localstripe"
     assert not settings.allows_private_webhook_targets
@@ -165,9 +165,9 @@ def test_the_sandbox_env_file_points_at_localstripe_and_only_works_as_a_sandbox(
     sandbox = _sandbox_env()
     for key, value in _app_env(sandbox).items():
         monkeypatch.setenv(key, value)
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     assert settings.sandbox
     assert settings.effective_stripe_api_base == "http://localstripe:8420"
     monkeypatch.setenv("RECUR_SANDBOX", "false")
     with pytest.raises(ValidationError, match="RECUR_STRIPE_API_BASE"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
