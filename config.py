@@ -23,7 +23,10 @@ DEV_STRIPE_WEBHOOK_SECRET = "whsec_recur_dev"
 class Settings(BaseSettings):
     """Runtime configuration. Defaults run the embedded development stack."""
 
-    model_config = SettingsConfigDict(env_prefix="RECUR_", env_file=".env", extra="ignore")
+    # A refused setting's error never echoes the values given (secrets among them).
+    model_config = SettingsConfigDict(
+        env_prefix="RECUR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # Where `recur dev` keeps its state (PostgreSQL cluster, Temporal SQLite file, logs).
     data_dir: Path = Path(".data")
