@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import re
-from collections.abc import Callable, Coroutine, MutableMapping
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, TextIO, cast
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Published development values: fine in a sandbox, refused in production (`_dev_defaults`).
 DEV_ADMIN_KEY = "rk_dev_admin_0000000000000000000000000000"
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_recur_dev"
 
 
 class Settings(BaseSettings):
     """Runtime configuration. Defaults run the embedded development stack."""
 
-    model_config = SettingsConfigDict(env_prefix="RECUR_", env_file=".env", extra="ignore")
+    # A refused setting's error never echoes the values given (secrets among them).
+    model_config = SettingsConfigDict(
+        env_prefix="RECUR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # Where `recur dev` keeps its state (PostgreSQL cluster, Temporal SQLite file, logs).
     data_dir: Path = Path(".data")
@@ -37,7 +45,7 @@ class Settings(BaseSettings):
     stripe_api_key: str = "sk_test_recur_localstripe"
     stripe_api_base: str | None = None
     stripe_port: int = 8420
-    stripe_webhook_secret: str = "whsec_recur_dev"
+    stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
@@ -107,6 +115,10 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 1.0
     outbox_linger_ms: int = Field(default=200, ge=0)
     outbox_lease_seconds: int = 300
+    # Whether webhook endpoints may be loopback, private, link-local or metadata addresses
+    # (domain/webhook_targets.py). Unset: allowed in a sandbox (local receivers in `recur
+    # dev` and the tests), refused in production; set it to decide either way.
+    webhook_allow_private_targets: bool | None = None
 
     # Inbound Stripe events (the Stripe inbox, drained by every worker): how long one signal
     # may take, the backoff of a hand-off that failed, how many tries a workflow that is
@@ -119,7 +131,9 @@ class Settings(BaseSettings):
     stripe_inbox_poll_seconds: float = 1.0
     stripe_inbox_lease_seconds: int = 120
 
-    # Behaviour
+    # Behaviour. `sandbox` is the one switch between development and production: true (the
+    # default, for `recur dev` and the tests) allows test clocks and the published dev
+    # defaults; false is production, and refuses them (`_dev_defaults`).
     sandbox: bool = True
     log_level: str = "INFO"
     log_json: bool = True
@@ -128,6 +142,17 @@ class Settings(BaseSettings):
     max_plan_changes_per_period: int = 3
     dunning_retry_hours: list[int] = Field(default=[24, 48, 96, 144, 192, 240, 288, 336])
     dunning_exhausted_action: str = "cancel"
+
+    @model_validator(mode="after")
+    def _no_dev_defaults_in_production(self) -> Settings:
+        problems = [] if self.sandbox else _dev_defaults(self)
+        if problems:
+            raise ValueError(
+                "RECUR_SANDBOX=false (production) refuses development defaults: "
+                + "; ".join(problems)
+                + ". Set real values, or RECUR_SANDBOX=true for development."
+            )
+        return self
 
     @property
     def effective_database_url(self) -> str:
@@ -151,9 +176,42 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def allows_private_webhook_targets(self) -> bool:
+        if self.webhook_allow_private_targets is None:
+            return self.sandbox
+        return self.webhook_allow_private_targets
+
+    @property
     def uses_localstripe(self) -> bool:
         """True when no real Stripe key was configured."""
         return self.stripe_api_key.startswith("sk_test_recur")
+
+
+def _dev_defaults(settings: Settings) -> list[str]:
+    """What in `settings` is a published development value (each naming its variable)."""
+    problems: list[str] = []
+    if settings.admin_key == DEV_ADMIN_KEY or settings.admin_key.startswith("rk_dev_"):
+        problems.append("RECUR_ADMIN_KEY is the published development admin key")
+    if settings.stripe_webhook_secret in ("", DEV_STRIPE_WEBHOOK_SECRET):
+        problems.append("RECUR_STRIPE_WEBHOOK_SECRET is unset or the published dev secret")
+    if settings.uses_localstripe:
+        problems.append("RECUR_STRIPE_API_KEY is the localstripe placeholder")
+    if settings.stripe_api_base and _is_local_host(urlsplit(settings.stripe_api_base).hostname):
+        problems.append("RECUR_STRIPE_API_BASE points at localstripe or a loopback address")
+    return problems
+
+
+def _is_local_host(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    if host in ("localhost", "localstripe") or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 @lru_cache(maxsize=1)
@@ -168,28 +226,51 @@ _SECRET_KEYS = frozenset(
 )
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
 _API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
-_PAN = re.compile(r"\b\d{13,19}\b")
+# Stripe's ids of payment instruments (a payment method, card, source, token, bank account)
+# and the client secrets of intents (`pi_…_secret_…`); at least 14 characters after the
+# prefix, so that decline codes such as `card_declined` stay readable.
+_PAYMENT_ID = re.compile(r"\b(pm|card|src|tok|ba)_[A-Za-z0-9]{14,}")
+_CLIENT_SECRET = re.compile(r"_secret_[A-Za-z0-9]+")
+_PAN = re.compile(r"\b\d{13,19}\b|\b\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}\b")
 _SHORTEST_SECRET = len("bearer x")
 
 
 def redact_secrets(
     _logger: object, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask secret-looking fields and bearer/API-key-looking strings."""
+    """structlog processor: mask secret-looking fields and bearer/API-key/card-looking
+    strings, in nested values too. It runs after `format_exc_info`, so a traceback (and an
+    exception's message, SQLAlchemy's included) is masked like any other string."""
     for name, value in list(event.items()):
-        lowered = name.lower()
-        if lowered != "event" and (
-            lowered in _SECRET_KEYS or lowered.rpartition("_")[2] in _SECRET_KEYS
-        ):
+        if name != "event" and _secret_name(name):
             event[name] = "[redacted]"
-        elif isinstance(value, str) and len(value) >= _SHORTEST_SECRET:
-            event[name] = _mask(value)
+        else:
+            event[name] = _redact_value(value)
     return event
+
+
+def _secret_name(name: object) -> bool:
+    lowered = str(name).lower()
+    return lowered in _SECRET_KEYS or lowered.rpartition("_")[2] in _SECRET_KEYS
+
+
+def _redact_value(value: object) -> object:
+    if isinstance(value, str):
+        return _mask(value) if len(value) >= _SHORTEST_SECRET else value
+    if isinstance(value, BaseException):
+        return _mask(f"{type(value).__name__}: {value}")
+    if isinstance(value, Mapping):
+        return {k: "[redacted]" if _secret_name(k) else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 def _mask(value: str) -> str:
     value = _BEARER.sub("Bearer [redacted]", value)
     value = _API_KEY.sub(r"\1_[redacted]", value)
+    value = _PAYMENT_ID.sub(r"\1_[redacted]", value)
+    value = _CLIENT_SECRET.sub("_secret_[redacted]", value)
     return _PAN.sub("[redacted-pan]", value)
 
 
@@ -206,6 +287,10 @@ class _CurrentStdout:
         import sys
 
         sys.stdout.flush()
+
+
+class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The root handler `configure_logging` installs (told apart from any other)."""
 
 
 def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
@@ -237,39 +322,66 @@ def configure_gc(threshold: int) -> None:
 
 
 def configure_logging(settings: Settings | None = None) -> None:
-    """JSON (or console) structlog output with secrets redacted; idempotent."""
-    import logging
-    import sys
+    """JSON (or console) output with secrets redacted, for structlog and the standard
+    library's loggers alike (uvicorn, the Temporal SDK, SQLAlchemy, stripe); idempotent.
 
+    Exceptions are formatted first and redacted after, so a traceback is masked like any
+    other string (SQLAlchemy's bound parameters are also hidden at the source: db/engine.py).
+    """
     import structlog
 
     settings = settings or get_settings()
     level = logging.getLevelName(settings.log_level.upper())
+    numeric = level if isinstance(level, int) else logging.INFO
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if settings.log_json
         else structlog.dev.ConsoleRenderer()
     )
+    last: list[structlog.typing.Processor] = [
+        structlog.processors.format_exc_info,
+        redact_secrets,
+        renderer,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
-            structlog.processors.format_exc_info,
-            renderer,
+            *last,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            level if isinstance(level, int) else 20
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStdout())),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+    handler = _RedactingHandler(cast(TextIO, _CurrentStdout()))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # Ours from an earlier call, and a plain `basicConfig` stream handler (unredacted).
+        if isinstance(old, _RedactingHandler) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    # uvicorn installs its own handlers (plain text, tracebacks of unhandled errors
+    # included); its records go through the redacting handler instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
     # The Stripe SDK logs two INFO lines per request (path and status, nothing our own
     # `charge.finished` lacks): two lines per renewal in a storm. Its warnings still show,
     # and all of it at DEBUG.
-    numeric = level if isinstance(level, int) else logging.INFO
     logging.getLogger("stripe").setLevel(
         numeric if numeric <= logging.DEBUG else max(numeric, logging.WARNING)
     )

@@ -34,6 +34,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.email_templates import EmailContext, render
 from activities.smtp_relay import SmtpRelay
+from activities.webhook_transport import GuardedTransport, Resolver, TargetRefused, system_resolver
 from config import Settings
 from db.engine import session_factory
 from db.models import Customer, Event, Subscription
@@ -54,6 +55,9 @@ from domain.notifications import (
 log = structlog.get_logger()
 
 USER_AGENT = "Recur-Webhooks/1.0"
+# What the delivery log says of a target the address policy refused: nothing about the
+# network (which address, which kind), so that the log is no probe of it.
+REFUSED_TARGET = "target address not allowed"
 
 
 def _rfc3339(value: datetime) -> str:
@@ -87,15 +91,22 @@ def _parse_time(value: object) -> datetime | None:
 class Deliveries:
     """One delivery attempt at a time, to a webhook endpoint or by email (see module doc)."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, *, resolver: Resolver = system_resolver
+    ) -> None:
         self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
         self._settings = settings
+        self._resolver = resolver
         self._http: httpx.AsyncClient | None = None
         self._smtp: SmtpRelay | None = None
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(
+                transport=GuardedTransport(
+                    allow_private=self._settings.allows_private_webhook_targets,
+                    resolver=self._resolver,
+                ),
                 timeout=self._settings.webhook_timeout_seconds,
                 follow_redirects=False,
                 headers={"User-Agent": USER_AGENT},
@@ -145,15 +156,21 @@ class Deliveries:
         }
         status_code: int | None = None
         error: str | None = None
+        refused = False
         try:
             response = await self._client().post(url, content=body, headers=headers)
             status_code = response.status_code
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
+        except TargetRefused as exc:
+            # Given up at once: the URL was refused when registered, or resolves to an
+            # address it may not reach now. The operator's log says which kind.
+            error, refused = REFUSED_TARGET, True
+            log.warning("webhook.target_refused", endpoint_id=endpoint_id, reason=exc.reason)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
 
-        status = _status(error, "delivered", attempt >= max_attempts)
+        status = _status(error, "delivered", refused or attempt >= max_attempts)
         async with self._sessions() as session:
             attempts = await self._record(session, endpoint, event, status, status_code, error)
         log.info(

@@ -1,4 +1,8 @@
-"""One async engine per process, and the session factory every caller uses."""
+"""One async engine per process, and the session factory every caller uses.
+
+Every engine is made with `hide_parameters=True`: a database error's message (and so its
+traceback in a log) never lists the statement's bound values, which can be a webhook
+signing secret, an email address or a Stripe payment-method id."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ def get_engine(url: str | None = None) -> AsyncEngine:
     beyond `pool_size` is opened for one request and closed after it (a connect per
     request under load)."""
     url = url or get_settings().effective_database_url
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url, pool_size=20, max_overflow=20, pool_pre_ping=True, hide_parameters=True
+    )
 
 
 @lru_cache(maxsize=4)
@@ -28,7 +34,12 @@ def get_worker_engine(url: str) -> AsyncEngine:
     statement instead, and what ran it tries again: Temporal retries the activity, the
     outbox dispatcher its delivery. Connections are recycled after 30 minutes."""
     return create_async_engine(
-        url, pool_size=10, max_overflow=20, pool_pre_ping=False, pool_recycle=1800
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        hide_parameters=True,
     )
 
 
@@ -40,7 +51,12 @@ def get_read_engine(url: str | None = None) -> AsyncEngine:
     burst, requests queue for a connection instead of opening and closing extra ones."""
     url = url or get_settings().effective_database_url
     return create_async_engine(
-        url, pool_size=20, max_overflow=0, isolation_level="AUTOCOMMIT", pool_recycle=1800
+        url,
+        pool_size=20,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

@@ -69,6 +69,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             webhook_retry_initial_ms=100,
             webhook_retry_max_ms=500,
             webhook_max_attempts=8,
+            # The test webhook receiver listens on 127.0.0.1 (tests/api/test_webhook_ssrf.py
+            # turns this off to prove the guard).
+            webhook_allow_private_targets=True,
             # Workflow code always runs in the determinism sandbox here, whatever the
             # environment says: the suite is what catches non-deterministic code.
             workflow_sandbox=True,

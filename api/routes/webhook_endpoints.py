@@ -1,5 +1,7 @@
 """Outbound webhook endpoints (admin): register (the signing secret is shown once), list,
-disable, and read the delivery log."""
+disable, and read the delivery log. A URL whose host is a loopback, private, link-local or
+metadata address is refused (422) unless RECUR_WEBHOOK_ALLOW_PRIVATE_TARGETS allows it;
+names are checked again, resolved, at every delivery (domain/webhook_targets.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import AdminKey, SessionDep
-from api.errors import not_found
+from api.deps import AdminKey, SessionDep, SettingsDep
+from api.errors import ApiError, not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import (
@@ -21,6 +23,7 @@ from api.schemas import (
 )
 from db.models import WebhookEndpoint
 from db.repositories import notifications
+from domain.webhook_targets import refusal_for_host
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
 
@@ -29,9 +32,20 @@ DeliveryStatus = Annotated[str | None, Query(pattern="^(retrying|delivered|faile
 
 @router.post("", status_code=201, response_model=WebhookEndpointCreated)
 async def create_endpoint(
-    body: WebhookEndpointCreate, idem: IdempotencyDep, session: SessionDep, key: AdminKey
+    body: WebhookEndpointCreate,
+    idem: IdempotencyDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    key: AdminKey,
 ) -> object:
     """Events are delivered from now on, signed with the returned secret (shown only here)."""
+    reason = refusal_for_host(body.url.host or "")
+    if reason is not None and not settings.allows_private_webhook_targets:
+        raise ApiError(
+            422,
+            "webhook_target_not_allowed",
+            f"url: webhooks may not target a {reason.replace('_', '-')} address",
+        )
     if (replay := await idem.replay()) is not None:
         return replay
     endpoint = WebhookEndpoint(

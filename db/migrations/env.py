@@ -17,6 +17,7 @@ def run_migrations_online() -> None:
         config.get_section(config.config_ini_section, {}),
         prefix="sqlalchemy.",
         poolclass=pool.NullPool,
+        hide_parameters=True,  # a failed data migration's error lists no row values
     )
     with connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
-from config import Settings
+from config import DEV_ADMIN_KEY, DEV_STRIPE_WEBHOOK_SECRET, Settings
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,3 +91,83 @@ def test_worker_gets_time_to_drain_and_dockerfile_copies_the_code() -> None:
     ):
         assert f"{path}" in dockerfile
     assert "USER recur" in dockerfile
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}")
+
+PRODUCTION_ENV = {
+    "RECUR_ADMIN_KEY": "rk_live_admin_9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+    "RECUR_STRIPE_API_KEY": "sk_live_51HxYzAbCdEfGhIjKlMnOpQrStUvWxYz",
+    "RECUR_STRIPE_WEBHOOK_SECRET": "whsec_3kF9aQ2mZx7LpR4tW8vN1bC6yH5jD0sE",
+}
+
+
+def _interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?error}` (all the file uses)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"] or ""
+        given = variables.get(name, "")
+        if op == ":?" and not given:
+            raise LookupError(f"{name}: {arg}")
+        return given or (arg if op == ":-" else "")
+
+    return _VARIABLE.sub(one, value)
+
+
+def _app_env(variables: dict[str, str]) -> dict[str, str]:
+    api = _env(_compose()["services"]["api"])
+    return {key: _interpolate(str(value), variables) for key, value in api.items()}
+
+
+def _sandbox_env() -> dict[str, str]:
+    lines = (ROOT / "sandbox.env").read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_nothing_outside_the_sandbox_profile_defaults_to_localstripe_or_dev_secrets() -> None:
+    services = _compose()["services"]
+    published = ("localstripe", DEV_STRIPE_WEBHOOK_SECRET, "sk_test_recur", DEV_ADMIN_KEY)
+    for name, service in services.items():
+        if "sandbox" in service.get("profiles", []):
+            continue
+        text = yaml.safe_dump(service)
+        for value in published:
+            assert value not in text, f"{name} defaults to {value}"
+    api = _env(services["api"])
+    for variable in PRODUCTION_ENV:
+        assert ":?" in api[variable], f"{variable} must be set, it has no default"
+
+
+def test_the_stack_needs_its_secrets() -> None:
+    for missing in PRODUCTION_ENV:
+        given = {k: v for k, v in PRODUCTION_ENV.items() if k != missing}
+        with pytest.raises(LookupError, match=missing):
+            _app_env(given)
+
+
+def test_the_stack_with_real_secrets_is_a_valid_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key, value in _app_env(PRODUCTION_ENV).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)
+    assert not settings.sandbox
+    assert settings.effective_stripe_api_base is None, "real Stripe, not localstripe"
+    assert not settings.allows_private_webhook_targets
+
+
+def test_the_sandbox_env_file_points_at_localstripe_and_only_works_as_a_sandbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _compose()["services"]["localstripe"]["profiles"] == ["sandbox"]
+    sandbox = _sandbox_env()
+    for key, value in _app_env(sandbox).items():
+        monkeypatch.setenv(key, value)
+    settings = Settings(_env_file=None)
+    assert settings.sandbox
+    assert settings.effective_stripe_api_base == "http://localstripe:8420"
+    monkeypatch.setenv("RECUR_SANDBOX", "false")
+    with pytest.raises(ValidationError, match="RECUR_STRIPE_API_BASE"):
+        Settings(_env_file=None)
