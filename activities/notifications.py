@@ -249,9 +249,18 @@ class Deliveries:
                         customer_id=mail.customer_id,
                         message_id=mail.message["Message-ID"],
                     )
+            # The batch's rows are claimed for the lease, counted from about now: past half
+            # of it the rest wait for the next attempt, so no other worker claims an email
+            # this one is still sending (a relay that takes its time over each message).
+            stop_at = time.monotonic() + self._settings.outbox_lease_seconds / 2
             while prepared:
+                left = stop_at - time.monotonic()
                 messages = [mail.message for mail, _ in prepared]
-                errors = await asyncio.to_thread(self._send_for, messages, self.record_every)
+                errors: list[str | None] = (
+                    await asyncio.to_thread(self._send_for, messages, min(self.record_every, left))
+                    if left > 0
+                    else [_NOT_SENT] * len(prepared)
+                )
                 done, prepared = prepared[: len(errors)], prepared[len(errors) :]
                 results = [
                     (
@@ -357,6 +366,9 @@ class Deliveries:
             ctx.update(await _retry_plan(session, event, sub))
         return EmailContext(**ctx)
 
+
+# The error of an email a batch did not reach before half its claim had passed.
+_NOT_SENT = "not sent: the batch ran out of time"
 
 # Quoted-printable: the body stays readable on the wire (and to a search of a mail log).
 _UTF8_QP = Charset("utf-8")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +34,7 @@ from db.engine import transaction
 from db.models import Customer, EmailNotification, Event
 from db.repositories import notifications as repo
 from db.repositories import outbox
+from devstack.process import free_port
 from domain.notifications import EMAIL_LANE, DeliveryRetry
 from tests.conftest import Stack
 
@@ -161,6 +163,51 @@ async def test_a_worker_dying_mid_batch_resends_only_the_email_in_flight_with_it
             )
         ).scalars()
         assert {(r.event_id, r.status) for r in rows} == {(e, "sent") for e in event_ids}
+
+
+class _SlowRelay:
+    """An SMTP server that takes `delay` seconds to accept each message."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.received: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.delay)
+        message = email.message_from_bytes(envelope.original_content or envelope.content)
+        self.received.append(message["X-Recur-Event-Id"])
+        return "250 Message accepted"
+
+
+async def test_a_batch_stops_sending_before_its_claim_can_run_out(
+    scratch: AsyncEngine, stack: Stack
+) -> None:
+    """Past half the lease the rest of a batch waits for its next attempt: another worker may
+    claim the rows when the lease ends, and must not find an email still being sent."""
+    relay = _SlowRelay(delay=0.6)
+    port = free_port()
+    controller = Controller(relay, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = stack.settings.model_copy(
+        update={"smtp_url": f"smtp://127.0.0.1:{port}", "outbox_lease_seconds": 2}
+    )
+    deliveries = Deliveries(scratch, settings)
+    event_ids = await _queue_cancellations(scratch, 4)
+    try:
+        outcomes = await deliveries.emails([(e, 1) for e in event_ids], max_attempts=5)
+    finally:
+        await deliveries.aclose()
+        controller.stop()
+    assert relay.received == event_ids[:2], "sent until half the lease (1 s) had passed"
+    assert [outcomes[e].status for e in event_ids] == ["sent", "sent", "retrying", "retrying"]
+    async with transaction(scratch) as session:
+        rows = (
+            await session.execute(
+                select(EmailNotification).where(EmailNotification.event_id.in_(event_ids))  # type: ignore[attr-defined]
+            )
+        ).scalars()
+        status = {r.event_id: (r.status, r.last_error) for r in rows}
+    assert status[event_ids[3]] == ("retrying", "not sent: the batch ran out of time")
 
 
 def test_the_readme_states_the_email_guarantee_this_proves(repo_root: Path) -> None:
