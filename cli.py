@@ -24,11 +24,21 @@ app.add_typer(subs_app, name="subs")
 
 
 @app.command()
-def dev() -> None:
-    """Start PostgreSQL, Temporal (with UI), localstripe, SMTP sink, worker and API."""
+def dev(
+    infra_only: Annotated[
+        bool,
+        typer.Option(
+            "--infra-only",
+            help="Only PostgreSQL, Temporal, localstripe and the SMTP sink; print the "
+            "environment to run `recur worker` and `recur api` by hand",
+        ),
+    ] = False,
+) -> None:
+    """Start PostgreSQL, Temporal (with UI), localstripe, SMTP sink, worker and API; a
+    worker or API that dies is started again."""
     from devstack.supervisor import run_dev
 
-    raise typer.Exit(run_dev(get_settings()))
+    raise typer.Exit(run_dev(get_settings(), infra_only=infra_only))
 
 
 @app.command()

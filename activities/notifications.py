@@ -99,6 +99,13 @@ class Deliveries:
         self._resolver = resolver
         self._http: httpx.AsyncClient | None = None
         self._smtp: SmtpRelay | None = None
+        # Emails sent again whose earlier attempt may have sent them (see `emails`).
+        self.possible_resends = 0
+        # During a batch, the emails the relay accepted are recorded at least this often
+        # (seconds): over a remote relay (tens of milliseconds a message) that is right
+        # after each one; over a fast local one a whole batch is one write, since a write
+        # costs the worker more CPU than a send.
+        self.record_every = 0.05
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -219,10 +226,18 @@ class Deliveries:
         self, batch: Sequence[tuple[str, int]], *, max_attempts: int
     ) -> dict[str, NotificationOutcome]:
         """One attempt at each (event id, attempt number) of a batch: the sources are read
-        in one query, the messages go out over one relay connection, and every attempt is
-        recorded in one statement."""
+        in one query and the messages go out over one relay connection.
+
+        At least once, never silently twice: the batch is marked "sending" (one statement)
+        before the relay sees it, and the emails the relay accepted are recorded as sent
+        within `record_every` of it. A worker that dies mid-batch thus leaves unrecorded only
+        the emails accepted in that last moment and the one in flight; those (and the ones
+        not reached) are sent again when the claim expires, with the same Message-ID, and
+        logged as `email.possible_resend`. SMTP cannot do better: the relay may accept a
+        message and the process die before the record is written."""
         outcomes: dict[str, NotificationOutcome] = {}
         prepared: list[tuple[Mail, int]] = []
+        in_doubt: set[str] = set()
         async with self._sessions() as session:
             sources = await repo.email_sources(session, [event_id for event_id, _ in batch])
             for event_id, attempt in batch:
@@ -234,25 +249,56 @@ class Deliveries:
                     outcomes[event_id] = NotificationOutcome(status="skipped")
                 else:
                     prepared.append((mail, attempt))
-        if not prepared:
-            return outcomes
-        errors = await asyncio.to_thread(self._send_all, [mail.message for mail, _ in prepared])
-        results = [
-            repo.EmailAttempt(
-                event_id=mail.event_id,
-                template=mail.template,
-                customer_id=mail.customer_id,
-                recipient=mail.recipient,
-                subject=mail.subject,
-                status=_status(error, "sent", attempt >= max_attempts),
-                error=error,
-            )
-            for (mail, attempt), error in zip(prepared, errors, strict=True)
-        ]
-        async with self._sessions() as session:
-            counts = await repo.record_email_attempts(session, results, datetime.now(UTC))
-            await session.commit()
-        for result, (_, attempt) in zip(results, prepared, strict=True):
+                    if source is not None and source.status == "sending":
+                        in_doubt.add(event_id)
+            if not prepared:
+                return outcomes
+            sending = [_attempt(mail, "sending", None) for mail, _ in prepared]
+            await repo.mark_emails_sending(session, sending, datetime.now(UTC))
+            await session.commit()  # and the connection goes back to the pool while sending
+            for mail, _ in prepared:
+                if mail.event_id in in_doubt:
+                    self.possible_resends += 1
+                    log.warning(
+                        "email.possible_resend",
+                        event_id=mail.event_id,
+                        template=mail.template,
+                        customer_id=mail.customer_id,
+                        message_id=mail.message["Message-ID"],
+                    )
+            # The batch's rows are claimed for the lease, counted from about now: past half
+            # of it the rest wait for the next attempt, so no other worker claims an email
+            # this one is still sending (a relay that takes its time over each message).
+            stop_at = time.monotonic() + self._settings.outbox_lease_seconds / 2
+            while prepared:
+                left = stop_at - time.monotonic()
+                messages = [mail.message for mail, _ in prepared]
+                errors: list[str | None] = (
+                    await asyncio.to_thread(self._send_for, messages, min(self.record_every, left))
+                    if left > 0
+                    else [_NOT_SENT] * len(prepared)
+                )
+                done, prepared = prepared[: len(errors)], prepared[len(errors) :]
+                results = [
+                    (
+                        _attempt(mail, _status(error, "sent", attempt >= max_attempts), error),
+                        attempt,
+                    )
+                    for (mail, attempt), error in zip(done, errors, strict=True)
+                ]
+                outcomes.update(await self._record_emails(session, results))
+        return outcomes
+
+    async def _record_emails(
+        self, session: AsyncSession, results: Sequence[tuple[repo.EmailAttempt, int]]
+    ) -> dict[str, NotificationOutcome]:
+        """Record these attempts (one statement, committed); their outcomes."""
+        counts = await repo.record_email_attempts(
+            session, [result for result, _ in results], datetime.now(UTC)
+        )
+        await session.commit()
+        outcomes: dict[str, NotificationOutcome] = {}
+        for result, attempt in results:
             log.info(
                 "email.attempt",
                 event_id=result.event_id,
@@ -267,15 +313,19 @@ class Deliveries:
             )
         return outcomes
 
-    def _send_all(self, messages: Sequence[Message]) -> list[str | None]:
-        """Send each message (blocking; run in a thread); the error of each, or None."""
+    def _send_for(self, messages: Sequence[Message], seconds: float) -> list[str | None]:
+        """Send messages in order until `seconds` have passed (one at least); the error of
+        each one sent, or None. Blocking: run it in a thread."""
         errors: list[str | None] = []
+        start = time.monotonic()
         for message in messages:
             try:
                 self._relay().send(message)
                 errors.append(None)
             except (smtplib.SMTPException, OSError) as exc:
                 errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            if time.monotonic() - start >= seconds:
+                break
         return errors
 
     async def _mail(self, session: AsyncSession, source: repo.EmailSource) -> Mail | None:
@@ -294,7 +344,9 @@ class Deliveries:
         message["To"] = _header(customer.email)
         message["Subject"] = _header(subject)
         message["Date"] = format_datetime(datetime.now(UTC))
-        # One Message-ID per event: a relay or client can drop a duplicate of a resend.
+        # The same Message-ID on every attempt, from the event alone (an event's email has
+        # one recipient, its customer): a mail client or mailbox that already has a message
+        # with this id can drop a resend (see `emails`).
         message["Message-ID"] = f"<{event.id}@recur>"
         message["X-Recur-Event-Id"] = event.id
         message["X-Recur-Event-Type"] = event.type
@@ -332,6 +384,9 @@ class Deliveries:
         return EmailContext(**ctx)
 
 
+# The error of an email a batch did not reach before half its claim had passed.
+_NOT_SENT = "not sent: the batch ran out of time"
+
 # Quoted-printable: the body stays readable on the wire (and to a search of a mail log).
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.header_encoding = QP
@@ -341,6 +396,18 @@ _UTF8_QP.body_encoding = QP
 def _header(value: str) -> str:
     """ASCII as it is; anything else as RFC 2047 encoded words."""
     return value if value.isascii() else Header(value, _UTF8_QP).encode()
+
+
+def _attempt(mail: Mail, status: str, error: str | None) -> repo.EmailAttempt:
+    return repo.EmailAttempt(
+        event_id=mail.event_id,
+        template=mail.template,
+        customer_id=mail.customer_id,
+        recipient=mail.recipient,
+        subject=mail.subject,
+        status=status,
+        error=error,
+    )
 
 
 @dataclass(frozen=True)

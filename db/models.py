@@ -304,7 +304,7 @@ class EmailNotification(SQLModel, table=True):
     customer_id: str | None = Field(default=None, index=True)
     recipient: str
     subject: str
-    status: str  # sent | retrying | failed
+    status: str  # sending (an attempt under way, or cut short) | sent | retrying | failed
     attempts: int = 0
     last_error: str | None = None
     created_at: datetime = _utc()

@@ -64,7 +64,10 @@ class Child:
     _log: IO[bytes] | None = field(default=None, init=False)
 
     def start(self) -> Child:
+        """Start the process (again, after it exited: its log file is appended to)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is not None:
+            self._log.close()
         self._log = self.log_path.open("ab")
         env = {**os.environ, **(self.env or {})}
         self.process = subprocess.Popen(
@@ -87,6 +90,29 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def exit_description(self) -> str:
+        """How the process ended: "exited with code 1", "was killed by SIGKILL"."""
+        code = self.process.poll() if self.process is not None else None
+        if code is None:
+            return "is running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    def note(self, line: str) -> None:
+        """Append a line of the supervisor's to this child's log (where its output goes)."""
+        if self._log is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._log.write(f"[recur dev {stamp}] {line}\n".encode())
+            self._log.flush()
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.process is None:

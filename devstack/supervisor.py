@@ -1,16 +1,24 @@
-"""`recur dev`: start the whole stack on embedded defaults, supervise it, stop it cleanly."""
+"""`recur dev`: start the whole stack on embedded defaults, supervise it, stop it cleanly.
+
+A worker or API that dies is started again with backoff; an infrastructure child that dies
+stops the stack (`devstack/restarts.py`). With `infra_only` only the infrastructure runs,
+and the environment a worker and an API started by hand need is printed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import shlex
 import signal
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from config import DEV_ADMIN_KEY, Settings
 from devstack.postgres import start_postgres
 from devstack.process import Child, port_open, wait_until
+from devstack.restarts import Supervisor
 from devstack.smtp_sink import start_smtp_sink
 from devstack.stripe_fake import start_localstripe
 from devstack.temporal import start_temporal
@@ -49,11 +57,22 @@ def _bootstrap(settings: Settings) -> None:
     asyncio.run(seed())
 
 
-def run_dev(settings: Settings) -> int:
+def _env_by_hand(settings: Settings) -> dict[str, str]:
+    """What a shell needs to run `recur worker` and `recur api` against `--infra-only`."""
+    env = _env_for_children(settings)
+    env["RECUR_SMTP_URL"] = settings.effective_smtp_url
+    if settings.temporal_namespace != "default":
+        env["RECUR_TEMPORAL_NAMESPACE"] = settings.temporal_namespace
+    env["RECUR_API_HOST"] = settings.api_host
+    env["RECUR_API_PORT"] = str(settings.api_port)
+    return env
+
+
+def run_dev(settings: Settings, *, infra_only: bool = False) -> int:
     data = settings.data_dir.resolve()
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    children: list[Child] = []
+    supervisor = Supervisor(say)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         raise Stop(signal.Signals(signum).name)
@@ -63,8 +82,9 @@ def run_dev(settings: Settings) -> int:
     try:
         if settings.database_url is None:
             say(f"PostgreSQL      127.0.0.1:{settings.pg_port}, data in {data / 'postgres'}")
-            children.append(
-                start_postgres(data / "postgres", settings.pg_port, logs / "postgres.log")
+            supervisor.add(
+                start_postgres(data / "postgres", settings.pg_port, logs / "postgres.log"),
+                restart=False,
             )
         else:
             say("PostgreSQL      using RECUR_DATABASE_URL")
@@ -73,23 +93,25 @@ def run_dev(settings: Settings) -> int:
             say(f"Temporal        already listening on {settings.temporal_address}; reusing it")
         else:
             say(f"Temporal        starting dev server on {settings.temporal_address}")
-            children.append(
+            supervisor.add(
                 start_temporal(
                     port=int(port),
                     ui_port=settings.temporal_ui_port,
                     log_path=logs / "temporal.log",
                     db_file=data / "temporal.db",
                     namespace=settings.temporal_namespace,
-                )
+                ),
+                restart=False,
             )
         if settings.uses_localstripe and settings.stripe_api_base is None:
             say(f"Stripe          localstripe on 127.0.0.1:{settings.stripe_port}")
-            children.append(
+            supervisor.add(
                 start_localstripe(
                     port=settings.stripe_port,
                     log_path=logs / "localstripe.log",
                     store=data / "localstripe.pickle",
-                )
+                ),
+                restart=False,
             )
         else:
             say("Stripe          using the configured Stripe API")
@@ -97,45 +119,21 @@ def run_dev(settings: Settings) -> int:
             say(
                 f"Email           SMTP sink 127.0.0.1:{settings.smtp_port}, mail in {data / 'mail'}"
             )
-            children.append(
+            supervisor.add(
                 start_smtp_sink(
                     port=settings.smtp_port, maildir=data / "mail", log_path=logs / "smtp.log"
-                )
+                ),
+                restart=False,
             )
         say("Migrations      applying; seeding demo catalog and admin key")
         _bootstrap(settings)
-        env = _env_for_children(settings)
-        children.append(
-            Child("worker", [sys.executable, "-m", "worker"], logs / "worker.log", env=env).start()
-        )
-        # `recur api` itself: how the API is served (uvicorn, its loop) is decided there.
-        api_argv = [
-            sys.executable, "-m", "cli", "api",
-            "--host", settings.api_host, "--port", str(settings.api_port),
-        ]  # fmt: skip
-        api = Child("api", api_argv, logs / "api.log", env=env).start()
-        children.append(api)
-
-        def api_up() -> bool:
-            api.ensure_alive()
-            return port_open(settings.api_host, settings.api_port)
-
-        wait_until(api_up, "the API")
-        base = f"http://{settings.api_host}:{settings.api_port}"
-        say("")
-        say(f"Recur is up.   API docs:    {base}/docs")
-        say(f"               Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
-        key_note = " (the dev default)" if settings.admin_key == DEV_ADMIN_KEY else ""
-        say(f"               Admin key:   {settings.admin_key}{key_note}")
-        say(f"               Logs:        {logs}")
-        say("Ctrl-C stops everything.")
-        while True:
-            for child in children:
-                if not child.alive():
-                    say(f"{child.name} exited unexpectedly; last lines of {child.log_path}:")
-                    say(child.tail(20))
-                    return 1
-            time.sleep(1)
+        if infra_only:
+            _tell_infra_only(settings, logs)
+        else:
+            _start_app(settings, supervisor, logs)
+        while supervisor.check() is None:
+            time.sleep(0.5)
+        return 1  # an infrastructure child died (check() said which)
     except Stop as why:
         say(f"\nStopping ({why}) ...")
         return 0
@@ -145,9 +143,48 @@ def run_dev(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in reversed(children):
+        for child in reversed(supervisor.children):
             child.stop()
             say(f"stopped {child.name}")
+
+
+def _start_app(settings: Settings, supervisor: Supervisor, logs: Path) -> None:
+    """The worker and the API, restarted when they die; wait for the API to answer."""
+    env = _env_for_children(settings)
+    worker = Child("worker", [sys.executable, "-m", "worker"], logs / "worker.log", env=env)
+    supervisor.add(worker.start(), restart=True)
+    # `recur api` itself: how the API is served (uvicorn, its loop) is decided there.
+    api_argv = [
+        sys.executable, "-m", "cli", "api",
+        "--host", settings.api_host, "--port", str(settings.api_port),
+    ]  # fmt: skip
+    api = supervisor.add(Child("api", api_argv, logs / "api.log", env=env).start(), restart=True)
+
+    def api_up() -> bool:
+        api.ensure_alive()
+        return port_open(settings.api_host, settings.api_port)
+
+    wait_until(api_up, "the API")
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    say("")
+    say(f"Recur is up.   API docs:    {base}/docs")
+    say(f"               Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}")
+    key_note = " (the dev default)" if settings.admin_key == DEV_ADMIN_KEY else ""
+    say(f"               Admin key:   {settings.admin_key}{key_note}")
+    say(f"               Logs:        {logs}")
+    say(f"               worker pid {worker.pid}, API pid {api.pid}")
+    say("A worker or API that dies is started again. Ctrl-C stops everything.")
+
+
+def _tell_infra_only(settings: Settings, logs: Path) -> None:
+    say("")
+    say("Infrastructure is up (no worker, no API). Run them by hand, each in a shell with:")
+    for name, value in _env_by_hand(settings).items():
+        say(f"  export {name}={shlex.quote(value)}")
+    say("  recur worker      # or: python -m worker")
+    say(f"  recur api         # docs at http://{settings.api_host}:{settings.api_port}/docs")
+    say(f"Temporal UI: http://127.0.0.1:{settings.temporal_ui_port}   Logs: {logs}")
+    say("Ctrl-C stops everything.")
 
 
 def say(line: str) -> None:

@@ -135,12 +135,19 @@ class EmailSource:
     """Everything an event's email is made of, read in one query."""
 
     event: Event
-    sent: bool  # an email for this event is already recorded as sent
+    # Of the event's email record: None (never tried), "sending" (an attempt began and never
+    # recorded its result: it may have been sent), "sent", "retrying" or "failed".
+    status: str | None
     customer: Customer | None
     subscription: Subscription | None
     plan: Plan | None
     # The invoice the email is about: the failed one, or the one a renewal paid.
     invoice: Invoice | None
+
+    @property
+    def sent(self) -> bool:
+        """An email for this event is already recorded as sent."""
+        return self.status == "sent"
 
 
 _PAID = aliased(Event)
@@ -178,7 +185,7 @@ async def email_sources(session: AsyncSession, event_ids: Sequence[str]) -> dict
     )
     rows = (await session.execute(query)).all()
     return {
-        event.id: EmailSource(event, status == "sent", customer, sub, plan, invoice)
+        event.id: EmailSource(event, status, customer, sub, plan, invoice)
         for event, status, customer, sub, plan, invoice in rows
     }
 
@@ -190,7 +197,7 @@ class EmailAttempt:
     customer_id: str
     recipient: str
     subject: str
-    status: str  # sent | retrying | failed
+    status: str  # sending | sent | retrying | failed
     error: str | None
 
 
@@ -212,6 +219,49 @@ def _email_upsert() -> Any:
 
 
 _RECORD_EMAILS = _email_upsert()
+
+
+def _sending_upsert() -> Any:
+    table = EmailNotification.__table__  # type: ignore[attr-defined]
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={
+            "recipient": statement.excluded.recipient,
+            "subject": statement.excluded.subject,
+            "status": statement.excluded.status,
+        },
+        where=table.c.status != "sent",
+    )
+
+
+_MARK_SENDING = _sending_upsert()
+
+
+async def mark_emails_sending(
+    session: AsyncSession, attempts: Sequence[EmailAttempt], now: datetime
+) -> None:
+    """Before the relay sees them: these emails are being sent (status "sending", attempts
+    unchanged). A record still "sending" at the next attempt tells that attempt it may be
+    sending the email again. One statement for the batch; a sent record is left alone."""
+    if not attempts:
+        return
+    rows = [
+        {
+            "event_id": a.event_id,
+            "template": a.template,
+            "customer_id": a.customer_id,
+            "recipient": a.recipient,
+            "subject": a.subject,
+            "status": "sending",
+            "attempts": 0,
+            "last_error": None,
+            "created_at": now,
+            "sent_at": None,
+        }
+        for a in attempts
+    ]
+    await session.execute(_MARK_SENDING, rows)
 
 
 async def record_email_attempts(
