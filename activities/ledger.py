@@ -49,7 +49,8 @@ class LedgerActivities:
             raise
         info = activity.info()
         if info.attempt > 1 and info.activity_type == "sync_subscription":
-            log.info(
+            # A warning, like the failures it ends: it closes an incident in the same log level.
+            log.warning(
                 "projection.recovered",
                 workflow_id=info.workflow_id,
                 subscription_id=view.id,

@@ -88,6 +88,7 @@ async def test_a_failing_projection_is_counted_logged_and_repaired_by_its_retry(
     with capture_logs() as logs:
         await env.run(ledger.sync_subscription, _request(sub_id))
     (recovered,) = [e for e in logs if e["event"] == "projection.recovered"]
+    assert recovered["log_level"] == "warning"
     assert recovered["subscription_id"] == sub_id and recovered["attempt"] == 3
     async with scratch.connect() as conn:
         status = await conn.scalar(
