@@ -7,6 +7,7 @@ No payment-method details, card data, API keys or internal secrets ever reach a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from string import Template
@@ -101,8 +102,23 @@ _REASONS = {
 }
 
 
+# Line breaks (with the blanks around them) and other control characters, TAB aside.
+_BREAKS = re.compile("[ \t]*[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+[ \t]*")
+
+
+def one_line(text: str) -> str:
+    """`text` as a single line: a subject is a header, where a line break would end it."""
+    return _BREAKS.sub(" ", text)
+
+
 def render(template: str, ctx: EmailContext) -> tuple[str, str]:
-    """Subject and body of `template` for `ctx`."""
+    """Subject and body of `template` for `ctx`. The subject is always one line, whatever
+    the names in it hold (the API refuses line breaks in names; older rows may have them)."""
+    subject, body = _render(template, ctx)
+    return one_line(subject), body
+
+
+def _render(template: str, ctx: EmailContext) -> tuple[str, str]:
     common = {
         "name": ctx.customer_name,
         "plan": ctx.plan_name,

@@ -1,5 +1,12 @@
 """Projection activity: the read model, timeline, entitlements and the deliveries of new
-events (the notification outbox) move together, in one statement."""
+events (the notification outbox) move together, in one statement.
+
+A projection that fails is retried for ever (the workflow waits on it), so one that keeps
+failing (bad data, a broken database) must not go unseen: every failed attempt is counted
+in `recur_projection_failures` and logged as `projection.failed` with the subscription id,
+and the attempt that finally succeeds is logged as `projection.recovered`. Fixing the cause
+repairs the subscription: the next retry writes the projection and the workflow goes on.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,8 @@ from temporalio import activity
 
 from db.projection import write_projection
 from domain.contracts import SyncRequest
+
+FAILURES = "recur_projection_failures"
 
 log = structlog.get_logger()
 
@@ -32,8 +41,21 @@ class LedgerActivities:
         Also run by `charge_invoice` for the projection a paid charge was given."""
         view = req.subscription
         now = datetime.now(UTC)
-        async with self._autocommit.connect() as conn:
-            queued = await write_projection(conn, req, now)
+        try:
+            async with self._autocommit.connect() as conn:
+                queued = await write_projection(conn, req, now)
+        except Exception as err:
+            _failed(view.id, err)
+            raise
+        info = activity.info()
+        if info.attempt > 1 and info.activity_type == "sync_subscription":
+            # A warning, like the failures it ends: it closes an incident in the same log level.
+            log.warning(
+                "projection.recovered",
+                workflow_id=info.workflow_id,
+                subscription_id=view.id,
+                attempt=info.attempt,
+            )
         if queued and self._queued is not None:
             self._queued()
         renewals = sum(1 for e in req.events if e.type == "subscription.renewed")
@@ -47,3 +69,21 @@ class LedgerActivities:
             state_version=view.state_version,
             events=[e.type for e in req.events],
         )
+
+
+def _failed(subscription_id: str, err: Exception) -> None:
+    """Count and log a failed attempt. Only the error's class and SQLSTATE are logged: the
+    statement's parameters (names, emails) stay out of the logs."""
+    info = activity.info()
+    cause = getattr(err, "orig", None) or err
+    activity.metric_meter().create_counter(
+        FAILURES, "Projection attempts that failed (each is retried until one succeeds)"
+    ).add(1)
+    log.error(
+        "projection.failed",
+        workflow_id=info.workflow_id,
+        subscription_id=subscription_id,
+        attempt=info.attempt,
+        error=type(cause).__name__,
+        sqlstate=getattr(cause, "sqlstate", None),
+    )

@@ -12,6 +12,10 @@ stale connection costs one round trip instead of a failed send. A send that fail
 reason drops its connection and raises: the `send_email` activity records the attempt and
 Temporal retries it, exactly as with a fresh connection per email.
 
+Every header value goes out on one line (folding aside): a CR or LF in a value, from a name
+stored before the API refused them, would otherwise start a header of its own (a `Bcc:`
+adding recipients) or end the header block; see `header_safe`.
+
 `send` blocks; call it from a thread (`asyncio.to_thread`). Connections are used by one
 thread at a time.
 """
@@ -19,6 +23,7 @@ thread at a time.
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 import threading
@@ -80,6 +85,7 @@ class SmtpRelay:
         self.connections_opened = 0  # for tests and benchmarks
 
     def send(self, message: Message) -> None:
+        _make_headers_safe(message)
         smtp = self._checkout() or self._connect()
         try:
             smtp.send_message(message)
@@ -137,6 +143,29 @@ class SmtpRelay:
         with self._lock:
             self.connections_opened += 1
         return smtp
+
+
+# A line break not followed by a space or tab does not fold the header: it ends it.
+_BREAK = re.compile(r"(?:\r\n|\r|\n)+(?![ \t])")
+# Other control characters (TAB aside) and the Unicode line separators.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def header_safe(value: str) -> str:
+    """`value` with every line break that would not fold it, and every other control
+    character, made a space. Folding (a break followed by a space, as RFC 2047 encoded words
+    are folded) is kept, so long encoded headers keep short lines."""
+    return _CONTROL.sub(" ", _BREAK.sub(" ", value))
+
+
+def _make_headers_safe(message: Message) -> None:
+    items = message.items()
+    if all(not isinstance(v, str) or header_safe(v) == v for _, v in items):
+        return  # the usual case: nothing to rewrite
+    for name in dict.fromkeys(name for name, _ in items):
+        del message[name]
+    for name, value in items:  # in their order, repeated headers included
+        message[name] = header_safe(value) if isinstance(value, str) else value
 
 
 def _tls() -> ssl.SSLContext:

@@ -17,6 +17,7 @@ from api.auth import KeyCache
 from api.auth_throttle import AuthThrottle
 from api.clock_sweeper import ClockSweeper
 from api.errors import install_error_handlers
+from api.input_guard import InputGuardMiddleware
 from api.observability import install_observability
 from api.routes import (
     api_keys,
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(InputGuardMiddleware)  # inside observability: its 422s are counted
     install_observability(app)
     for module in (
         entitlements,  # first: the hot path is matched before every other router

@@ -56,13 +56,21 @@ def from_rpc_error(err: RPCError) -> ApiError:
     raise err
 
 
+# Validation errors with a code of their own (raised as PydanticCustomError in api.schemas);
+# every other one is a `validation_error`.
+OWN_CODES = {"invalid_characters", "duplicate_features", "time_out_of_range"}
+
+
 def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return 400, "invalid_json", "The request body is not valid JSON"
-    first = errors[0] if errors else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
-    return 422, "validation_error", f"{where}: {first.get('msg', 'invalid value')}"
+    own = [e for e in errors if e.get("type") in OWN_CODES]
+    first = own[0] if own else errors[0] if errors else {}
+    code = str(first.get("type")) if own else "validation_error"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    message = str(first.get("msg", "invalid value"))
+    return 422, code, f"{where}: {message}" if where else message
 
 
 def install_error_handlers(app: FastAPI) -> None:

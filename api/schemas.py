@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -15,10 +15,14 @@ from pydantic import (
     HttpUrl,
     StringConstraints,
     UrlConstraints,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
+from api import input_guard
 from api.auth import Role
 from domain.plan_change import ChangeWhen, ProrationBehavior
+from domain.plans import duplicate_features
 
 Amount = Annotated[int, Field(ge=0, le=99_999_999_999, strict=True)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
@@ -27,19 +31,50 @@ Feature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,200}$")]
 
 
+# Every time the API takes lies in this range: far enough for any billing horizon, near
+# enough that periods, trials and retries computed from it stay representable (a clock at
+# year 9999 overflowed in the workflow and failed it for good).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def _to_utc(value: datetime) -> datetime:
     try:
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
     except OverflowError:
         raise ValueError("time is out of range in UTC") from None
+    if not EARLIEST <= value < LATEST:
+        raise PydanticCustomError(
+            "time_out_of_range",
+            "times must be from {earliest} and before {latest}",
+            {"earliest": EARLIEST.isoformat(), "latest": LATEST.isoformat()},
+        )
+    return value
 
 
-# A time with an offset, normalised to UTC (naive or unrepresentable times are a 422).
+# A time with an offset, normalised to UTC (naive, unrepresentable or out-of-range times
+# are a 422).
 UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+
+
+def _distinct_features(features: list[str]) -> list[str]:
+    if repeated := duplicate_features(features):
+        raise PydanticCustomError(
+            "duplicate_features", "features are repeated: {repeated}", {"repeated": repeated}
+        )
+    return features
 
 
 class Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        """One check for every string of every request body, before any field is read."""
+        if (where := input_guard.first_forbidden(data)) is not None:
+            raise PydanticCustomError(input_guard.CODE, input_guard.message(where))
+        return data
 
 
 class PlanCreate(Input):
@@ -49,7 +84,9 @@ class PlanCreate(Input):
     interval: Literal["month", "year"]
     interval_count: Annotated[int, Field(ge=1, le=36, strict=True)] = 1
     trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] = 0
-    features: list[Feature] = Field(default_factory=list, max_length=100)
+    features: Annotated[
+        list[Feature], Field(max_length=100), AfterValidator(_distinct_features)
+    ] = Field(default_factory=list)
     creator_id: Name | None = None
 
 

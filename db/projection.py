@@ -16,7 +16,8 @@ What the statement does, as one snapshot:
   wants`, written here in SQL), and one for the customer's email when the type has a
   template. A lane's rows are inserted in timeline order, which is the order they go out;
 * when the request grants entitlements, makes the subscription's rows exactly those
-  features;
+  features (each once: a plan stored with a repeated feature, from before the API refused
+  one, would otherwise make the upsert touch a row twice and fail for ever);
 * moves the invoices named in `invoice_status` out of `open`.
 """
 
@@ -32,6 +33,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.driver import compact, fetch_all
 from domain.contracts import SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
+from domain.plans import distinct_features
 
 _PROJECT = compact(
     """
@@ -156,7 +158,7 @@ async def write_projection(
         "email_lane": EMAIL_LANE,
         "email_types": _EMAIL_TYPES,
         "grants": grant is not None,
-        "features": list(grant.features) if grant else [],
+        "features": distinct_features(grant.features) if grant else [],
         "grant_plan_id": grant.plan_id if grant else None,
         "active_until": grant.active_until if grant else None,
         "invoice_ids": list(req.invoice_status),

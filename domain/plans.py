@@ -1,5 +1,7 @@
 """Plan terms: the price and cadence a subscription is billed at."""
 
+from collections import Counter
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -30,6 +32,17 @@ class PlanTerms(BaseModel):
             return normalize_currency(value)
         except DomainError as exc:
             raise ValueError(exc.message) from exc
+
+
+def duplicate_features(features: Iterable[str]) -> list[str]:
+    """The features named more than once (a plan grants each feature once)."""
+    counts = Counter(features)
+    return [feature for feature, count in counts.items() if count > 1]
+
+
+def distinct_features(features: Iterable[str]) -> list[str]:
+    """`features` without repeats, in first-seen order."""
+    return list(dict.fromkeys(features))
 
 
 def compare_price_per_time(a: PlanTerms, b: PlanTerms) -> int:
