@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     max_plan_changes_per_period: int = 3
     dunning_retry_hours: list[int] = Field(default=[24, 48, 96, 144, 192, 240, 288, 336])
     dunning_exhausted_action: str = "cancel"
+    # What a cancel requested through Temporal (the UI's "Request Cancellation") refunds.
+    temporal_cancel_refund: Literal["none", "prorated"] = "none"
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> Settings:

@@ -56,6 +56,7 @@ def billing_policy(settings: Settings) -> BillingPolicy:
         plan_change=PlanChangePolicy(max_changes_per_period=settings.max_plan_changes_per_period),
         incomplete_expiry_hours=settings.incomplete_expiry_hours,
         trial_will_end_days=settings.trial_will_end_days,
+        temporal_cancel_refund=settings.temporal_cancel_refund,
     )
 
 

@@ -69,6 +69,8 @@ class BillingPolicy(BaseModel):
     plan_change: PlanChangePolicy = Field(default_factory=PlanChangePolicy)
     incomplete_expiry_hours: int = 23
     trial_will_end_days: int = 3
+    # What a cancel requested through Temporal (not the API) refunds: none, or prorated.
+    temporal_cancel_refund: str = "none"
 
 
 class SubscriptionInput(BaseModel):

@@ -38,6 +38,11 @@ ADVANCE_WAITS_FOR_FINAL_PROJECTION = "advance-waits-for-final-projection"
 # advance): a worker that died before the task completed lost the update while Stripe had
 # taken the money. Now such a charge first waits for the update to be accepted in history.
 DURABLE_UPDATE_CHARGES = "durable-update-charges"
+# Runs recorded before this patch ended CANCELED when Temporal was asked to cancel the
+# workflow (the UI's "Request Cancellation"), leaving the subscription active in the read
+# model; and the cancel interrupted a charge or a projection in flight. Now an activity in
+# flight runs to its end, then the subscription is canceled (audited, read model, events).
+CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
 
 _BUNDLE_1 = frozenset(
     {
@@ -51,7 +56,7 @@ _BUNDLE_1 = frozenset(
 # Newest first: a new run records the first; a run recorded with an older bundle asks for
 # the patches added since on their own, where it first needs them.
 BUNDLES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("bundled-patches-2", _BUNDLE_1 | {DURABLE_UPDATE_CHARGES}),
+    ("bundled-patches-2", _BUNDLE_1 | {DURABLE_UPDATE_CHARGES, CANCEL_REQUEST_CANCELS}),
     ("bundled-patches-1", _BUNDLE_1),
 )
 BUNDLE, BUNDLED = BUNDLES[0]

@@ -19,8 +19,9 @@ writes it once the charge is paid: one local activity per paid renewal.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -72,6 +73,7 @@ from workflows.messages import (
 )
 from workflows.patches import (
     ADVANCE_WAITS_FOR_FINAL_PROJECTION,
+    CANCEL_REQUEST_CANCELS,
     CHARGE_PROJECTS_FIRST_PAYMENT,
     CHARGE_PROJECTS_RENEWAL,
     DURABLE_UPDATE_CHARGES,
@@ -99,6 +101,8 @@ from workflows.projection import (
     sync_request,
     trial_start,
 )
+
+T = TypeVar("T")
 
 TERMINAL = frozenset({S.CANCELED, S.INCOMPLETE_EXPIRED})
 MAX_TRIAL = timedelta(days=730)  # as for `trial_days` when subscribing
@@ -145,17 +149,37 @@ class SubscriptionWorkflow:
         self._patches = RunPatches()
         # An update that may lead to a charge was delivered and may not be in history yet.
         self._update_not_durable = False
+        # Temporal was asked to cancel the workflow while an activity was in flight.
+        self._cancel_requested = False
 
     # ------------------------------------------------------------------ lifecycle
 
     @workflow.run
     async def run(self, inp: SubscriptionInput) -> SubscriptionView:
         self._patches.at_run_start()
+        try:
+            await self._live()
+        except asyncio.CancelledError:
+            # An operator asked Temporal to cancel the workflow (the UI's "Request
+            # Cancellation", `temporal workflow cancel`): that ends the subscription like
+            # an immediate cancel, not the workflow behind the read model's back.
+            if not self._patches.use(CANCEL_REQUEST_CANCELS):
+                raise
+            await self._cancel_as_requested_in_temporal()
+        self._finished = True  # only now is the final state projected
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view()
+
+    async def _live(self) -> None:
+        """The first decision, then every step that falls due, until the end."""
         if not self._started:
             async with self._lock:
                 await self._begin()
             self._started = True
         while self.status not in TERMINAL:
+            if self._cancel_requested:
+                await self._cancel_as_requested_in_temporal()
+                return
             step, due = self._next_step()
             woken = await self._clock.wait(due, lambda: self._dirty)
             if woken:
@@ -167,9 +191,6 @@ class SubscriptionWorkflow:
                 renewed = await self._perform(step)
             if self._run_is_full(renewed):
                 await self._continue_as_new()
-        self._finished = True  # only now is the final state projected
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view()
 
     async def _begin(self) -> None:
         """Trial, or the first charge; decides the state the creating API call returns."""
@@ -477,6 +498,7 @@ class SubscriptionWorkflow:
         uncollectible: str | None = None,
         refund: str = "none",
         settle: bool = False,
+        detail: str | None = None,
     ) -> None:
         """End the subscription now. With `settle` (a requested or scheduled cancel), lines
         still waiting for the next invoice are settled: a net debit is invoiced, and with
@@ -498,8 +520,25 @@ class SubscriptionWorkflow:
         s.pending_proration_lines = []
         s.dunning.next_retry_at = None
         s.open_invoice = None
-        events.append(self._event("subscription.canceled", reason=reason, actor=actor))
+        extra = {"detail": detail} if detail else {}
+        events.append(self._event("subscription.canceled", reason=reason, actor=actor, **extra))
         await self._sync(events, features=[], invoice_status=statuses or None)
+
+    async def _cancel_as_requested_in_temporal(self) -> None:
+        """An immediate cancel on behalf of whoever asked Temporal to cancel the workflow
+        (actor `temporal`, their reason in the event), refunding as the policy says."""
+        async with self._lock:
+            if self.status in TERMINAL:
+                return
+            s = self._s
+            await self._cancel_now(
+                reason="temporal_cancel_request",
+                actor="temporal",
+                void=s.open_invoice.id if s.open_invoice else None,
+                refund=self._in.policy.temporal_cancel_refund,
+                settle=True,
+                detail=workflow.cancellation_reason() or None,
+            )
 
     async def _settle_on_cancel(
         self, refund: str, actor: str | None, statuses: dict[str, str]
@@ -1136,19 +1175,25 @@ class SubscriptionWorkflow:
         on_paid: SyncRequest | None = None,
     ) -> ChargeOutcome:
         await self._make_updates_durable()
-        execute = (
-            workflow.execute_local_activity
+        start = (
+            workflow.start_local_activity
             if self._patches.use(LEAN_RENEWALS)
-            else workflow.execute_activity
+            else workflow.start_activity
         )
-        outcome: ChargeOutcome = await execute(
-            "charge_invoice",
-            ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor, on_paid=on_paid),
-            result_type=ChargeOutcome,
-            start_to_close_timeout=timedelta(seconds=60),
-            schedule_to_close_timeout=timedelta(hours=6),
-            retry_policy=CHARGE_RETRY,
-            summary=f"charge {invoice.id} attempt {attempt}: {invoice.total} {invoice.currency}",
+        outcome: ChargeOutcome = await self._to_the_end(
+            start(
+                "charge_invoice",
+                ChargeRequest(
+                    invoice=invoice, attempt_number=attempt, actor=actor, on_paid=on_paid
+                ),
+                result_type=ChargeOutcome,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(hours=6),
+                retry_policy=CHARGE_RETRY,
+                summary=(
+                    f"charge {invoice.id} attempt {attempt}: {invoice.total} {invoice.currency}"
+                ),
+            )
         )
         self._s.latest_invoice_id = invoice.id
         self._last_outcome = outcome
@@ -1221,19 +1266,33 @@ class SubscriptionWorkflow:
         await self._project(request)
 
     async def _project(self, request: SyncRequest) -> None:
-        execute = (
-            workflow.execute_local_activity
+        start = (
+            workflow.start_local_activity
             if self._patches.use(LEAN_RENEWALS)
-            else workflow.execute_activity
+            else workflow.start_activity
         )
-        await execute(
-            "sync_subscription",
-            request,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=SYNC_RETRY,
-            summary=", ".join(e.type for e in request.events) or "state",
+        await self._to_the_end(
+            start(
+                "sync_subscription",
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SYNC_RETRY,
+                summary=", ".join(e.type for e in request.events) or "state",
+            )
         )
         self._publish()
+
+    async def _to_the_end(self, activity: Awaitable[T]) -> T:
+        """Await an activity that moves money or writes records; a cancel requested through
+        Temporal meanwhile lets it finish (a charge cut short could leave money taken and
+        nothing recorded) and is acted on as the next step."""
+        if not self._patches.use(CANCEL_REQUEST_CANCELS):
+            return await activity
+        try:
+            return await asyncio.shield(activity)
+        except asyncio.CancelledError:
+            self._cancel_requested = True
+            return await activity
 
     def _publish(self) -> None:
         """Search attributes and current details, for operators in the Temporal UI."""
