@@ -221,6 +221,33 @@ def subs_cancel(
     )
 
 
+@subs_app.command("reconcile")
+def subs_reconcile(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Record each one found as canceled")
+    ] = False,
+) -> None:
+    """Find live subscriptions whose workflow has closed (terminated, failed, timed out);
+    with --repair, record them as canceled. Reads PostgreSQL and Temporal directly."""
+    from cli_ops import reconcile_subscriptions
+
+    orphans = _run(reconcile_subscriptions(repair))
+    _table(
+        ["subscription", "read model", "workflow", "now"],
+        [
+            [
+                o.subscription_id,
+                o.read_model_status,
+                o.workflow_status.lower(),
+                "canceled" if repair else "",
+            ]
+            for o in orphans
+        ],
+    )
+    if orphans and not repair:
+        raise typer.Exit(3)
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]

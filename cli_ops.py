@@ -1,9 +1,11 @@
-"""Database-side work behind `recur keys` (runs without the API)."""
+"""Database-side work behind `recur keys` and `recur subs reconcile` (runs without the
+API)."""
 
 from __future__ import annotations
 
 from api import key_admin
 from api.auth import Role
+from api.reconcile import Orphan
 from config import get_settings
 from db.engine import get_engine, transaction
 
@@ -45,3 +47,24 @@ async def revoke_key(key_id: str) -> bool:
         row = await key_admin.revoke(session, key_id)
     await engine.dispose()
     return row is not None
+
+
+async def reconcile_subscriptions(repair: bool) -> list[Orphan]:
+    """Live subscriptions whose workflow has closed; with `repair`, recorded as canceled."""
+    from api import reconcile
+    from db.engine import session_factory
+    from worker import connect_temporal
+
+    settings = get_settings()
+    client = await connect_temporal(settings)
+    engine = get_engine(settings.effective_database_url)
+    try:
+        async with session_factory(engine)() as session:
+            orphans = await reconcile.find(client, session)
+            if repair:
+                for orphan in orphans:
+                    await reconcile.repair(session, orphan)
+                await session.commit()
+    finally:
+        await engine.dispose()
+    return orphans

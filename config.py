@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     clock_advance_deadline_seconds: float = Field(default=300.0, gt=0)
     clock_sweep_seconds: float = Field(default=10.0, gt=0)
     clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
+    # How often the API looks for live subscriptions whose workflow has closed.
+    orphan_check_seconds: float = Field(default=300.0, gt=0)
     # The API-key cache holds at most this many verified keys (unknown keys are never
     # cached); a client address with `auth_failure_limit` failed authentications within
     # `auth_failure_window_seconds` gets 429 until the window ends; at most

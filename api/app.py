@@ -19,6 +19,7 @@ from api.clock_sweeper import ClockSweeper
 from api.errors import install_error_handlers
 from api.input_guard import InputGuardMiddleware
 from api.observability import install_observability
+from api.orphan_check import OrphanCheck
 from api.routes import (
     api_keys,
     customers,
@@ -65,6 +66,14 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         )
         app.state.start_sweeper = sweeper
         sweeper.start()
+        orphans = OrphanCheck(
+            app.state.sessions,
+            app.state.temporal,
+            app.state.metrics.registry,
+            settings.orphan_check_seconds,
+        )
+        app.state.orphan_check = orphans
+        orphans.start()
         clocks = ClockSweeper(app.state.sessions, app.state.temporal, settings)
         app.state.clock_sweeper = clocks
         if settings.sandbox:
@@ -76,6 +85,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         gc.freeze()
         yield
         await clocks.stop()
+        await orphans.stop()
         await sweeper.stop()
         await app.state.gateway.aclose()
 

@@ -105,6 +105,7 @@ class RequestContextMiddleware:
 
 def install_observability(app: FastAPI) -> ApiMetrics:
     metrics = ApiMetrics()
+    app.state.metrics = metrics
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)

@@ -17,7 +17,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """PostgreSQL and Temporal both answer."""
+    """PostgreSQL and Temporal both answer; how many live subscriptions have a closed
+    workflow, as last counted (null before the first count)."""
     checks: dict[str, str] = {}
     try:
         async with request.app.state.sessions() as session:
@@ -34,6 +35,9 @@ async def readyz(request: Request) -> JSONResponse:
     except Exception as err:
         checks["temporal"] = f"error: {type(err).__name__}"
     ready = all(v == "ok" for v in checks.values())
+    # Reported, not a reason to take the API out of rotation: the API serves them fine.
+    orphans = request.app.state.orphan_check.found
     return JSONResponse(
-        status_code=200 if ready else 503, content={"ready": ready, "checks": checks}
+        status_code=200 if ready else 503,
+        content={"ready": ready, "checks": checks, "orphaned_subscriptions": orphans},
     )

@@ -52,3 +52,12 @@ async def check(
     """The hot path: one indexed lookup on (customer_id, feature)."""
     row = (await session.execute(CHECK_SQL, {"customer_id": customer_id, "feature": feature})).one()
     return row[1] > 0, row[0]
+
+
+async def features_of(session: AsyncSession, subscription_id: str) -> list[str]:
+    query = (
+        select(Entitlement.feature)
+        .where(Entitlement.subscription_id == subscription_id)
+        .order_by(col(Entitlement.feature))
+    )
+    return list((await session.exec(query)).all())

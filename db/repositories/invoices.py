@@ -119,3 +119,10 @@ async def succeeded_attempt(session: AsyncSession, invoice_id: str) -> PaymentAt
         PaymentAttempt.invoice_id == invoice_id, PaymentAttempt.status == "succeeded"
     )
     return (await session.exec(query)).first()
+
+
+async def open_ids(session: AsyncSession, subscription_id: str) -> list[str]:
+    query = select(Invoice.id).where(
+        Invoice.subscription_id == subscription_id, Invoice.status == "open"
+    )
+    return list((await session.exec(query)).all())

@@ -67,3 +67,14 @@ async def ids_on_clock(session: AsyncSession, test_clock_id: str) -> Sequence[st
         col(Subscription.status).not_in(["canceled", "incomplete_expired"]),
     )
     return (await session.exec(query)).all()
+
+
+async def live_statuses(session: AsyncSession, subscription_ids: Sequence[str]) -> dict[str, str]:
+    """The read model's status of those of `subscription_ids` that have not ended."""
+    if not subscription_ids:
+        return {}
+    query = select(Subscription.id, Subscription.status).where(
+        col(Subscription.id).in_(subscription_ids),
+        col(Subscription.status).not_in(["canceled", "incomplete_expired"]),
+    )
+    return dict((await session.exec(query)).all())
