@@ -28,7 +28,6 @@ from db.projection import write_projection
 from db.repositories import starts, subscriptions, test_clocks
 from domain.contracts import PlanSnapshot, SubscriptionView
 from domain.dunning import DunningPolicy, ExhaustedAction
-from domain.money import format_amount
 from domain.plan_change import PlanChangePolicy
 from workflows import search_attributes as sa
 from workflows.details import next_billing_at
@@ -80,12 +79,14 @@ def _start_options(
         "task_queue": settings.task_queue,
         "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
         "search_attributes": TypedSearchAttributes(attributes),
-        "static_summary": f"{inp.subscription_id}: {plan.name} for {inp.customer_id}",
+        # Only what never changes: plan, status and money are in the current details,
+        # which every projection refreshes.
+        "static_summary": f"{inp.subscription_id} of {inp.customer_id}",
         "static_details": (
-            f"**{plan.name}** (`{plan.plan_id}`), "
-            f"{format_amount(plan.amount, plan.currency)} every "
-            f"{plan.interval_count} {plan.interval.value}(s)\n\ncustomer `{inp.customer_id}`"
+            f"subscription `{inp.subscription_id}` of customer `{inp.customer_id}`"
+            + (f" ({inp.customer_email})" if inp.customer_email else "")
             + (f"\n\ntest clock `{inp.test_clock_id}`" if inp.test_clock_id else "")
+            + "\n\nplan, status, period and what is owed: current details"
         ),
     }
 

@@ -60,6 +60,11 @@ class CarriedState(BaseModel):
     clock_now: datetime | None = None
     clock_cursor: datetime | None = None
     renewals: int = 0
+    # For operators (the Temporal UI's current details): why the last charge failed, why
+    # the subscription ended, what its cancel refunded.
+    last_decline: str | None = None
+    cancel_reason: str | None = None
+    refunded: int = 0
 
 
 class BillingPolicy(BaseModel):
@@ -85,6 +90,7 @@ class SubscriptionInput(BaseModel):
     billing_cycle_anchor: datetime | None = None
     has_payment_method: bool = True
     actor: str | None = None
+    customer_email: str | None = None  # as at creation, shown to operators
     policy: BillingPolicy = Field(default_factory=BillingPolicy)
     carried: CarriedState | None = None
 

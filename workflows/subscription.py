@@ -515,6 +515,7 @@ class SubscriptionWorkflow:
             events += await self._settle_on_cancel(refund, actor, statuses)
         s.status = S.CANCELED
         s.canceled_at = now
+        s.cancel_reason = reason
         s.cancel_at_period_end = False
         s.pending_change, s.pending_plan = None, None
         s.pending_proration_lines = []
@@ -595,6 +596,7 @@ class SubscriptionWorkflow:
                 summary=f"refund {amount} {s.plan.currency} of {invoice_id}",
             )
             refunded += result.refunded
+        s.refunded += refunded
         return [
             self._event(
                 "invoice.refunded",
@@ -1237,6 +1239,7 @@ class SubscriptionWorkflow:
     def _failed_event(
         self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
     ) -> EventDraft:
+        self._s.last_decline = outcome.decline_code or outcome.failure_code
         return self._event(
             "invoice.payment_failed",
             invoice_id=invoice.id,
@@ -1301,9 +1304,7 @@ class SubscriptionWorkflow:
             updates = changed_only(updates, workflow.info().typed_search_attributes)
         if updates:
             workflow.upsert_search_attributes(updates)
-        workflow.set_current_details(
-            current_details(self._s, self._clock.test_clock_id, self._now())
-        )
+        workflow.set_current_details(current_details(self._in, self._s, self._now()))
 
     def _view(self) -> SubscriptionView:
         return subscription_view(self._in, self._s)

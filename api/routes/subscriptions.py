@@ -109,6 +109,7 @@ async def create_subscription(
         billing_cycle_anchor=anchor,
         has_payment_method=customer.default_payment_method is not None,
         actor=key.actor,
+        customer_email=customer.email,
         policy=lifecycle.billing_policy(settings),
     )
     state = initial_state(inp, now)
