@@ -1143,7 +1143,13 @@ class SubscriptionWorkflow:
         )
         outcome: ChargeOutcome = await execute(
             "charge_invoice",
-            ChargeRequest(invoice=invoice, attempt_number=attempt, actor=actor, on_paid=on_paid),
+            ChargeRequest(
+                invoice=invoice,
+                attempt_number=attempt,
+                actor=actor,
+                on_paid=on_paid,
+                clock_time=self._now() if self._clock.is_test_clock else None,
+            ),
             result_type=ChargeOutcome,
             start_to_close_timeout=timedelta(seconds=60),
             schedule_to_close_timeout=timedelta(hours=6),
