@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from typing import Any
 
 import httpx
+import stripe
 
 from activities.notifications import webhook_body
+from api.stripe_signature import sign
 from db.models import Event
 from tests.api.billing_support import at, call, events_of, prorated, start_active, timeline
-from tests.helpers import advance, invoices, make_plan, ok, ts
+from tests.conftest import Stack
+from tests.helpers import advance, invoices, make_clock, make_plan, ok, subscribe, ts
 
 # An RFC 3339 date-time anywhere in a JSON document, with whatever offset it carries.
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -117,3 +122,57 @@ async def test_credit_note_is_not_paid(app_client: httpx.AsyncClient) -> None:
     assert ts(note["created_at"]) == moment
     (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
     assert refunded["data"]["credit_note_id"] == note["id"]
+
+
+async def test_payment_reported_by_stripe_later_is_dated_on_the_clock(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """3-D Secure on a test clock: the webhook reporting success arrives in wall time, the
+    attempt and the invoice are dated with the clock's time."""
+    api = app_client
+    base = stack.settings.effective_stripe_api_base
+    assert base is not None
+    client = stripe.StripeClient(stack.settings.stripe_api_key, base_addresses={"api": base})
+    card = client.v1.payment_methods.create(
+        {
+            "type": "card",
+            "card": {"number": "4000002500003155", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    body = {"email": f"sca-{uuid.uuid4().hex[:8]}@example.com", "payment_method": card.id}
+    customer = ok(await api.post("/v1/customers", json=body), 201)
+    plan = await make_plan(api, amount=2000)
+    start = at(2028, 9, 1)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    assert sub["status"] == "incomplete"
+    [invoice] = await invoices(api, sub["id"])
+    intent_id = invoice["attempts"][0]["stripe_payment_intent_id"]
+    intent = client.v1.payment_intents.retrieve(intent_id)
+    client.raw_request(
+        "post",
+        f"/v1/payment_intents/{intent_id}/_authenticate",
+        client_secret=intent.client_secret,
+        success="true",
+    )
+    event = {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": "payment_intent.succeeded",
+        "data": {"object": client.v1.payment_intents.retrieve(intent_id).to_dict()},
+    }
+    raw = json.dumps(event).encode()
+    header = sign(raw, stack.settings.stripe_webhook_secret, int(time.time()))
+    ok(
+        await api.post(
+            "/webhooks/stripe",
+            content=raw,
+            headers={"Stripe-Signature": header, "content-type": "application/json"},
+        )
+    )
+
+    [invoice] = await invoices(api, sub["id"])
+    assert invoice["status"] == "paid"
+    assert ts(invoice["paid_at"]) == start
+    assert [ts(a["completed_at"]) for a in invoice["attempts"]] == [start]
