@@ -23,7 +23,7 @@ from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import structlog
@@ -51,6 +51,7 @@ from domain.notifications import (
     RouteRequest,
     targets_for,
 )
+from domain.timestamps import rfc3339, with_z_times
 
 log = structlog.get_logger()
 
@@ -60,18 +61,15 @@ USER_AGENT = "Recur-Webhooks/1.0"
 REFUSED_TARGET = "target address not allowed"
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def webhook_body(event: Event) -> bytes:
     """The JSON body POSTed for one event (the same bytes on every attempt)."""
     payload = {
         "id": event.id,
         "type": event.type,
-        "created": _rfc3339(event.occurred_at),
+        "created": rfc3339(event.occurred_at),
         "data": {
-            **event.data,
+            # Times in one form with the API's (stored data keeps the workflow's `+00:00`).
+            **cast(dict[str, object], with_z_times(event.data)),
             "subscription_id": event.subscription_id,
             "customer_id": event.customer_id,
         },

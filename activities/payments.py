@@ -19,6 +19,7 @@ from activities.stripe_gateway import InvalidPaymentRequest, PaymentResult, Stri
 from db.engine import transaction
 from db.repositories import charges
 from db.repositories import invoices as invoice_repo
+from db.repositories.invoices import CREDITED
 from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
@@ -74,7 +75,7 @@ class PaymentActivities:
                 attempt_id=f"pa_{invoice.id.removeprefix('in_')}_{req.attempt_number}",
                 attempt_number=req.attempt_number,
                 actor=req.actor,
-                now=datetime.now(UTC),
+                now=req.clock_time or datetime.now(UTC),
             )
         # Committed: the key is on record before any money can move.
         if opened.paid is not None:
@@ -96,7 +97,11 @@ class PaymentActivities:
 
         async with self._autocommit.connect() as conn:
             attempt = await charges.settle_attempt(
-                conn, key=key, invoice_id=invoice.id, result=result, now=datetime.now(UTC)
+                conn,
+                key=key,
+                invoice_id=invoice.id,
+                result=result,
+                now=req.clock_time or datetime.now(UTC),
             )
         _count_outcome(attempt)
         bound.info(
@@ -178,9 +183,9 @@ class PaymentActivities:
         async with transaction(self._engine) as session:
             paid = await invoice_repo.succeeded_attempt(session, req.invoice_id)
             await invoice_repo.ensure_invoice(session, req.credit_note)
-            await invoice_repo.set_invoice_status(
-                session, req.credit_note.id, "paid", paid_at=datetime.now(UTC)
-            )
+            # A credit note is issued, never paid: no paid_at; its time is its created_at,
+            # the workflow's (test-clock) time.
+            await invoice_repo.set_invoice_status(session, req.credit_note.id, CREDITED)
         if paid is None or paid.stripe_payment_intent_id is None:
             return RefundOutcome(refunded=0)
         amount = min(req.amount, paid.amount)

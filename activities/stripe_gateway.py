@@ -30,6 +30,16 @@ class InvalidPaymentRequest(Exception):
         self.message = message
 
 
+class CardDeclined(Exception):
+    """The card was refused (on attaching it, or a charge outside `charge`): not a fault."""
+
+    def __init__(self, code: str, message: str, decline_code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.decline_code = decline_code
+
+
 @dataclass(frozen=True)
 class PaymentResult:
     status: str  # succeeded | failed | requires_action
@@ -80,6 +90,14 @@ class StripeGateway:
             )
         )
         return str(customer.id)
+
+    async def delete_customer(self, stripe_customer_id: str) -> None:
+        """Delete a Stripe customer (one Recur created and will not keep); gone already is fine."""
+        try:
+            await self._call(self._client.v1.customers.delete_async(stripe_customer_id))
+        except InvalidPaymentRequest as err:
+            if err.code != "resource_missing":
+                raise
 
     async def attach_payment_method(self, *, stripe_customer_id: str, payment_method: str) -> str:
         """Attach a payment method (id or test token) and make it the default; returns its id."""
@@ -213,9 +231,16 @@ class StripeGateway:
         )
 
     async def _call(self, awaitable: Any) -> Any:
-        """Await a Stripe call, turning request errors into `InvalidPaymentRequest`."""
+        """Await a Stripe call, turning a refused card into `CardDeclined` and request errors
+        into `InvalidPaymentRequest` (a charge's decline is a result: see `charge`)."""
         try:
             return await awaitable
+        except stripe.CardError as err:
+            raise CardDeclined(
+                err.code or "card_declined",
+                err.user_message or "The card was declined.",
+                (getattr(err.error, "decline_code", None) if err.error else None) or None,
+            ) from err
         except stripe.InvalidRequestError as err:
             raise InvalidPaymentRequest(
                 err.code or "invalid_request", err.user_message or str(err)

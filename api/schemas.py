@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +15,7 @@ from pydantic import (
     HttpUrl,
     StringConstraints,
     UrlConstraints,
+    field_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -23,6 +24,7 @@ from api import input_guard
 from api.auth import Role
 from domain.plan_change import ChangeWhen, ProrationBehavior
 from domain.plans import duplicate_features
+from domain.timestamps import with_z_times
 
 Amount = Annotated[int, Field(ge=0, le=99_999_999_999, strict=True)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True)]
@@ -174,6 +176,9 @@ class PaymentAttemptOut(BaseModel):
 
 class InvoiceOut(BaseModel):
     id: str
+    # `credit_note`: money owed back (billing_reason subscription_cancel_refund, a negative
+    # total), status `credited`; every other one is an `invoice`.
+    type: Literal["invoice", "credit_note"]
     subscription_id: str
     customer_id: str
     status: str
@@ -196,6 +201,11 @@ class EventOut(BaseModel):
     data: dict[str, object]
     actor: str | None
     occurred_at: datetime
+
+    @field_serializer("data")
+    def _data_times_with_z(self, data: dict[str, object]) -> dict[str, object]:
+        # Stored data keeps the workflow's `+00:00`; the API writes every time with `Z`.
+        return cast(dict[str, object], with_z_times(data))
 
 
 class EntitlementOut(BaseModel):

@@ -46,6 +46,9 @@ class ChargeRequest(BaseModel):
     invoice: InvoiceDraft
     attempt_number: int
     actor: str | None = None
+    # The subscription's test-clock time, recorded as the attempt's and the payment's time;
+    # None (no test clock, or a history from before this field) records the wall clock.
+    clock_time: datetime | None = None
     # A renewal's projection, decided before the charge: written by the charge activity
     # once this attempt is paid, so a paid renewal costs one local activity, not two.
     on_paid: SyncRequest | None = None

@@ -56,8 +56,13 @@ def proration_lines(
     period_start: datetime,
     period_end: datetime,
     at: datetime,
+    *,
+    old_name: str | None = None,
+    new_name: str | None = None,
 ) -> list[InvoiceLine]:
     """Credit for unused time on `old` and debit for remaining time on `new`, from `at`.
+
+    Lines name each plan as every other line does, by its name (the id without one).
 
     Zero-amount lines are dropped. Both plans must share currency and period length:
     prorating a yearly price over a monthly period would charge the wrong amount.
@@ -75,8 +80,8 @@ def proration_lines(
     end = as_utc(period_end, "period_end")
     day = start.date().isoformat()
     candidates = (
-        (proration.credit, f"Unused time on {old.plan_id} after {day}"),
-        (proration.debit, f"Remaining time on {new.plan_id} after {day}"),
+        (proration.credit, f"Unused time on {old_name or old.plan_id} after {day}"),
+        (proration.debit, f"Remaining time on {new_name or new.plan_id} after {day}"),
     )
     return [
         InvoiceLine(

@@ -141,7 +141,9 @@ def quote_change(
     if decision.proration == ProrationBehavior.NONE:
         billing, lines = Billing.NONE, []
     else:
-        lines = proration_lines(current, new, period_start, period_end, now)
+        lines = proration_lines(
+            current, new, period_start, period_end, now, old_name=current.name, new_name=new.name
+        )
         billing = (
             Billing.INVOICE_NOW
             if decision.proration == ProrationBehavior.ALWAYS_INVOICE

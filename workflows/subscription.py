@@ -1186,7 +1186,11 @@ class SubscriptionWorkflow:
             start(
                 "charge_invoice",
                 ChargeRequest(
-                    invoice=invoice, attempt_number=attempt, actor=actor, on_paid=on_paid
+                    invoice=invoice,
+                    attempt_number=attempt,
+                    actor=actor,
+                    on_paid=on_paid,
+                    clock_time=self._now() if self._clock.is_test_clock else None,
                 ),
                 result_type=ChargeOutcome,
                 start_to_close_timeout=timedelta(seconds=60),

@@ -52,9 +52,14 @@ async def render(session: AsyncSession, rows: Sequence[Invoice]) -> list[Invoice
         attempts[attempt.invoice_id].append(
             PaymentAttemptOut.model_validate(attempt, from_attributes=True)
         )
+    derived = ("lines", "attempts", "type", "status", "paid_at")
     return [
         InvoiceOut(
-            **{k: getattr(r, k) for k in InvoiceOut.model_fields if k not in ("lines", "attempts")},
+            **{k: getattr(r, k) for k in InvoiceOut.model_fields if k not in derived},
+            type="credit_note" if repo.is_credit_note(r) else "invoice",
+            status=repo.shown_status(r),
+            # A credit note is never paid (older ones were recorded with a paid_at).
+            paid_at=None if repo.is_credit_note(r) else r.paid_at,
             lines=lines[r.id],
             attempts=attempts[r.id],
         )

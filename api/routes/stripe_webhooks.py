@@ -19,7 +19,7 @@ from api.deps import SessionDep, SettingsDep
 from api.errors import ApiError
 from api.stripe_signature import SignatureError, verify
 from db.models import Invoice, PaymentAttempt
-from db.repositories import stripe_inbox
+from db.repositories import stripe_inbox, subscriptions, test_clocks
 from db.repositories.stripe_inbox import Item, Work
 
 router = APIRouter(tags=["stripe"])
@@ -121,6 +121,15 @@ async def _signal_now(
     return result.outcome is Signaled.SENT
 
 
+async def _clock_time(session: SessionDep, subscription_id: str) -> datetime | None:
+    """A subscription on a test clock records times on that clock, as its invoices are."""
+    subscription = await subscriptions.get(session, subscription_id)
+    if subscription is None or subscription.test_clock_id is None:
+        return None
+    clock = await test_clocks.get(session, subscription.test_clock_id)
+    return clock.frozen_time if clock is not None else None
+
+
 async def _record_async_success(session: SessionDep, intent: dict[str, Any]) -> Work | None:
     """A PaymentIntent that succeeded later (3-D Secure): mark its attempt and invoice paid
     (an invoice no longer open, e.g. voided when its subscription ended, stays as it is).
@@ -139,7 +148,7 @@ async def _record_async_success(session: SessionDep, intent: dict[str, Any]) -> 
     ).first()
     if attempt is None or attempt.status == "succeeded":
         return None
-    now = datetime.now(UTC)
+    now = await _clock_time(session, attempt.subscription_id) or datetime.now(UTC)
     attempt.status = "succeeded"
     attempt.completed_at = now
     session.add(attempt)

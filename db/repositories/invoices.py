@@ -13,6 +13,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import Invoice, InvoiceLine, PaymentAttempt
 from domain.contracts import InvoiceDraft
 
+# A credit note (money owed back on an immediate cancel with a refund) is stored as an
+# invoice with a negative total; it is issued as `credited`, never `paid`.
+CREDIT_NOTE_REASON = "subscription_cancel_refund"
+CREDITED = "credited"
+
 _INVOICES = Invoice.__table__  # type: ignore[attr-defined]
 _LINES = InvoiceLine.__table__  # type: ignore[attr-defined]
 _NEW_INVOICE = (
@@ -55,6 +60,18 @@ async def ensure_invoice(session: AsyncSession, draft: InvoiceDraft) -> None:
             for position, line in enumerate(draft.lines)
         ],
     )
+
+
+def is_credit_note(invoice: Invoice) -> bool:
+    return invoice.billing_reason == CREDIT_NOTE_REASON
+
+
+def shown_status(invoice: Invoice) -> str:
+    """The status the API shows: credit notes recorded as `paid` before they had their own
+    status read `credited` too (stored rows are not rewritten)."""
+    if is_credit_note(invoice) and invoice.status == "paid":
+        return CREDITED
+    return invoice.status
 
 
 async def get_invoice(session: AsyncSession, invoice_id: str) -> Invoice | None:

@@ -129,7 +129,7 @@ async def test_immediate_cancel_with_prorated_refund(
     assert (note["billing_reason"], note["total"], note["status"]) == (
         "subscription_cancel_refund",
         credit,
-        "paid",
+        "credited",
     )
     assert line_tuples(note) == [("proration", credit, moment, at(2027, 11, 1))]
     assert _refunds(stack, first) == [(2032, "succeeded")]

@@ -121,7 +121,7 @@ async def test_invalid_payment_method_is_422(app_client: httpx.AsyncClient) -> N
     response = await app_client.post(
         "/v1/customers", json={"email": "x@example.com", "payment_method": "pm_card_doesnotexist"}
     )
-    _error(response, 422, "invalid_payment_method")
+    _error(response, 422, "payment_method_invalid")
 
 
 async def test_test_clock_rules(app_client: httpx.AsyncClient) -> None:
