@@ -49,6 +49,8 @@ CODES: dict[str, tuple[int, str]] = {
     ),
     "subscription_canceled": (409, "Subscription sub_0123 is canceled"),
     "subscription_not_running": (409, "The subscription's workflow has ended"),
+    "update_rejected": (409, "The subscription's workflow refused the request"),
+    "already_exists": (409, "Workflow execution already started"),
     "no_stripe_customer": (409, "Customer has no Stripe customer"),
     "same_plan": (409, "Subscription is already on plan plan_demo_insider"),
     "too_many_changes": (409, "At most 3 plan changes are allowed per period"),
@@ -87,7 +89,12 @@ CODES: dict[str, tuple[int, str]] = {
     "workflow_unavailable": (503, "sub_0123's workflow did not answer in time"),
 }
 
-_LIFECYCLE = ("subscription_canceled", "subscription_not_running", "workflow_unavailable")
+_LIFECYCLE = (
+    "subscription_canceled",
+    "subscription_not_running",
+    "update_rejected",
+    "workflow_unavailable",
+)
 
 # What an operation checks itself, beyond what its dependencies imply.
 SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
@@ -102,6 +109,8 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "test_clocks_disabled",
         "invalid_billing_cycle_anchor",
         "time_out_of_range",
+        "already_exists",
+        "workflow_unavailable",
     ),
     ("post", "/v1/subscriptions/{subscription_id}/change_plan"): (
         *_LIFECYCLE,

@@ -9,6 +9,7 @@ machine without internet) and recorded: the page must work without one and make 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
@@ -99,3 +100,16 @@ async def test_docs_authorize_and_try_a_request_offline(docs_server: str, chromi
 
     assert plans_auth == [f"Bearer {ADMIN_KEY}"]
     assert outside == [], f"the docs page reached outside {host}: {outside}"
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+async def test_the_docs_pages_load_only_the_projects_own_files(
+    app_client: httpx.AsyncClient, page: str
+) -> None:
+    html = (await app_client.get(page, headers={"Authorization": ""})).text
+    assert re.findall(r"https?://", html) == []
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert assets and all(a.startswith("/static/docs/") for a in assets), assets
+    for asset in assets:
+        answer = await app_client.get(asset)
+        assert answer.status_code == 200 and len(answer.content) > 1000, asset

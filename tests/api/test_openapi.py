@@ -10,6 +10,7 @@ whatever 4xx comes back must be documented, with its code, for that operation.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 
 from api.app import create_app
 from api.errors import ErrorResponse
+from api.openapi import CODES
 from config import Settings
 from tests.api.test_roles import MATRIX
 
@@ -152,3 +154,26 @@ async def test_every_error_the_routes_answer_is_documented(
     _documented(document, "POST", "/v1/plans", again)
     seen.add(409)
     assert {401, 403, 404, 409, 422} <= seen
+
+
+# Codes raised in the code that no request is answered with, and why.
+NOT_ANSWERED = {
+    "invalid_currency": "domain.money.format_amount of stored amounts, never a request's",
+    "invalid_transition": "the state machine's own invariant: a bug if it surfaces",
+    "not_on_test_clock": "advance_clock is sent only to subscriptions on a test clock",
+}
+
+
+def test_every_error_code_in_the_code_has_a_documented_example() -> None:
+    """A new `ApiError`, `DomainError` or workflow rejection must be added to
+    api.openapi.CODES (and to the operations that answer it) or listed above."""
+    raised = re.compile(r'(?:ApiError\(\s*\d+,\s*|rejected\(\s*|DomainError\(\s*)"([a-z_]+)"')
+    root = Path(__file__).resolve().parents[2]
+    codes = {
+        match.group(1)
+        for folder in ("api", "workflows", "domain", "activities")
+        for source in (root / folder).rglob("*.py")
+        for match in raised.finditer(source.read_text())
+    }
+    assert len(codes) > 30
+    assert codes - set(CODES) - set(NOT_ANSWERED) == set()
