@@ -16,9 +16,11 @@ from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache
 from api.auth_throttle import AuthThrottle
 from api.clock_sweeper import ClockSweeper
+from api.docs_ui import install_docs
 from api.errors import install_error_handlers
 from api.input_guard import InputGuardMiddleware
 from api.observability import install_observability
+from api.openapi import install_openapi
 from api.orphan_check import OrphanCheck
 from api.routes import (
     api_keys,
@@ -94,6 +96,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         version="1.0",
         summary="Subscription lifecycle engine: trials, renewals, proration, dunning.",
         lifespan=lifespan,
+        # Served by api.docs_ui from installed files instead (FastAPI's load from a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(InputGuardMiddleware)  # inside observability: its 422s are counted
@@ -112,6 +117,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         webhook_endpoints,
     ):
         app.include_router(module.router)
+    install_docs(app)
+    install_openapi(app)
     return app
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -51,7 +52,20 @@ async def get_start_sweeper(request: Request) -> StartSweeper:
     return request.app.state.start_sweeper  # type: ignore[no-any-return]
 
 
-async def current_principal(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI document (so /docs has "Authorize"); it never
+# answers itself (auto_error=False): current_principal reads the header and answers our 401.
+bearer = HTTPBearer(
+    scheme_name="bearer",
+    bearerFormat="API key",
+    description="An API key: `Authorization: Bearer rk_…`. Its role decides what it may do.",
+    auto_error=False,
+)
+
+
+async def current_principal(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():

@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -16,6 +17,17 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain.errors import DomainError
 
 log = structlog.get_logger()
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable reason, e.g. `resource_missing`")
+    message: str = Field(description="What went wrong, for a person to read")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer, whatever its status."""
+
+    error: ErrorBody
 
 
 class ApiError(Exception):

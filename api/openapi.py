@@ -1,0 +1,317 @@
+"""The OpenAPI document as the API really answers: the bearer scheme on every /v1 route, and
+every documented error in the one error shape (`api.errors.ErrorResponse`) with examples.
+
+FastAPI documents only what it sees in a route's signature, and for errors only its own
+`{"detail": …}` 422. What a route can answer follows from its dependencies (a key: 401 and
+429; a role: 403; a path id: 404; a body: 400 and 422; `Idempotency-Key`: 400 and 409;
+Temporal: 503), so those are derived from them; the business rules a route checks itself are
+listed per operation in `SPECIFIC`. Schemathesis (tests/api/test_schemathesis.py) and
+`/docs` read this document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, get_args
+
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+
+from api.deps import (
+    AdminKey,
+    ProductKey,
+    ProductOrSupportKey,
+    SupportKey,
+    current_principal,
+    get_temporal,
+)
+from api.errors import ErrorResponse
+from api.idempotency import IdempotencyDep
+
+BEARER = "bearer"  # the security scheme's name (api.deps.bearer)
+
+# Every error code a route may answer with: its status and an example message.
+CODES: dict[str, tuple[int, str]] = {
+    "invalid_json": (400, "The request body is not valid JSON"),
+    "invalid_idempotency_key": (400, "Idempotency-Key must be 1-255 characters"),
+    "test_clocks_disabled": (400, "Test clocks exist only when RECUR_SANDBOX=true"),
+    "invalid_signature": (400, "no signature matches"),
+    "invalid_payload": (400, "Not a Stripe event"),
+    "unauthorized": (401, "Send an API key as 'Authorization: Bearer <key>'"),
+    "forbidden": (403, "The support role may not do this"),
+    "resource_missing": (404, "No subscription with id 'sub_0123'"),
+    "not_found": (404, "Test clocks exist only when RECUR_SANDBOX=true"),
+    "idempotency_key_reused": (409, "This Idempotency-Key was used with a different request"),
+    "idempotency_in_progress": (
+        409,
+        "A request with this Idempotency-Key is still in progress; retry later",
+    ),
+    "subscription_canceled": (409, "Subscription sub_0123 is canceled"),
+    "subscription_not_running": (409, "The subscription's workflow has ended"),
+    "update_rejected": (409, "The subscription's workflow refused the request"),
+    "already_exists": (409, "Workflow execution already started"),
+    "no_stripe_customer": (409, "Customer has no Stripe customer"),
+    "same_plan": (409, "Subscription is already on plan plan_demo_insider"),
+    "too_many_changes": (409, "At most 3 plan changes are allowed per period"),
+    "subscription_past_due": (409, "Settle the outstanding invoice before changing plans"),
+    "subscription_not_changeable": (409, "A paused subscription cannot change plans"),
+    "period_renewing": (409, "The billing period is renewing; try again"),
+    "payment_failed": (409, "The change was not applied: the charge was declined"),
+    "not_pending_cancel": (409, "Subscription has no pending cancellation to undo"),
+    "subscription_not_pausable": (409, "Only an active subscription can be paused"),
+    "subscription_cancel_pending": (409, "The subscription cancels at period end"),
+    "subscription_not_paused": (409, "Subscription is active, not paused"),
+    "nothing_to_retry": (409, "Subscription is active with no open invoice"),
+    "subscription_not_trialing": (409, "Subscription is active, not trialing"),
+    "advance_incomplete": (409, "sub_0123 did not catch up"),
+    "validation_error": (422, "plan_id: Field required"),
+    "invalid_characters": (422, "name: control characters (NUL, CR, LF, ...) are not allowed"),
+    "time_out_of_range": (
+        422,
+        "frozen_time: times must be from 1970-01-01T00:00:00+00:00 and before "
+        "2200-01-01T00:00:00+00:00",
+    ),
+    "duplicate_features": (422, "features: features are repeated: archive"),
+    "card_declined": (402, "The card was declined: Your card was declined."),
+    "payment_method_invalid": (
+        422,
+        "Stripe refused the request (resource_missing): No such PaymentMethod",
+    ),
+    "stripe_request_invalid": (422, "Stripe refused the request (parameter_invalid): ..."),
+    "invalid_billing_cycle_anchor": (
+        422,
+        "billing_cycle_anchor must be between now and one period ahead",
+    ),
+    "currency_mismatch": (422, "Cannot change from a usd plan to a eur plan"),
+    "invalid_refund": (422, "A prorated refund applies only to an immediate cancel"),
+    "invalid_resumes_at": (422, "resumes_at must be in the future"),
+    "invalid_trial_end": (422, "trial_end must be a UTC time after the current trial end"),
+    "invalid_frozen_time": (422, "frozen_time must not be before the clock's current time"),
+    "webhook_target_not_allowed": (422, "url: webhooks may not target a loopback address"),
+    "too_many_requests": (429, "Too many failed authentications from this address"),
+    "temporal_unavailable": (503, "Temporal is not reachable right now"),
+    "workflow_unavailable": (503, "sub_0123's workflow did not answer in time"),
+    "stripe_unavailable": (503, "Stripe could not be reached; try again later"),
+}
+
+_LIFECYCLE = (
+    "subscription_canceled",
+    "subscription_not_running",
+    "update_rejected",
+    "workflow_unavailable",
+)
+
+# What an operation checks itself, beyond what its dependencies imply.
+SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
+    ("post", "/v1/plans"): ("duplicate_features",),
+    ("post", "/v1/customers"): (
+        "card_declined",
+        "payment_method_invalid",
+        "stripe_request_invalid",
+        "stripe_unavailable",
+    ),
+    ("post", "/v1/customers/{customer_id}/payment_method"): (
+        "no_stripe_customer",
+        "card_declined",
+        "payment_method_invalid",
+        "stripe_unavailable",
+    ),
+    ("post", "/v1/subscriptions"): (
+        "resource_missing",
+        "test_clocks_disabled",
+        "invalid_billing_cycle_anchor",
+        "time_out_of_range",
+        "already_exists",
+        "workflow_unavailable",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/change_plan"): (
+        *_LIFECYCLE,
+        "same_plan",
+        "too_many_changes",
+        "subscription_past_due",
+        "subscription_not_changeable",
+        "period_renewing",
+        "payment_failed",
+        "currency_mismatch",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/cancel"): (*_LIFECYCLE, "invalid_refund"),
+    ("post", "/v1/subscriptions/{subscription_id}/reactivate"): (
+        *_LIFECYCLE,
+        "not_pending_cancel",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/pause"): (
+        *_LIFECYCLE,
+        "subscription_not_pausable",
+        "subscription_cancel_pending",
+        "invalid_resumes_at",
+        "time_out_of_range",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/resume"): (
+        *_LIFECYCLE,
+        "subscription_not_paused",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/retry_payment"): (
+        *_LIFECYCLE,
+        "nothing_to_retry",
+    ),
+    ("post", "/v1/subscriptions/{subscription_id}/extend_trial"): (
+        *_LIFECYCLE,
+        "subscription_not_trialing",
+        "invalid_trial_end",
+        "time_out_of_range",
+    ),
+    ("post", "/v1/test_clocks"): ("not_found", "time_out_of_range"),
+    ("get", "/v1/test_clocks/{clock_id}"): ("not_found",),
+    ("post", "/v1/test_clocks/{clock_id}/advance"): (
+        "not_found",
+        "invalid_frozen_time",
+        "advance_incomplete",
+        "time_out_of_range",
+    ),
+    ("post", "/v1/webhook_endpoints"): ("webhook_target_not_allowed",),
+    # The hot path authenticates and reads its parameters by hand (no dependencies).
+    ("get", "/v1/entitlements/check"): ("unauthorized", "too_many_requests", "validation_error"),
+    ("post", "/webhooks/stripe"): ("invalid_signature", "invalid_payload"),
+}
+
+_ROLE_CHECKS = {get_args(t)[1].dependency for t in (AdminKey, ProductKey, SupportKey)}
+_ROLE_CHECKS.add(get_args(ProductOrSupportKey)[1].dependency)
+_IDEMPOTENCY = get_args(IdempotencyDep)[1].dependency
+
+_DESCRIPTIONS = {
+    400: "Malformed request (not JSON, a bad header)",
+    401: "No API key, or an unknown or revoked one",
+    403: "The key's role may not do this",
+    404: "An id in the path or the body names nothing",
+    409: "The resource's state forbids the request, or an `Idempotency-Key` conflict",
+    422: "A value is invalid",
+    429: "Too many failed authentications from this address (see `Retry-After`)",
+    503: "Temporal did not answer; the request may be retried",
+}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the completed document as `app.openapi()` (and so at /openapi.json)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = complete(FastAPI.openapi(app), app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def complete(schema: dict[str, Any], app: FastAPI) -> dict[str, Any]:
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas.update(_error_schemas())
+    for path, method, dependant in _operations(app):
+        operation = schema["paths"][path][method]
+        codes = _codes(path, method, dependant)
+        missing = _missing_message(dependant.path_params)
+        operation["responses"] = _responses(operation.get("responses", {}), codes, missing)
+        if path.startswith("/v1/"):
+            operation["security"] = [{BEARER: []}]
+    return schema
+
+
+def _error_schemas() -> dict[str, Any]:
+    """ErrorResponse and ErrorBody, with refs pointing at the document's components."""
+    body = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs: dict[str, Any] = body.pop("$defs", {})
+    return {**defs, "ErrorResponse": body}
+
+
+def _operations(app: FastAPI) -> Iterator[tuple[str, str, Dependant]]:
+    """(path, method, dependant) of each documented operation. Routes of included routers
+    are reached through their contexts (FastAPI >= 0.165)."""
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if isinstance(route, APIRoute) and route.include_in_schema:
+            dependant: Dependant = context.dependant
+            for method in sorted(route.methods or ()):
+                yield str(context.path_format), method.lower(), dependant
+
+
+def _codes(path: str, method: str, dependant: Dependant) -> list[str]:
+    calls = set(_calls(dependant))
+    codes: list[str] = []
+    if current_principal in calls:
+        codes += ["unauthorized", "too_many_requests"]
+    if calls & _ROLE_CHECKS:
+        codes.append("forbidden")
+    if dependant.path_params:
+        codes.append("resource_missing")
+    if dependant.body_params:
+        codes += ["invalid_json", "validation_error", "invalid_characters"]
+    elif dependant.query_params or dependant.path_params:
+        codes += ["validation_error", "invalid_characters"]
+    if _IDEMPOTENCY in calls:
+        codes += ["invalid_idempotency_key", "idempotency_key_reused", "idempotency_in_progress"]
+    if get_temporal in calls:
+        codes.append("temporal_unavailable")
+    codes += SPECIFIC.get((method, path), ())
+    return list(dict.fromkeys(codes))
+
+
+def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+    if dependant.call is not None:
+        yield dependant.call
+    for sub in dependant.dependencies:
+        yield from _calls(sub)
+
+
+# What each path parameter names, and its ids' prefix (api.ids.new_id).
+_KINDS = {
+    "plan_id": ("plan", "plan"),
+    "key_id": ("API key", "key"),
+    "customer_id": ("customer", "cus"),
+    "subscription_id": ("subscription", "sub"),
+    "invoice_id": ("invoice", "in"),
+    "clock_id": ("test clock", "clock"),
+    "endpoint_id": ("webhook endpoint", "we"),
+}
+
+
+def _missing_message(path_params: list[Any]) -> str:
+    """The 404 example of this operation: the last id in its path, or the body's first id."""
+    if not path_params:
+        return "No customer with id 'cus_0123'"
+    name = path_params[-1].name
+    kind, prefix = _KINDS.get(name, (name.removesuffix("_id"), "id"))
+    return f"No {kind} with id '{prefix}_0123'"
+
+
+def _responses(documented: dict[str, Any], codes: list[str], missing: str) -> dict[str, Any]:
+    """The success responses as FastAPI built them, then one entry per error status with an
+    example for each code (FastAPI's own 422 is replaced)."""
+    out = {status: r for status, r in documented.items() if not status.startswith(("4", "5"))}
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(CODES[code][0], []).append(code)
+    for status in sorted(by_status):
+        examples = {
+            code: {
+                "summary": code,
+                "value": {
+                    "error": {
+                        "code": code,
+                        "message": missing if code == "resource_missing" else CODES[code][1],
+                    }
+                },
+            }
+            for code in by_status[status]
+        }
+        out[str(status)] = {
+            "description": _DESCRIPTIONS[status],
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorResponse"},
+                    "examples": examples,
+                }
+            },
+        }
+    return out
