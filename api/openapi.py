@@ -182,12 +182,13 @@ _IDEMPOTENCY = get_args(IdempotencyDep)[1].dependency
 _DESCRIPTIONS = {
     400: "Malformed request (not JSON, a bad header)",
     401: "No API key, or an unknown or revoked one",
+    402: "The card was declined",
     403: "The key's role may not do this",
     404: "An id in the path or the body names nothing",
     409: "The resource's state forbids the request, or an `Idempotency-Key` conflict",
     422: "A value is invalid",
     429: "Too many failed authentications from this address (see `Retry-After`)",
-    503: "Temporal did not answer; the request may be retried",
+    503: "Temporal or Stripe did not answer; the request may be retried",
 }
 
 
