@@ -213,21 +213,27 @@ def expect(
 
 # --------------------------------------------------------------------------- faults
 
-Fault = Callable[[FaultStack, Report], Awaitable[None]]
+Fault = Callable[[FaultStack, Report, asyncio.Event], Awaitable[None]]
 
 
 def kill_after_stripe_answers(target: str, times: int, down_for: float = 0.0) -> Fault:
     """Each time Stripe has answered a request the worker made (and the proxy holds the
-    answer back), SIGKILL `target`, keep it down `down_for` seconds, start it again."""
+    answer back), SIGKILL `target`, keep it down `down_for` seconds, start it again; stop
+    early once the operation under test has answered (`done`)."""
 
-    async def fault(stack: FaultStack, report: Report) -> None:
+    async def fault(stack: FaultStack, report: Report, done: asyncio.Event) -> None:
         proxy = stack.proxy
         for i in range(times):
             seen = proxy.counts["answered"]
-            if not await proxy.wait_for("answered", seen + 1, timeout=40):
+            answered = asyncio.create_task(proxy.wait_for("answered", seen + 1, timeout=40))
+            finished = asyncio.create_task(done.wait())
+            await asyncio.wait({answered, finished}, return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
+            if not answered.done() or not answered.result():
+                answered.cancel()
                 report.notes.append(
-                    f"kill {i + 1} of {target}: no Stripe call in flight within 40 s "
-                    f"(the worker had nothing left to do, or was stuck)"
+                    f"{target}: {i} of {times} kills; then "
+                    + ("the operation had answered" if done.is_set() else "no Stripe call in 40 s")
                 )
                 return
             await stack.kill9(target)
@@ -251,14 +257,22 @@ async def _run_with_fault(
     stack.proxy.set_faults(faults)
     start_counts = dict(stack.proxy.counts)
     api_log = stack.log_size("api")
+    crashes = {name: stack.proc(name).crashes for name in ("worker", "api")}
     start = time.monotonic()
-    fault_task = asyncio.create_task(fault(stack, report)) if fault else None
+    done = asyncio.Event()
+    fault_task = asyncio.create_task(fault(stack, report, done)) if fault else None
     try:
         result = await operation
         report.operation_s = time.monotonic() - start
+        done.set()
         if fault_task is not None:
             await asyncio.wait_for(fault_task, 120)
     finally:
+        for name, before in crashes.items():
+            if stack.proc(name).crashes > before:
+                report.faults[f"{name} exited unasked, restarted"] = (
+                    stack.proc(name).crashes - before
+                )
         stack.proxy.set_faults(StripeFaults())
         if fault_task is not None and not fault_task.done():
             fault_task.cancel()
@@ -274,14 +288,14 @@ async def _finish(
     report: Report,
     expected: list[Expected],
     clock: tuple[str, datetime] | None,
-    settle_timeout: float,
+    settle_timeout: float | None,
 ) -> Report:
+    """Audit until the end state holds, for at most `settle_timeout` seconds (by default
+    45 s and a quarter of a second per subscription: retries back off, a large N queues)."""
     assert stack.temporal is not None
-    for name in ("worker", "api"):
-        if crashes := stack.proc(name).crashes:
-            report.faults[f"{name} crashed and was restarted"] = crashes
+    timeout = settle_timeout if settle_timeout is not None else 45 + len(expected) / 4
     report.audit, report.settle_s = await settle(
-        stack.settings, stack.temporal, expected, clock, settle_timeout
+        stack.settings, stack.temporal, expected, clock, timeout
     )
     return report
 
@@ -298,7 +312,7 @@ async def renewal_storm(
     faults: StripeFaults,
     *,
     within: float = 150,
-    settle_timeout: float = 45,
+    settle_timeout: float | None = None,
 ) -> Report:
     """`n` subscriptions due at once: one advance of their clock by a period, faulted."""
     report = Report(name, n, journal=backend.journal)
@@ -330,7 +344,7 @@ async def upgrade_storm(
     faults: StripeFaults,
     *,
     within: float = 120,
-    settle_timeout: float = 45,
+    settle_timeout: float | None = None,
 ) -> Report:
     """`n` upgrades to a pricier plan (charged at once, prorated) at the same moment."""
     report = Report("upgrade", n, journal=backend.journal)
@@ -372,7 +386,7 @@ async def support_retry(
     faults: StripeFaults,
     *,
     within: float = 120,
-    settle_timeout: float = 45,
+    settle_timeout: float | None = None,
 ) -> Report:
     """`n` renewals declined once (the proxy answers for the bank), so `past_due`; then a
     support agent's `retry_payment` of each, which is charged and recovers it."""
