@@ -33,10 +33,13 @@ MID_PERIOD = datetime(2030, 1, 11, 10, 0, tzinfo=UTC)
 RENEWED = ["subscription_create", "subscription_cycle"]  # each invoice paid once
 CREATE_CONCURRENCY = 8
 # A product backend's timeout for one lifecycle call (an upgrade, a support retry): when
-# it passes, the backend sends the call again, as a user clicking again would.
-CLIENT_TIMEOUT = 15.0
-# The same for a test clock's advance, which answers once every subscription caught up.
-ADVANCE_TIMEOUT = 30.0
+# it passes, the backend sends the call again, as a user clicking again would. Shorter
+# than a killed worker's recovery (a workflow task times out after 10 s), so the re-sent
+# call meets a workflow whose task is being retried: the path finding 2 broke.
+CLIENT_TIMEOUT = 8.0
+# The same for a test clock's advance, which answers once every subscription caught up:
+# three worker kills take it past 20 s, so the backend re-sends it.
+ADVANCE_TIMEOUT = 20.0
 
 
 # --------------------------------------------------------------------------- the client
@@ -129,8 +132,8 @@ class Report:
 
     @property
     def failures(self) -> list[str]:
-        out = list(self.audit.problems if self.audit else ["no audit"])
-        out += self.errors
+        out = list(self.errors)
+        out += self.audit.problems if self.audit else ["no audit"]
         internal = Counter(self.journal.internal_errors)
         out += [f"{count} x an unhandled error: {e}" for e, count in internal.items()]
         return out
