@@ -164,6 +164,10 @@ def _problems_of(exp: Expected, sub: Sub) -> list[str]:
         if paid_pis and not {p["id"] for p in paid_pis} <= recorded:
             out.append(f"invoice {inv['id']}: a succeeded PaymentIntent no attempt records")
     known = {inv["id"] for inv in sub.invoices}
+    for invoice_id, attempts in sub.attempts.items():
+        pending = [a for a in attempts if a["status"] == "pending"]
+        if invoice_id not in known and pending and invoice_id not in sub.intents:
+            out.append(f"{len(pending)} attempt(s) left pending for invoice {invoice_id}")
     for invoice_id, pis in sub.intents.items():
         charged = [p for p in pis if p["status"] == "succeeded"]
         if invoice_id not in known and charged:

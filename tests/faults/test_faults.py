@@ -25,8 +25,9 @@ N_UPDATES = 10  # upgrades / support retries at once
 
 
 def _check(report: Report) -> None:
-    print(report.text())
+    """Pass with the run's figures printed (`-s` shows them), or fail with the report."""
     assert report.ok, report.text()
+    print(report.text())
 
 
 async def test_storm_worker_kill(fault_stack: FaultStack, backend: Backend) -> None:
