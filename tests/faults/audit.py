@@ -116,6 +116,10 @@ async def audit(
         sub.intents.setdefault(meta.get("recur_invoice_id", "?"), []).append(pi)
     await _workflows(temporal, expected, subs, query_workflows)
 
+    if clock is not None:
+        clock_id, to = clock
+        if clock_row is None or clock_row["status"] != "ready" or clock_row["frozen_time"] != to:
+            problems.append(f"test clock {clock_id}: {clock_row} (expected ready at {to})")
     for exp in expected:
         found = _problems_of(exp, subs[exp.subscription_id])
         if found:
@@ -123,10 +127,6 @@ async def audit(
                 f"{exp.subscription_id} (customer {exp.customer_id}): {'; '.join(found)}\n"
                 + subs[exp.subscription_id].describe()
             )
-    if clock is not None:
-        clock_id, to = clock
-        if clock_row is None or clock_row["status"] != "ready" or clock_row["frozen_time"] != to:
-            problems.append(f"test clock {clock_id}: {clock_row} (expected ready at {to})")
     succeeded = sum(1 for pi in intents if pi["status"] == "succeeded")
     return Audit(problems, succeeded, sum(len(s.invoices) for s in subs.values()))
 

@@ -97,7 +97,7 @@ async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
         expected,
         (pop.clock["id"], scenarios.MONTH_LATER),
     )
-    double, never, clock = result.problems
+    clock, double, never = result.problems
     assert double.startswith(charged["id"])
     assert f"invoice {invoice['id']} has 2 succeeded PaymentIntents" in double
     assert never.startswith(missed["id"]) and "period starts 2030-01-01" in never
