@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +224,27 @@ class FaultStack:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+    def log_size(self, name: str) -> int:
+        path = self.base / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def unhandled_errors(self, since: int) -> Counter[str]:
+        """The API's `api.unhandled_error` lines logged after byte `since`, counted by the
+        last line of their traceback (the exception and its message)."""
+        found: Counter[str] = Counter()
+        with (self.base / "api.log").open("rb") as f:
+            f.seek(since)
+            for raw in f:
+                if b"api.unhandled_error" not in raw:
+                    continue
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue
+                last = str(entry.get("exception", "")).strip().splitlines()[-1:]
+                found[last[0][:300] if last else "?"] += 1
+        return found
 
     def api_client(self, timeout: float = 90.0) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -25,8 +25,9 @@ N_UPDATES = 10  # upgrades / support retries at once
 
 
 def _check(report: Report) -> None:
-    print(report.text())
+    """Pass with the run's figures printed (`-s` shows them), or fail with the report."""
     assert report.ok, report.text()
+    print(report.text())
 
 
 async def test_storm_worker_kill(fault_stack: FaultStack, backend: Backend) -> None:
@@ -96,7 +97,7 @@ async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
         expected,
         (pop.clock["id"], scenarios.MONTH_LATER),
     )
-    double, never, clock = result.problems
+    clock, double, never = result.problems
     assert double.startswith(charged["id"])
     assert f"invoice {invoice['id']} has 2 succeeded PaymentIntents" in double
     assert never.startswith(missed["id"]) and "period starts 2030-01-01" in never
