@@ -16,7 +16,9 @@ import typer
 
 from config import get_settings
 from recur_cli.customers import customers_app
+from recur_cli.database import database_address, run_db_sync
 from recur_cli.keys import keys_app
+from recur_cli.output import JsonOpt, emit, reported
 from recur_cli.state import OPTIONS
 from recur_cli.status import status
 from recur_cli.subs import subs_app
@@ -107,12 +109,18 @@ def api(
 
 
 @app.command()
-def migrate() -> None:
+@reported
+def migrate(json_out: JsonOpt = False) -> None:
     """Apply database migrations."""
     from db.migrate import upgrade
 
-    upgrade(get_settings().effective_database_url)
-    typer.echo("migrations applied")
+    run_db_sync(lambda: upgrade(get_settings().effective_database_url))
+    address = database_address()
+    emit(
+        {"migrations": "applied", "database": address},
+        json_out,
+        lambda: typer.echo(f"migrations applied to {address}"),
+    )
 
 
 if __name__ == "__main__":

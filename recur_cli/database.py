@@ -28,10 +28,15 @@ def run_db(work: Callable[[], Awaitable[T]]) -> T:
     """Run `work` (an async database job); a database out of reach is exit 6, naming it."""
     import asyncio
 
+    return run_db_sync(lambda: asyncio.run(work()))  # type: ignore[arg-type]
+
+
+def run_db_sync(work: Callable[[], T]) -> T:
+    """Run `work` (a database job); a database out of reach is exit 6, naming it."""
     address = database_address()
     note(f"database {address}")
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        return work()
     except (DBAPIError, OSError) as err:
         reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         raise CliError(

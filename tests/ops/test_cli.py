@@ -210,6 +210,10 @@ async def test_the_target_address_is_named_when_out_of_reach_and_by_status(
     assert code == 6, err
     assert f"cannot reach PostgreSQL at postgresql+psycopg://recur:***@127.0.0.1:{nobody}" in err
     assert "s3cret" not in err and "Traceback" not in err
+    code, _, err = await recur(live_api, "migrate", RECUR_DATABASE_URL=dead_db)
+    assert code == 6 and f"127.0.0.1:{nobody}" in err and "Traceback" not in err, err
+    migrated = await recur_json(live_api, "migrate")
+    assert migrated["migrations"] == "applied" and "127.0.0.1" in migrated["database"]
 
     status = await recur_json(live_api, "status")
     assert status["api"] == {"url": live_api.base_url, "state": "ready"}
