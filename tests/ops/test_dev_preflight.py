@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devstack.process import free_port
 from tests.conftest import Stack
 
@@ -73,3 +75,18 @@ def test_a_postgresql_still_running_on_the_data_dir_is_named_with_its_pid(
     assert f"a PostgreSQL (pid {postgres.pid}) still runs on" in said, said
     assert f"kill {postgres.pid}" in said
     assert "Recur is up" not in said and "Traceback" not in said
+
+
+def test_a_child_that_exits_early_shows_this_runs_log_not_an_old_one(tmp_path: Path) -> None:
+    from devstack.process import Child
+
+    log = tmp_path / "postgres.log"
+    log.write_text("FATAL: lock file exists (a line from yesterday's run)\n")
+    child = Child("postgres", [sys.executable, "-c", "print('today')"], log).start()
+    assert child.process is not None
+    child.process.wait(timeout=30)
+    with pytest.raises(RuntimeError) as exited:
+        child.ensure_alive()
+    child.stop()
+    said = str(exited.value)
+    assert "today" in said and "yesterday" not in said, said
