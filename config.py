@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # storm (README, "Performance"); the test suite and the replay test always run with
     # it on, and a static check holds every workflows/ module to the determinism rules.
     worker_metrics_port: int = 9464
+    # Where that endpoint listens: loopback by default (it has no authentication); set
+    # 0.0.0.0 where Prometheus scrapes from another host (a container, say).
+    worker_metrics_host: str = "127.0.0.1"
     worker_max_cached_workflows: int = 1000
     workflow_sandbox: bool = False
     # Python's cyclic garbage collector in the worker: its first-generation threshold.

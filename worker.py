@@ -45,7 +45,8 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
     """A Temporal runtime that serves SDK and business metrics for Prometheus."""
     if not settings.worker_metrics_port:
         return None
-    bind = f"0.0.0.0:{settings.worker_metrics_port}"
+    # Loopback unless configured: the endpoint has no authentication.
+    bind = f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind)))
 
 

@@ -5,11 +5,16 @@ by every instance (dev and tests would see each other's data) and slower as it g
 Here the store lives in memory; with `--store PATH` (what `recur dev` passes, under
 .data/) it is loaded from PATH at start and written back at most once a second and at
 shutdown, so a second `make dev` still knows the Stripe customers of the first.
+
+Stock localstripe also listens on every interface (`::`); a fake Stripe that takes any
+request without a real key must not be reachable from the network, so it is served here
+on `--host` (127.0.0.1 unless told otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import pickle
 import sys
 import time
@@ -46,14 +51,18 @@ def _persist_to(path: Path | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8420)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--store", type=Path, default=None)
     args = parser.parse_args()
     _persist_to(args.store)
-    from localstripe.server import start
+    from aiohttp import web
+    from localstripe.server import app
 
-    sys.argv = ["localstripe", "--port", str(args.port), "--from-scratch"]
+    access = logging.getLogger("aiohttp.access")
+    access.setLevel(logging.DEBUG)
+    access.addHandler(logging.StreamHandler(sys.stdout))
     try:
-        start()
+        web.run_app(app, host=args.host, port=args.port, access_log=access)
     finally:
         resources.store.dump_to_disk(force=True)
 

@@ -62,6 +62,8 @@ class Child:
     stop_signal: int = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _log: IO[bytes] | None = field(default=None, init=False)
+    # Where this run's output starts in the log: `tail` shows this run, not an old one's.
+    _log_start: int = field(default=0, init=False)
 
     def start(self) -> Child:
         """Start the process (again, after it exited: its log file is appended to)."""
@@ -69,6 +71,7 @@ class Child:
         if self._log is not None:
             self._log.close()
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         env = {**os.environ, **(self.env or {})}
         self.process = subprocess.Popen(
             list(self.argv),
@@ -131,8 +134,11 @@ class Child:
             self._log = None
 
     def tail(self, lines: int = 40) -> str:
+        """The last `lines` lines this run of the process wrote to its log."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])

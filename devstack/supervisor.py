@@ -17,6 +17,7 @@ from types import FrameType
 
 from config import DEV_ADMIN_KEY, Settings
 from devstack.postgres import start_postgres
+from devstack.preflight import DataDirLock, StackInUse, check, ports_to_claim
 from devstack.process import Child, port_open, wait_until
 from devstack.restarts import Supervisor
 from devstack.smtp_sink import start_smtp_sink
@@ -72,6 +73,24 @@ def run_dev(settings: Settings, *, infra_only: bool = False) -> int:
     data = settings.data_dir.resolve()
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    host, _, port = settings.temporal_address.rpartition(":")
+    temporal_reused = port_open(host or "127.0.0.1", int(port))
+    lock = DataDirLock(data)
+    try:
+        ports = ports_to_claim(settings, infra_only=infra_only, temporal_reused=temporal_reused)
+        check(settings, data, ports, lock)
+    except StackInUse as refused:
+        print(refused, file=sys.stderr, flush=True)
+        return 1
+    try:
+        return _run(settings, data, logs, infra_only=infra_only, temporal_reused=temporal_reused)
+    finally:
+        lock.release()
+
+
+def _run(
+    settings: Settings, data: Path, logs: Path, *, infra_only: bool, temporal_reused: bool
+) -> int:
     supervisor = Supervisor(say)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -88,14 +107,13 @@ def run_dev(settings: Settings, *, infra_only: bool = False) -> int:
             )
         else:
             say("PostgreSQL      using RECUR_DATABASE_URL")
-        host, _, port = settings.temporal_address.rpartition(":")
-        if port_open(host or "127.0.0.1", int(port)):
+        if temporal_reused:
             say(f"Temporal        already listening on {settings.temporal_address}; reusing it")
         else:
             say(f"Temporal        starting dev server on {settings.temporal_address}")
             supervisor.add(
                 start_temporal(
-                    port=int(port),
+                    port=int(settings.temporal_address.rpartition(":")[2]),
                     ui_port=settings.temporal_ui_port,
                     log_path=logs / "temporal.log",
                     db_file=data / "temporal.db",
@@ -174,6 +192,12 @@ def _start_app(settings: Settings, supervisor: Supervisor, logs: Path) -> None:
     say(f"               Logs:        {logs}")
     say(f"               worker pid {worker.pid}, API pid {api.pid}")
     say("A worker or API that dies is started again. Ctrl-C stops everything.")
+    say("")
+    say("Next, in another shell:")
+    say(f"  export RECUR_ADMIN_KEY={shlex.quote(settings.admin_key)}")
+    say(f'  curl -s -H "Authorization: Bearer $RECUR_ADMIN_KEY" {base}/v1/plans')
+    say("  .venv/bin/recur status     # what the CLI talks to; .venv/bin/recur --help")
+    say("try: the README's walkthrough of a subscription's lifecycle, step by step with curl")
 
 
 def _tell_infra_only(settings: Settings, logs: Path) -> None:

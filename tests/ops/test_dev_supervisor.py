@@ -143,6 +143,10 @@ def test_a_killed_worker_is_started_again_and_the_infrastructure_stays_up(
 ) -> None:
     dev = start_dev()
     dev.wait_for(r"Recur is up", timeout=STARTUP_SECONDS)
+    # The next step follows (issue #22, finding 5): the key to export, a request, the README.
+    dev.wait_for(r"try: the README's walkthrough")
+    assert re.search(r"export RECUR_ADMIN_KEY=rk_dev_\w+", dev.out()), dev.out()
+    assert f"http://127.0.0.1:{dev.api_port}/v1/plans" in dev.out()
     children = _children(dev.process.pid)
     worker = _one(children, lambda cmd: "-m worker" in cmd)
     postgres = _one(children, lambda cmd: "postgres -D" in cmd)
@@ -181,6 +185,19 @@ def test_infra_only_starts_no_worker_or_api_and_one_can_be_run_by_hand(
     assert not [cmd for cmd in children.values() if "-m worker" in cmd or "cli api" in cmd]
     assert len(children) == 4, children  # PostgreSQL, Temporal, localstripe, SMTP sink
     assert not port_open("127.0.0.1", dev.api_port), "no API"
+
+    # A second `recur dev` in the same clone refuses at once, naming the first one
+    # (issue #22, finding 5); the running stack does not notice.
+    second = subprocess.run(
+        [RECUR, "dev", "--infra-only"], env=dev.env, capture_output=True, text=True, timeout=60
+    )
+    said = second.stdout + second.stderr
+    assert second.returncode != 0, said
+    assert f"the data dir {dev.data_dir.resolve()} is in use by another `recur dev` " in said
+    assert f"(pid {dev.process.pid})" in said and f"kill {dev.process.pid}" in said
+    assert f"PostgreSQL port {dev.pg_port} is in use (set RECUR_PG_PORT)" in said
+    assert "Infrastructure is up" not in said and "PostgreSQL      " not in said
+    assert _children(dev.process.pid).keys() == children.keys()
 
     exports = dict(re.findall(r"export (RECUR_\w+)=(\S+)", dev.out()))
     for name in ("RECUR_DATABASE_URL", "RECUR_TEMPORAL_ADDRESS", "RECUR_STRIPE_API_BASE"):
