@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         orphans = OrphanCheck(
             app.state.sessions,
             app.state.temporal,
-            app.state.metrics.registry,
+            app.state.metrics.orphaned_subscriptions,
             settings.orphan_check_seconds,
         )
         app.state.orphan_check = orphans

@@ -12,6 +12,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -38,6 +39,11 @@ class ApiMetrics:
             "HTTP request latency by route template",
             ["route", "method"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.orphaned_subscriptions = Gauge(
+            "recur_orphaned_subscriptions",
+            "Live subscriptions whose workflow has closed (recur subs reconcile repairs them)",
             registry=self.registry,
         )
 

@@ -6,7 +6,7 @@ a warning naming them. Repairing them is an operator's decision: `recur subs rec
 from __future__ import annotations
 
 import structlog
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
@@ -24,18 +24,14 @@ class OrphanCheck(Periodic):
         self,
         sessions: async_sessionmaker[AsyncSession],
         client: Client,
-        registry: CollectorRegistry,
+        gauge: Gauge,
         interval: float,
     ) -> None:
         super().__init__(interval)
         self._sessions = sessions
         self._client = client
         self.found: int | None = None  # None until the first check
-        self._gauge = Gauge(
-            "recur_orphaned_subscriptions",
-            "Live subscriptions whose workflow has closed (recur subs reconcile repairs them)",
-            registry=registry,
-        )
+        self._gauge = gauge
 
     async def sweep(self) -> int:
         async with self._sessions() as session:

@@ -12,10 +12,10 @@ import asyncio
 from datetime import timedelta
 
 import httpx
-from prometheus_client import CollectorRegistry
 from temporalio.client import Client
 
 from api import reconcile
+from api.observability import ApiMetrics
 from api.orphan_check import OrphanCheck
 from db.engine import get_engine, session_factory
 from tests.api.billing_support import at, events_of, start_active
@@ -49,11 +49,12 @@ async def test_a_terminated_workflow_is_found_and_repaired(
         await asyncio.sleep(0.1)
     found = await _orphan_ids(temporal_client, stack)
     assert sub["id"] in found and kept["id"] not in found
-    registry = CollectorRegistry()
+    metrics = ApiMetrics()
+    registry = metrics.registry
     check = OrphanCheck(
         session_factory(get_engine(stack.settings.effective_database_url)),
         temporal_client,
-        registry,
+        metrics.orphaned_subscriptions,
         interval=3600,
     )
     assert await check.sweep() >= 1

@@ -8,23 +8,18 @@ task queue beside the real projection activity and a real Temporal server.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities.ledger import LedgerActivities
 from api import lifecycle
-from db.engine import get_engine
-from domain.contracts import ChargeOutcome, ChargeRequest, PlanSnapshot
-from domain.periods import Interval
+from domain.contracts import ChargeOutcome, ChargeRequest
 from tests.conftest import Stack
+from tests.workflows.own_queue import own_queue, worker_for
 from workflows.messages import (
     AdvanceClock,
     PaymentMethodChanged,
-    SubscriptionInput,
     workflow_id_for,
 )
 from workflows.subscription import SubscriptionWorkflow
@@ -63,27 +58,11 @@ class DecliningCard:
 async def test_hard_decline_waits_for_a_new_payment_method(
     temporal_client: Client, stack: Stack
 ) -> None:
-    queue = f"hard-decline-{uuid.uuid4().hex[:6]}"
-    settings = stack.settings.model_copy(update={"task_queue": queue})
     card = DecliningCard()
-    ledger = LedgerActivities(get_engine(settings.effective_database_url))
     start = datetime(2031, 1, 15, 12, 0, tzinfo=UTC)
-    inp = SubscriptionInput(
-        subscription_id=f"sub_hard{uuid.uuid4().hex[:10]}",
-        customer_id="cus_hard_decline",
-        plan=PlanSnapshot(
-            plan_id="plan_hd", name="HD", amount=800, currency="usd", interval=Interval.MONTH
-        ),
-        test_clock_id="clock_hard_decline",
-        clock_now=start,
-        policy=lifecycle.billing_policy(settings),
-    )
-    async with Worker(
-        temporal_client,
-        task_queue=queue,
-        workflows=[SubscriptionWorkflow],
-        activities=[card.charge_invoice, ledger.sync_subscription],
-    ):
+    queue = own_queue(stack, "hard-decline", start)
+    settings, inp = queue.settings, queue.inp
+    async with worker_for(temporal_client, queue, card.charge_invoice):
         view = await lifecycle.start_subscription(temporal_client, settings, inp)
         assert view.status == "active"
         handle = temporal_client.get_workflow_handle(workflow_id_for(inp.subscription_id))

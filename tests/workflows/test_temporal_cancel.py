@@ -9,24 +9,19 @@ the request's reason, and the workflow completes with the canceled subscription.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.worker import Worker
 
-from activities.ledger import LedgerActivities
 from api import lifecycle
-from db.engine import get_engine
-from domain.contracts import ChargeOutcome, ChargeRequest, PlanSnapshot, SubscriptionView
-from domain.periods import Interval
+from domain.contracts import ChargeOutcome, ChargeRequest, SubscriptionView
 from tests.api.billing_support import at, events_of, start_active
 from tests.conftest import Stack
 from tests.helpers import advance, get_sub, make_plan, ok
-from workflows.messages import SubscriptionInput, workflow_id_for
-from workflows.subscription import SubscriptionWorkflow
+from tests.workflows.own_queue import own_queue, worker_for
+from workflows.messages import workflow_id_for
 
 START = at(2030, 2, 10, 9, 0)
 
@@ -96,27 +91,11 @@ class SlowCard:
 async def test_a_charge_in_flight_finishes_before_the_cancel(
     temporal_client: Client, stack: Stack
 ) -> None:
-    queue = f"cancel-mid-charge-{uuid.uuid4().hex[:6]}"
-    settings = stack.settings.model_copy(update={"task_queue": queue})
     card = SlowCard()
-    ledger = LedgerActivities(get_engine(settings.effective_database_url))
+    queue = own_queue(stack, "cancel-mid-charge", datetime(2031, 6, 1, 12, 0, tzinfo=UTC), 900)
+    settings, inp = queue.settings, queue.inp
     start = datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
-    inp = SubscriptionInput(
-        subscription_id=f"sub_cmc{uuid.uuid4().hex[:10]}",
-        customer_id="cus_cancel_mid_charge",
-        plan=PlanSnapshot(
-            plan_id="plan_cmc", name="CMC", amount=900, currency="usd", interval=Interval.MONTH
-        ),
-        test_clock_id="clock_cancel_mid_charge",
-        clock_now=start,
-        policy=lifecycle.billing_policy(settings),
-    )
-    async with Worker(
-        temporal_client,
-        task_queue=queue,
-        workflows=[SubscriptionWorkflow],
-        activities=[card.charge_invoice, ledger.sync_subscription],
-    ):
+    async with worker_for(temporal_client, queue, card.charge_invoice):
         view = await lifecycle.start_subscription(temporal_client, settings, inp)
         assert view.status == "active" and card.finished == 1
         first_invoice = view.latest_invoice_id

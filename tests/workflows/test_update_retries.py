@@ -17,44 +17,30 @@ import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.worker import Worker
 
-from activities.ledger import LedgerActivities
 from api import lifecycle
 from api.errors import ApiError
-from db.engine import get_engine
-from domain.contracts import PlanSnapshot
-from domain.periods import Interval
 from tests.conftest import Stack
 from tests.helpers import make_customer, make_plan, ok, subscribe
+from tests.workflows.own_queue import own_queue, worker_for
 from tests.workflows.test_hard_decline import DecliningCard
-from workflows.messages import AdvanceClock, SubscriptionInput, workflow_id_for
+from workflows.messages import AdvanceClock, workflow_id_for
 from workflows.subscription import SubscriptionWorkflow
 
 START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def _input(stack: Stack) -> SubscriptionInput:
-    return SubscriptionInput(
-        subscription_id=f"sub_retry{uuid.uuid4().hex[:10]}",
-        customer_id="cus_update_retries",
-        plan=PlanSnapshot(
-            plan_id="plan_ur", name="UR", amount=700, currency="usd", interval=Interval.MONTH
-        ),
-        test_clock_id="clock_update_retries",
-        clock_now=START,
-        policy=lifecycle.billing_policy(stack.settings),
-    )
 
 
 async def test_an_update_is_sent_again_until_a_worker_answers(
     temporal_client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "TRY_SECONDS", 1.0)
-    queue = f"update-retries-{uuid.uuid4().hex[:6]}"
-    inp = _input(stack)
+    queue = own_queue(stack, "update-retries", START, 700)
+    inp = queue.inp
     handle = await temporal_client.start_workflow(
-        SubscriptionWorkflow.run, inp, id=workflow_id_for(inp.subscription_id), task_queue=queue
+        SubscriptionWorkflow.run,
+        inp,
+        id=workflow_id_for(inp.subscription_id),
+        task_queue=queue.settings.task_queue,
     )
     loop = asyncio.get_running_loop()
     sending = asyncio.create_task(
@@ -68,13 +54,7 @@ async def test_an_update_is_sent_again_until_a_worker_answers(
     )
     await asyncio.sleep(3.5)  # several tries time out meanwhile
     assert not sending.done()
-    ledger = LedgerActivities(get_engine(stack.settings.effective_database_url))
-    async with Worker(
-        temporal_client,
-        task_queue=queue,
-        workflows=[SubscriptionWorkflow],
-        activities=[DecliningCard().charge_invoice, ledger.sync_subscription],
-    ):
+    async with worker_for(temporal_client, queue, DecliningCard().charge_invoice):
         result = await asyncio.wait_for(sending, 30)
         assert result.caught_up
         history = await handle.fetch_history()
@@ -91,7 +71,7 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
     temporal_client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "TRY_SECONDS", 1.0)
-    inp = _input(stack)
+    inp = own_queue(stack, "no-worker", START, 700).inp
     handle = await temporal_client.start_workflow(
         SubscriptionWorkflow.run,
         inp,
