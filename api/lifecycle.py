@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     Client,
@@ -21,6 +22,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.auth import Principal
 from api.errors import ApiError, from_rpc_error
 from api.ids import new_id
 from config import Settings
@@ -196,6 +198,7 @@ async def send_update(
     *args: Any,
     deadline: float,
     result_type: Any = None,
+    update_id: str | None = None,
 ) -> Any:
     """Send an update until the workflow answers, through transient failures, until the
     event-loop time `deadline`.
@@ -205,7 +208,7 @@ async def send_update(
     that was lost with a workflow task is delivered again. Raises the last transient error
     when the deadline passes; other errors at once."""
     handle = client.get_workflow_handle(workflow_id_for(subscription_id))
-    update_id = str(uuid.uuid4())
+    update_id = update_id or str(uuid.uuid4())
     loop = asyncio.get_running_loop()
     delay = _RETRY_FIRST
     while True:
@@ -240,13 +243,20 @@ async def update(
     update_fn: Any,
     arg: Any,
     result_type: Any = None,
+    update_id: str | None = None,
 ) -> Any:
     """Run a workflow update for a request; rejections become API errors via the app's
     handlers, a workflow that cannot be reached in time a 503."""
     deadline = asyncio.get_running_loop().time() + settings.update_deadline_seconds
     try:
         return await send_update(
-            client, subscription_id, update_fn, arg, deadline=deadline, result_type=result_type
+            client,
+            subscription_id,
+            update_fn,
+            arg,
+            deadline=deadline,
+            result_type=result_type,
+            update_id=update_id,
         )
     except WorkflowUpdateRPCTimeoutOrCancelledError as err:
         raise _unavailable(subscription_id) from err
@@ -254,6 +264,28 @@ async def update(
         if _transient(err):
             raise _unavailable(subscription_id) from err
         raise from_rpc_error(err) from err
+
+
+async def update_for(
+    request: Request,
+    principal: Principal,
+    client: Client,
+    settings: Settings,
+    subscription_id: str,
+    update_fn: Any,
+    arg: Any,
+    result_type: Any = None,
+) -> Any:
+    """`update` for a lifecycle request. With an `Idempotency-Key`, the key (per API key and
+    operation) is the update's id: a request sent again after a timeout is the same update,
+    and Temporal answers it with the first one's outcome instead of running it twice."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters")
+    update_id = f"{update_fn.__name__}:{principal.key_id}:{key}" if key is not None else None
+    return await update(
+        client, settings, subscription_id, update_fn, arg, result_type, update_id=update_id
+    )
 
 
 def _unavailable(subscription_id: str) -> ApiError:

@@ -96,6 +96,7 @@ CODES: dict[str, tuple[int, str]] = {
 }
 
 _LIFECYCLE = (
+    "invalid_idempotency_key",
     "subscription_canceled",
     "subscription_not_running",
     "update_rejected",

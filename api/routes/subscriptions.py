@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api import lifecycle
 from api.deps import (
@@ -190,6 +190,7 @@ def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
 @router.post("/{subscription_id}/change_plan")
 async def change_plan(
     subscription_id: str,
+    request: Request,
     body: ChangePlanIn,
     session: SessionDep,
     temporal: TemporalDep,
@@ -208,8 +209,8 @@ async def change_plan(
         preview=body.preview,
         actor=key.actor,
     )
-    result: ChangePlanResult = await lifecycle.update(
-        temporal, settings, subscription_id, SubscriptionWorkflow.change_plan, req
+    result: ChangePlanResult = await lifecycle.update_for(
+        request, key, temporal, settings, subscription_id, SubscriptionWorkflow.change_plan, req
     )
     out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
     if result.preview:
@@ -227,6 +228,7 @@ async def change_plan(
 @router.post("/{subscription_id}/cancel")
 async def cancel(
     subscription_id: str,
+    request: Request,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -237,8 +239,8 @@ async def cancel(
     body = body or CancelIn()
     req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
     return _out(
-        await lifecycle.update(
-            temporal, settings, subscription_id, SubscriptionWorkflow.cancel, req
+        await lifecycle.update_for(
+            request, key, temporal, settings, subscription_id, SubscriptionWorkflow.cancel, req
         )
     )
 
@@ -246,13 +248,16 @@ async def cancel(
 @router.post("/{subscription_id}/reactivate")
 async def reactivate(
     subscription_id: str,
+    request: Request,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update(
+    view = await lifecycle.update_for(
+        request,
+        key,
         temporal,
         settings,
         subscription_id,
@@ -265,6 +270,7 @@ async def reactivate(
 @router.post("/{subscription_id}/pause")
 async def pause(
     subscription_id: str,
+    request: Request,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -275,20 +281,25 @@ async def pause(
     resumes_at = body.resumes_at.astimezone(UTC) if body and body.resumes_at else None
     req = PauseRequest(resumes_at=resumes_at, actor=key.actor)
     return _out(
-        await lifecycle.update(temporal, settings, subscription_id, SubscriptionWorkflow.pause, req)
+        await lifecycle.update_for(
+            request, key, temporal, settings, subscription_id, SubscriptionWorkflow.pause, req
+        )
     )
 
 
 @router.post("/{subscription_id}/resume")
 async def resume(
     subscription_id: str,
+    request: Request,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update(
+    view = await lifecycle.update_for(
+        request,
+        key,
         temporal,
         settings,
         subscription_id,
@@ -301,6 +312,7 @@ async def resume(
 @router.post("/{subscription_id}/retry_payment")
 async def retry_payment(
     subscription_id: str,
+    request: Request,
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
@@ -308,7 +320,9 @@ async def retry_payment(
 ) -> dict[str, Any]:
     """Support: one payment attempt now; answers with its outcome."""
     await _require(session, subscription_id)
-    outcome: ChargeOutcome = await lifecycle.update(
+    outcome: ChargeOutcome = await lifecycle.update_for(
+        request,
+        key,
         temporal,
         settings,
         subscription_id,
@@ -321,6 +335,7 @@ async def retry_payment(
 @router.post("/{subscription_id}/extend_trial")
 async def extend_trial(
     subscription_id: str,
+    request: Request,
     body: ExtendTrialIn,
     session: SessionDep,
     temporal: TemporalDep,
@@ -330,7 +345,13 @@ async def extend_trial(
     await _require(session, subscription_id)
     req = ExtendTrialRequest(trial_end=body.trial_end.astimezone(UTC), actor=key.actor)
     return _out(
-        await lifecycle.update(
-            temporal, settings, subscription_id, SubscriptionWorkflow.extend_trial, req
+        await lifecycle.update_for(
+            request,
+            key,
+            temporal,
+            settings,
+            subscription_id,
+            SubscriptionWorkflow.extend_trial,
+            req,
         )
     )
