@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any
 
 import structlog
@@ -75,21 +76,22 @@ class Idempotency:
         pause = _FIRST_POLL
         while True:
             now = datetime.now(UTC)
-            if await self._reserve(now, ttl):
+            await records.purge(self._session, older_than=now - ttl, limit=PURGE_BATCH)
+            if await self._claim(now):
                 return None
             seen = await records.find(self._session, self._ref)
             await self._session.commit()
             if seen is None:  # released between our insert and our read: try again
                 continue
             if seen.created_at <= now - ttl:  # expired: this is a new request
-                if await self._take_over(seen, now):
+                if await self._claim(now, seen):
                     return None
                 continue
             if seen.status_code is None and seen.created_at <= now - lock:
                 # Its request's process died without answering or releasing it: the key is
                 # as free as if that request had failed.
                 log.warning("idempotency.reservation_taken_over", path=self._request.url.path)
-                if await self._take_over(seen, now):
+                if await self._claim(now, seen):
                     return None
                 continue
             if seen.request_hash != self._hash:
@@ -143,12 +145,16 @@ class Idempotency:
             # Not fatal: the reservation is taken over once `idempotency_lock_seconds` pass.
             log.exception("idempotency.release_failed", path=self._request.url.path)
 
-    async def _reserve(self, now: datetime, ttl: timedelta) -> bool:
+    async def _claim(self, now: datetime, seen: records.Seen | None = None) -> bool:
+        """Make the key this request's: a new reservation, or (`seen`) the takeover of an
+        expired record or an abandoned reservation. False: another request got there first."""
         token = uuid.uuid4().hex
-        await records.purge(self._session, older_than=now - ttl, limit=PURGE_BATCH)
-        reserved = await records.reserve(
-            self._session,
-            self._ref,
+        claim = (
+            partial(records.reserve, self._session, self._ref)
+            if seen is None
+            else partial(records.take_over, self._session, self._ref, seen)
+        )
+        claimed = await claim(
             method=self._request.method,
             path=self._request.url.path,
             request_hash=self._hash,
@@ -156,26 +162,9 @@ class Idempotency:
             now=now,
         )
         await self._session.commit()
-        if reserved:
+        if claimed:
             self._token = token
-        return reserved
-
-    async def _take_over(self, seen: records.Seen, now: datetime) -> bool:
-        token = uuid.uuid4().hex
-        taken = await records.take_over(
-            self._session,
-            self._ref,
-            seen,
-            method=self._request.method,
-            path=self._request.url.path,
-            request_hash=self._hash,
-            token=token,
-            now=now,
-        )
-        await self._session.commit()
-        if taken:
-            self._token = token
-        return taken
+        return claimed
 
 
 def _replayed(seen: records.Seen) -> JSONResponse:
