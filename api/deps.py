@@ -15,6 +15,7 @@ from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache, Principal, Role
 from api.auth_throttle import AuthThrottle
 from api.errors import ApiError
+from api.lifecycle import LifecycleCalls
 from api.start_sweeper import StartSweeper
 from config import Settings
 
@@ -106,6 +107,15 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def lifecycle_calls(
+    request: Request, temporal: TemporalDep, settings: SettingsDep
+) -> LifecycleCalls:
+    return LifecycleCalls(temporal, settings, request.headers.get("idempotency-key"))
+
+
+LifecycleDep = Annotated[LifecycleCalls, Depends(lifecycle_calls)]
 StartsDep = Annotated[StartSweeper, Depends(get_start_sweeper)]
 CurrentKey = Annotated[Principal, Depends(current_principal)]
 AdminKey = Annotated[Principal, Depends(require())]

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from fastapi import Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import (
     Client,
@@ -266,26 +265,41 @@ async def update(
         raise from_rpc_error(err) from err
 
 
-async def update_for(
-    request: Request,
-    principal: Principal,
-    client: Client,
-    settings: Settings,
-    subscription_id: str,
-    update_fn: Any,
-    arg: Any,
-    result_type: Any = None,
-) -> Any:
-    """`update` for a lifecycle request. With an `Idempotency-Key`, the key (per API key and
-    operation) is the update's id: a request sent again after a timeout is the same update,
-    and Temporal answers it with the first one's outcome instead of running it twice."""
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters")
-    update_id = f"{update_fn.__name__}:{principal.key_id}:{key}" if key is not None else None
-    return await update(
-        client, settings, subscription_id, update_fn, arg, result_type, update_id=update_id
-    )
+@dataclass(frozen=True)
+class LifecycleCalls:
+    """What a lifecycle request needs to send its workflow update (`api.deps.LifecycleDep`).
+
+    With an `Idempotency-Key`, the key (per API key and operation) is the update's id: a
+    request sent again after a timeout is the same update, and Temporal answers it with the
+    first one's outcome instead of running it twice."""
+
+    client: Client
+    settings: Settings
+    idempotency_key: str | None
+
+    async def update(
+        self,
+        principal: Principal,
+        subscription_id: str,
+        update_fn: Any,
+        arg: Any,
+        result_type: Any = None,
+    ) -> Any:
+        key = self.idempotency_key
+        if key is not None and not 1 <= len(key) <= 255:
+            raise ApiError(
+                400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters"
+            )
+        update_id = f"{update_fn.__name__}:{principal.key_id}:{key}" if key is not None else None
+        return await update(
+            self.client,
+            self.settings,
+            subscription_id,
+            update_fn,
+            arg,
+            result_type,
+            update_id=update_id,
+        )
 
 
 def _unavailable(subscription_id: str) -> ApiError:

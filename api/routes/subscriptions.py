@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from api import lifecycle
 from api.deps import (
     CurrentKey,
+    LifecycleDep,
     ProductKey,
     ProductOrSupportKey,
     SessionDep,
@@ -190,11 +191,9 @@ def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
 @router.post("/{subscription_id}/change_plan")
 async def change_plan(
     subscription_id: str,
-    request: Request,
     body: ChangePlanIn,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
@@ -209,8 +208,8 @@ async def change_plan(
         preview=body.preview,
         actor=key.actor,
     )
-    result: ChangePlanResult = await lifecycle.update_for(
-        request, key, temporal, settings, subscription_id, SubscriptionWorkflow.change_plan, req
+    result: ChangePlanResult = await calls.update(
+        key, subscription_id, SubscriptionWorkflow.change_plan, req
     )
     out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
     if result.preview:
@@ -228,38 +227,27 @@ async def change_plan(
 @router.post("/{subscription_id}/cancel")
 async def cancel(
     subscription_id: str,
-    request: Request,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: ProductOrSupportKey,
     body: CancelIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     body = body or CancelIn()
     req = CancelRequest(at_period_end=body.at_period_end, refund=body.refund, actor=key.actor)
-    return _out(
-        await lifecycle.update_for(
-            request, key, temporal, settings, subscription_id, SubscriptionWorkflow.cancel, req
-        )
-    )
+    return _out(await calls.update(key, subscription_id, SubscriptionWorkflow.cancel, req))
 
 
 @router.post("/{subscription_id}/reactivate")
 async def reactivate(
     subscription_id: str,
-    request: Request,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update_for(
-        request,
+    view = await calls.update(
         key,
-        temporal,
-        settings,
         subscription_id,
         SubscriptionWorkflow.reactivate,
         ActorRequest(actor=key.actor),
@@ -270,38 +258,27 @@ async def reactivate(
 @router.post("/{subscription_id}/pause")
 async def pause(
     subscription_id: str,
-    request: Request,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: ProductKey,
     body: PauseIn | None = None,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     resumes_at = body.resumes_at.astimezone(UTC) if body and body.resumes_at else None
     req = PauseRequest(resumes_at=resumes_at, actor=key.actor)
-    return _out(
-        await lifecycle.update_for(
-            request, key, temporal, settings, subscription_id, SubscriptionWorkflow.pause, req
-        )
-    )
+    return _out(await calls.update(key, subscription_id, SubscriptionWorkflow.pause, req))
 
 
 @router.post("/{subscription_id}/resume")
 async def resume(
     subscription_id: str,
-    request: Request,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await lifecycle.update_for(
-        request,
+    view = await calls.update(
         key,
-        temporal,
-        settings,
         subscription_id,
         SubscriptionWorkflow.resume,
         ActorRequest(actor=key.actor),
@@ -312,19 +289,14 @@ async def resume(
 @router.post("/{subscription_id}/retry_payment")
 async def retry_payment(
     subscription_id: str,
-    request: Request,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: SupportKey,
 ) -> dict[str, Any]:
     """Support: one payment attempt now; answers with its outcome."""
     await _require(session, subscription_id)
-    outcome: ChargeOutcome = await lifecycle.update_for(
-        request,
+    outcome: ChargeOutcome = await calls.update(
         key,
-        temporal,
-        settings,
         subscription_id,
         SubscriptionWorkflow.retry_payment,
         ActorRequest(actor=key.actor),
@@ -335,21 +307,16 @@ async def retry_payment(
 @router.post("/{subscription_id}/extend_trial")
 async def extend_trial(
     subscription_id: str,
-    request: Request,
     body: ExtendTrialIn,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    calls: LifecycleDep,
     key: SupportKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
     req = ExtendTrialRequest(trial_end=body.trial_end.astimezone(UTC), actor=key.actor)
     return _out(
-        await lifecycle.update_for(
-            request,
+        await calls.update(
             key,
-            temporal,
-            settings,
             subscription_id,
             SubscriptionWorkflow.extend_trial,
             req,
