@@ -323,14 +323,7 @@ class StripeInbox:
         if queued and self._on_queued is not None:
             self._on_queued()
         log.warning(
-            "stripe.ended_subscription_payment_refunded",
-            stripe_event_id=item.id,
-            subscription_id=item.subscription_id,
-            invoice_id=item.invoice_id,
-            payment_intent_id=item.payment_intent_id,
-            amount=item.amount,
-            currency=item.currency,
-            refund_id=refund_id,
+            "stripe.ended_subscription_payment_refunded", refund_id=refund_id, **item.log_fields()
         )
 
     async def _give_up(self, item: Item, error: str) -> None:
@@ -342,16 +335,7 @@ class StripeInbox:
             )
         if queued and self._on_queued is not None:
             self._on_queued()
-        log.error(
-            "stripe.event_needs_support",
-            stripe_event_id=item.id,
-            subscription_id=item.subscription_id,
-            invoice_id=item.invoice_id,
-            payment_intent_id=item.payment_intent_id,
-            amount=item.amount,
-            currency=item.currency,
-            error=error,
-        )
+        log.error("stripe.event_needs_support", error=error, **item.log_fields())
 
     async def _timeline(
         self, session: AsyncSession, item: Item, event_type: str, now: datetime, **data: object

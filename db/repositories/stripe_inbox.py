@@ -46,6 +46,17 @@ class Item:
     attempts: int  # including this one
     refund_key: str | None
 
+    def log_fields(self) -> dict[str, object]:
+        """What a log line about this payment names (ids and amount; no card data)."""
+        return {
+            "stripe_event_id": self.id,
+            "subscription_id": self.subscription_id,
+            "invoice_id": self.invoice_id,
+            "payment_intent_id": self.payment_intent_id,
+            "amount": self.amount,
+            "currency": self.currency,
+        }
+
 
 async def record(session: AsyncSession, event_id: str, event_type: str, now: datetime) -> bool:
     """Record the event as received, with nothing left to do; False if it was already."""
