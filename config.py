@@ -49,24 +49,21 @@ class Settings(BaseSettings):
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
-    # determinism sandbox. Off by default: it costs a third of the worker's CPU in a renewal
-    # storm (README, "Performance"); the test suite and the replay test always run with
-    # it on, and a static check holds every workflows/ module to the determinism rules.
+    # determinism sandbox (off by default for its CPU cost, README "Performance"; the
+    # tests and the replay test always run sandboxed, and a static check holds every
+    # workflows/ module to the determinism rules).
     worker_metrics_port: int = 9464
     # Where that endpoint listens: loopback by default (it has no authentication); set
     # 0.0.0.0 where Prometheus scrapes from another host (a container, say).
     worker_metrics_host: str = "127.0.0.1"
     worker_max_cached_workflows: int = 1000
     workflow_sandbox: bool = False
-    # Python's cyclic garbage collector in the worker: its first-generation threshold.
-    # Python's default, 700, ran a full collection of the sticky cache's objects every few
-    # seconds in a renewal storm (7% of the worker's CPU, a quarter of a second each);
-    # 10,000 left evicted workflows' garbage for so long that 10,000 live subscriptions
-    # took 595 MB instead of 290. 3,000 keeps that at 350 MB (bench/RESULTS.md).
+    # Python's cyclic garbage collector in the worker: its first-generation threshold. A
+    # larger threshold than Python's 700 spares the sticky cache frequent full collections;
+    # too large a one keeps evicted workflows' garbage alive (bench/RESULTS.md, "GC").
     worker_gc_threshold: int = Field(default=3_000, ge=1)
-    # The event loop of the worker and API processes. uvloop's costs the worker a tenth
-    # less CPU per renewal in a storm and serves reads a fifth faster (bench/RESULTS.md);
-    # "asyncio" is the standard library's, should a platform or a debugger need it.
+    # The event loop of the worker and API processes: uvloop, or "asyncio" (the standard
+    # library's) should a platform or a debugger need it.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # API; how often it looks for subscriptions whose workflow a create could not start (and
