@@ -43,7 +43,7 @@ def _documents(default: Any, cell: str) -> bool:
         except ValueError:
             return False
     if isinstance(default, list):
-        return json.loads(shown) == default
+        return bool(json.loads(shown) == default)
     return shown == str(default)
 
 
