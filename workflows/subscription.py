@@ -245,7 +245,7 @@ class SubscriptionWorkflow:
             )
         )
         caught_up = not self._continuing or sub.clock.caught_up(epoch)
-        return AdvanceResult(caught_up=caught_up, now=sub.now(), status=sub.status)
+        return AdvanceResult(caught_up=caught_up, now=sub.clock.now(), status=sub.status)
 
     @advance_clock.validator
     def _validate_advance_clock(self, req: AdvanceClock) -> None:

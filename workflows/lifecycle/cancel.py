@@ -94,7 +94,7 @@ async def cancel_now(
     still waiting for the next invoice are settled: a net debit is invoiced, and with
     `refund="prorated"` the unused time plus any waiting credit is refunded."""
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     events: list[EventDraft] = []
     statuses: dict[str, str] = {}
     if void:
@@ -120,7 +120,7 @@ async def _settle(
     sub: Subscription, refund: str, actor: str | None, statuses: dict[str, str]
 ) -> list[EventDraft]:
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     lines = list(s.pending_proration_lines)
     s.pending_proration_lines = []
     if (

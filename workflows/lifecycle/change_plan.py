@@ -93,7 +93,7 @@ def _quote(sub: Subscription, req: ChangePlanRequest) -> ChangeQuote:
         )
     except DomainError as err:
         raise from_domain(err) from None
-    now = sub.now()
+    now = sub.clock.now()
     start, end = s.current_period_start, s.current_period_end
     if start is None or end is None or not start <= now < end:
         raise rejected("period_renewing", "The billing period is renewing; try again")

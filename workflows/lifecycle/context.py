@@ -95,9 +95,6 @@ class Subscription:
     def status(self) -> S:
         return S(self.state.status)
 
-    def now(self) -> datetime:
-        return self.clock.now()
-
     def view(self) -> SubscriptionView:
         return subscription_view(self.inp, self.state)
 
@@ -107,7 +104,7 @@ class Subscription:
         return f"{prefix}_{workflow.uuid4().hex[:24]}"
 
     def event(self, type_: str, actor: str | None = None, **data: object) -> EventDraft:
-        return event_draft(self.inp, self.new_id("evt"), type_, self.now(), actor, **data)
+        return event_draft(self.inp, self.new_id("evt"), type_, self.clock.now(), actor, **data)
 
     def paid_events(
         self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
@@ -148,14 +145,14 @@ class Subscription:
             lines=lines,
             period_start=start,
             period_end=end,
-            created_at=self.now(),
+            created_at=self.clock.now(),
         )
 
     def build_invoice(
         self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
     ) -> tuple[InvoiceDraft, InvoiceLine | None]:
         """An invoice never below zero: a net credit becomes a line carried to the next one."""
-        lines, carried = carry_credit(lines, self.now())
+        lines, carried = carry_credit(lines, self.clock.now())
         return self.invoice(reason, lines, start, end), carried
 
     def start_period(self, start: datetime, end: datetime) -> None:
@@ -223,7 +220,7 @@ class Subscription:
         )
         events = self.paid(paid, invoice, expected, before, when_paid)
         request = sync_request(
-            self.inp, paid, events, self.now(), self.new_id, features=paid.plan.features
+            self.inp, paid, events, self.clock.now(), self.new_id, features=paid.plan.features
         )
         outcome = await self.charge(invoice, 1, on_paid=request)
         if outcome.projected:
@@ -248,7 +245,7 @@ class Subscription:
             attempt_number=attempt,
             actor=actor,
             on_paid=on_paid,
-            clock_time=self.now() if self.clock.is_test_clock else None,
+            clock_time=self.clock.now() if self.clock.is_test_clock else None,
         )
         outcome = await self._to_the_end(
             self._start(
@@ -286,7 +283,7 @@ class Subscription:
             self.inp,
             self.state,
             events,
-            self.now(),
+            self.clock.now(),
             self.new_id,
             features=features,
             invoice_status=invoice_status,
@@ -306,8 +303,8 @@ class Subscription:
         self.publish()
 
     # ------------------------------------------------------------------ patched behaviour
-    # Every branch on a patch outside the steps that open a period (`charge_opening`), the
-    # run method and the test clock's `advance_clock`: see workflows/patches.py.
+    # The branches on patches of what every step does; the others are `charge_opening`
+    # above and three in workflows/subscription.py (listed in workflows/patches.py).
 
     def _start(
         self,
@@ -374,7 +371,7 @@ class Subscription:
             updates = changed_only(updates, workflow.info().typed_search_attributes)
         if updates:
             workflow.upsert_search_attributes(updates)
-        workflow.set_current_details(current_details(self.inp, self.state, self.now()))
+        workflow.set_current_details(current_details(self.inp, self.state, self.clock.now()))
 
 
 def record_payment(state: CarriedState, invoice: InvoiceDraft, outcome: ChargeOutcome) -> None:

@@ -29,7 +29,7 @@ async def enter_dunning(
     extra: list[EventDraft] | None = None,
 ) -> None:
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     s.status = S.PAST_DUE
     s.open_invoice = invoice
     hard = outcome.hard_decline or outcome.no_payment_method
@@ -80,7 +80,7 @@ async def retry_open_invoice(sub: Subscription, actor: str | None) -> ChargeOutc
         None
         if hard
         else next_retry_at(
-            s.dunning.first_failure_at or sub.now(), retries_done, sub.inp.policy.dunning
+            s.dunning.first_failure_at or sub.clock.now(), retries_done, sub.inp.policy.dunning
         )
     )
     if nxt is None and not hard:
@@ -119,7 +119,7 @@ def on_payment_method_changed(sub: Subscription, msg: PaymentMethodChanged) -> N
     d = sub.state.dunning
     if sub.status in OWING and sub.state.open_invoice:
         d.awaiting_payment_method = False
-        d.next_retry_at = sub.now()
+        d.next_retry_at = sub.clock.now()
         sub.dirty = True
 
 
@@ -128,6 +128,6 @@ def on_payment_succeeded(sub: Subscription, msg: PaymentSucceeded) -> None:
     the retry finds the invoice paid."""
     s = sub.state
     if s.open_invoice and s.open_invoice.id == msg.invoice_id:
-        s.dunning.next_retry_at = sub.now()
+        s.dunning.next_retry_at = sub.clock.now()
         s.dunning.awaiting_payment_method = False
         sub.dirty = True

@@ -35,15 +35,15 @@ def validate_pause(sub: Subscription, req: PauseRequest) -> None:
             "subscription_cancel_pending",
             "The subscription cancels at period end; reactivate it before pausing",
         )
-    if req.resumes_at is not None and req.resumes_at <= sub.now():
+    if req.resumes_at is not None and req.resumes_at <= sub.clock.now():
         raise rejected("invalid_resumes_at", "resumes_at must be in the future", 422)
-    if req.resumes_at is not None and req.resumes_at > sub.now() + MAX_PAUSE:
+    if req.resumes_at is not None and req.resumes_at > sub.clock.now() + MAX_PAUSE:
         raise rejected("invalid_resumes_at", f"A pause may last at most {MAX_PAUSE.days} days", 422)
 
 
 async def start_pause(sub: Subscription, req: PauseRequest) -> None:
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     assert s.current_period_start is not None and s.current_period_end is not None
     # Access stops now, so the paid time left in the period is credited to the invoice
     # that resumes the subscription.
@@ -74,7 +74,7 @@ def validate_resume(sub: Subscription) -> None:
 async def resume_now(sub: Subscription, actor: str | None) -> None:
     """A new period starts now and is charged; a change scheduled while paused applies."""
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     s.pause = None
     events = [sub.event("subscription.resumed", actor=actor)]
     events += apply_pending_plan(sub, now, when="resume")

@@ -21,7 +21,7 @@ from workflows.projection import trial_start
 async def begin(sub: Subscription) -> None:
     """Trial, or the first charge; decides the state the creating API call returns."""
     s = sub.state
-    now = sub.now()
+    now = sub.clock.now()
     if s.status == S.TRIALING:
         await sub.project(trial_start(sub.inp, s, now, sub.new_id))
         return

@@ -61,7 +61,7 @@ def validate_extend_trial(sub: Subscription, req: ExtendTrialRequest) -> None:
         raise rejected(
             "invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422
         )
-    if req.trial_end > sub.now() + MAX_TRIAL:
+    if req.trial_end > sub.clock.now() + MAX_TRIAL:
         raise rejected(
             "invalid_trial_end", f"A trial may last at most {MAX_TRIAL.days} days from now", 422
         )
@@ -75,7 +75,7 @@ async def move_trial_end(sub: Subscription, req: ExtendTrialRequest) -> None:
         s.billing_cycle_anchor = req.trial_end
     s.trial_end = s.current_period_end = req.trial_end
     warn_at = req.trial_end - timedelta(days=sub.inp.policy.trial_will_end_days)
-    if warn_at > sub.now():
+    if warn_at > sub.clock.now():
         s.trial_will_end_sent = False
     sub.dirty = True
     await sub.sync(
