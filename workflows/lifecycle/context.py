@@ -74,6 +74,9 @@ WhenPaid = Callable[[CarriedState], list[EventDraft]]
 
 
 class Subscription:
+    """One run's subscription: built in the workflow's `__init__`, then handed to every step.
+    Steps change `state` and call the helpers below; they never touch the workflow itself."""
+
     def __init__(self, inp: SubscriptionInput) -> None:
         self.inp = inp
         carried = inp.carried
