@@ -1,8 +1,7 @@
-"""Outbound notifications: which events go where, when a failed delivery is tried again,
-and the messages of the notifier workflow that earlier versions used.
+"""Outbound notifications: which events go where, and when a failed delivery is tried again.
 
-Pure data and rules (no I/O): the projection activity, the outbox dispatcher, the notifier
-workflow, its activities and the API share them.
+Pure data and rules (no I/O): the projection, the outbox dispatcher, the deliveries and the
+API share them.
 """
 
 from __future__ import annotations
@@ -12,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-# The lane of a notifier that sends customer emails; every other lane is a webhook endpoint id.
+# The outbox lane of a subscription's customer emails; every other lane is a webhook endpoint id.
 EMAIL_LANE = "email"
 
 # Event type -> email template. Only these events send the customer an email.
@@ -63,10 +62,6 @@ def targets_for(
     return targets
 
 
-def notifier_workflow_id(subscription_id: str) -> str:
-    return f"notify/{subscription_id}"
-
-
 class DeliveryRetry(BaseModel):
     """Backoff of webhook and email attempts (milliseconds; each attempt waits `backoff` times
     longer than the one before, up to `max_ms`). After `max_attempts` the delivery is failed."""
@@ -80,47 +75,6 @@ class DeliveryRetry(BaseModel):
         """How long to wait after failed attempt number `attempt` (1-based) before the next."""
         ms = self.initial_ms * self.backoff ** max(attempt - 1, 0)
         return timedelta(milliseconds=min(ms, self.max_ms))
-
-
-class NotifyBatch(BaseModel):
-    """Signal: these timeline events were written, in this order."""
-
-    event_ids: list[str]
-
-
-class NotifierInput(BaseModel):
-    """The notifier's input; the queue, lanes and seen ids carry over through continue-as-new."""
-
-    subscription_id: str
-    retry: DeliveryRetry = Field(default_factory=DeliveryRetry)
-    idle_seconds: int = 600
-    max_deliveries_per_run: int = 500
-    queue: list[str] = Field(default_factory=list)
-    lanes: dict[str, list[str]] = Field(default_factory=dict)
-    seen: list[str] = Field(default_factory=list)
-
-
-class RouteRequest(BaseModel):
-    subscription_id: str
-    event_ids: list[str]
-
-
-class RoutedEvent(BaseModel):
-    """Where one event goes: endpoint ids, and `EMAIL_LANE` if the customer gets an email."""
-
-    event_id: str
-    targets: list[str]
-
-
-class DeliveryRequest(BaseModel):
-    event_id: str
-    endpoint_id: str
-    max_attempts: int
-
-
-class EmailRequest(BaseModel):
-    event_id: str
-    max_attempts: int
 
 
 class NotificationOutcome(BaseModel):
