@@ -1,4 +1,5 @@
-"""Outbound notifications: which events go where, and when a failed delivery is tried again.
+"""Outbound notifications: which events send an email, what a webhook endpoint may subscribe
+to, and when a failed delivery is tried again.
 
 Pure data and rules (no I/O): the projection, the outbox dispatcher, the deliveries and the
 API share them.
@@ -7,9 +8,7 @@ API share them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from pydantic import BaseModel
 
@@ -25,41 +24,9 @@ EMAIL_TEMPLATES: dict[str, str] = {
     "subscription.canceled": "canceled",
 }
 
-# What an endpoint may subscribe to: `*`, `<prefix>.*` or one exact event type.
+# What an endpoint may subscribe to: `*`, `<prefix>.*` or one exact event type (the API
+# refuses anything else; `db.repositories.outbox.endpoint_wants` routes by them).
 EVENT_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
-
-
-def wants(patterns: Sequence[str], event_type: str) -> bool:
-    """Does an endpoint subscribed to `patterns` want an event of `event_type`?"""
-    for pattern in patterns:
-        if pattern == "*" or pattern == event_type:
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class EndpointFilter:
-    """What routing needs to know of a webhook endpoint."""
-
-    id: str
-    events: Sequence[str]
-    created_at: datetime
-
-
-def targets_for(
-    event_type: str, written_at: datetime, endpoints: Sequence[EndpointFilter]
-) -> list[str]:
-    """Where one event goes: each enabled endpoint registered before the event was written
-    (real time, not a test clock's) that wants its type, in registration order, then the
-    customer's email if the event has a template."""
-    targets = [
-        ep.id for ep in endpoints if ep.created_at <= written_at and wants(ep.events, event_type)
-    ]
-    if event_type in EMAIL_TEMPLATES:
-        targets.append(EMAIL_LANE)
-    return targets
 
 
 class DeliveryRetry(BaseModel):
