@@ -3,7 +3,8 @@
 `recur dev` starts everything on embedded defaults; `recur worker` / `recur api` run one
 component; `recur keys ...` manages API keys in PostgreSQL; `recur subs ...` and
 `recur customers ...` talk to the running API with the admin key (so every action is
-audited like any other call); `recur status` says what they talk to. The command groups
+audited like any other call); `recur ops open-runs` asks Temporal which runs of a workflow
+type are open; `recur status` says what they talk to. The command groups
 live in `recur_cli/`; exit codes in `recur_cli/exits.py` (README, "Operating Recur").
 """
 
@@ -20,6 +21,7 @@ from config import get_settings
 from recur_cli.customers import customers_app
 from recur_cli.database import database_address, run_db_sync
 from recur_cli.keys import keys_app
+from recur_cli.ops import ops_app
 from recur_cli.output import JsonOpt, emit, reported
 from recur_cli.state import OPTIONS
 from recur_cli.status import status
@@ -36,6 +38,7 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(subs_app, name="subs")
 app.add_typer(customers_app, name="customers")
+app.add_typer(ops_app, name="ops")
 app.command("status")(status)
 
 

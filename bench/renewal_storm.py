@@ -23,7 +23,7 @@ of one run swing by a few tenths.
 
 Then it checks the database (exactly two paid invoices per subscription, no failed or
 duplicated attempt) and localstripe (one succeeded PaymentIntent per paid invoice), waits
-for the renewal receipts the notifier sends, prints the figures and appends them to
+for the renewal receipts the outbox dispatcher sends, prints the figures and appends them to
 bench/RESULTS.md.
 """
 

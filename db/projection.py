@@ -12,9 +12,9 @@ What the statement does, as one snapshot:
 * inserts the events in timeline order (`seq` follows it), skipping ids already written;
 * queues a delivery for each event *it* inserted (so a repeated projection — a retried
   activity, a replayed task — queues nothing twice): one per enabled webhook endpoint that
-  was registered before now (real time) and wants the event's type (`domain.notifications.
-  wants`, written here in SQL), and one for the customer's email when the type has a
-  template. A lane's rows are inserted in timeline order, which is the order they go out;
+  was registered before now (real time) and wants the event's type (the rule of
+  `db.repositories.outbox.endpoint_wants`), and one for the customer's email when the type
+  has a template. A lane's rows are inserted in timeline order, which is the order they go out;
 * when the request grants entitlements, makes the subscription's rows exactly those
   features (each once: a plan stored with a repeated feature, from before the API refused
   one, would otherwise make the upsert touch a row twice and fail for ever);
@@ -31,12 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.driver import compact, fetch_all
+from db.repositories.outbox import endpoint_wants
 from domain.contracts import SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
 from domain.plans import distinct_features
 
 _PROJECT = compact(
-    """
+    f"""
 WITH view AS (
     INSERT INTO subscriptions (id, customer_id, plan_id, status, current_period_start,
         current_period_end, billing_cycle_anchor, trial_end, cancel_at_period_end,
@@ -78,13 +79,7 @@ WITH view AS (
     SELECT d.ord, 0 AS lane_kind, e.created_at AS registered, e.id AS target, d.id AS event_id
     FROM drafts d
     JOIN written w ON w.id = d.id
-    JOIN webhook_endpoints e ON NOT e.disabled AND e.created_at <= %(now)s
-    WHERE EXISTS (
-        SELECT FROM json_array_elements_text(e.events) AS p(pattern)
-        WHERE p.pattern = '*' OR p.pattern = d.type
-           OR (right(p.pattern, 2) = '.*'
-               AND starts_with(d.type, left(p.pattern, -1)))
-    )
+    JOIN webhook_endpoints e ON {endpoint_wants("d.type", "%(now)s")}
     UNION ALL
     SELECT d.ord, 1, NULL, %(email_lane)s, d.id
     FROM drafts d

@@ -1,6 +1,5 @@
 """Invoice lines and proration line items."""
 
-from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -43,11 +42,6 @@ class InvoiceLine(BaseModel):
         if self.period_end < self.period_start:
             raise ValueError("period_end must not be before period_start")
         return self
-
-
-def invoice_total(lines: Iterable[InvoiceLine]) -> int:
-    """Sum of line amounts in minor units."""
-    return sum(line.amount for line in lines)
 
 
 def proration_lines(

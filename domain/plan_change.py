@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from domain.errors import DomainError
 from domain.periods import interval_months
 from domain.plans import PlanTerms, compare_price_per_time
-from domain.status import SubscriptionStatus
+from domain.status import TERMINAL, SubscriptionStatus
 
 
 class ChangeWhen(StrEnum):
@@ -62,16 +62,12 @@ class ChangeDecision:
 
 DEFAULT_PLAN_CHANGE_POLICY = PlanChangePolicy()
 
-_NOT_CHANGEABLE = frozenset(
-    {
-        SubscriptionStatus.CANCELED,
-        SubscriptionStatus.INCOMPLETE,
-        SubscriptionStatus.INCOMPLETE_EXPIRED,
-        SubscriptionStatus.PAUSED,
-        # Dunning gave up and access is revoked; the debt must be settled first.
-        SubscriptionStatus.UNPAID,
-    }
-)
+_NOT_CHANGEABLE = TERMINAL | {
+    SubscriptionStatus.INCOMPLETE,
+    SubscriptionStatus.PAUSED,
+    # Dunning gave up and access is revoked; the debt must be settled first.
+    SubscriptionStatus.UNPAID,
+}
 
 
 def classify_change(current: PlanTerms, new: PlanTerms) -> ChangeKind:

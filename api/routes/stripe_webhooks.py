@@ -14,13 +14,14 @@ from fastapi import APIRouter, Request
 from sqlmodel import col, select, update
 from temporalio.client import Client
 
-from activities.stripe_inbox import ENDED, Signaled, signal_payment
+from activities.stripe_inbox import Signaled, signal_payment
 from api.deps import SessionDep, SettingsDep
 from api.errors import ApiError
 from api.stripe_signature import SignatureError, verify
 from db.models import Invoice, PaymentAttempt
 from db.repositories import stripe_inbox, subscriptions, test_clocks
 from db.repositories.stripe_inbox import Item, Work
+from domain.status import TERMINAL
 
 router = APIRouter(tags=["stripe"])
 log = structlog.get_logger()
@@ -60,7 +61,7 @@ async def stripe_webhook(
         state = await stripe_inbox.subscription_state(session, work.subscription_id)
         # A payment for an ended subscription is the drainer's to refund: no signal then.
         try_now = request.app.state.temporal is not None and (
-            state is None or state[0] not in ENDED
+            state is None or state[0] not in TERMINAL
         )
         lease = timedelta(seconds=settings.stripe_inbox_lease_seconds)
         await stripe_inbox.hand_off(

@@ -30,6 +30,7 @@ from db.repositories import starts as start_records
 from db.repositories import subscriptions as repo
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
+from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
 from workflows.messages import (
     ActorRequest,
@@ -45,16 +46,7 @@ from workflows.subscription import SubscriptionWorkflow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
-STATUSES = {
-    "trialing",
-    "active",
-    "past_due",
-    "paused",
-    "canceled",
-    "incomplete",
-    "incomplete_expired",
-    "unpaid",
-}
+STATUSES = frozenset(s.value for s in S)
 
 
 def _out(view: SubscriptionView) -> dict[str, Any]:
@@ -161,15 +153,12 @@ def _row_out(row: Any) -> dict[str, Any]:
     return _out(SubscriptionView.model_validate(row, from_attributes=True))
 
 
-ENDED = {"canceled", "incomplete_expired"}
-
-
 async def _require(session: SessionDep, subscription_id: str) -> None:
     """The subscription exists and its lifecycle is still running (it can take updates)."""
     row = await repo.get(session, subscription_id)
     if row is None:
         raise not_found("subscription", subscription_id)
-    if row.status in ENDED:
+    if row.status in TERMINAL:
         raise ApiError(
             409, "subscription_canceled", f"Subscription {subscription_id} is {row.status}"
         )

@@ -24,20 +24,6 @@ from db.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from domain.notifications import EndpointFilter
-
-_FILTERS = (
-    sa_select(col(WebhookEndpoint.id), col(WebhookEndpoint.events), col(WebhookEndpoint.created_at))
-    .where(col(WebhookEndpoint.disabled).is_(False))
-    .order_by(col(WebhookEndpoint.created_at))
-)
-
-
-async def endpoint_filters(session: AsyncSession) -> list[EndpointFilter]:
-    """The enabled endpoints as routing sees them, in registration order (no ORM objects:
-    this runs in every projection that writes events)."""
-    rows = (await session.execute(_FILTERS)).all()
-    return [EndpointFilter(id=i, events=list(e), created_at=c) for i, e, c in rows]
 
 
 async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,9 +12,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Event, StripeEvent, Subscription, WebhookEndpoint
+from db.models import Event, StripeEvent, Subscription
 from db.repositories import outbox
-from domain.notifications import wants
 
 # Rows the drainer works on; `needs_support` rows wait for a person.
 DUE = ("pending", "refunding")
@@ -232,31 +230,8 @@ async def write_event(
     )
     if inserted.first() is None:
         return []
-    endpoints = (
-        await session.execute(
-            select(col(WebhookEndpoint.id), col(WebhookEndpoint.events))
-            .where(~col(WebhookEndpoint.disabled), col(WebhookEndpoint.created_at) <= now)
-            .order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
-        )
-    ).all()
-    deliveries = [
-        (subscription_id, str(endpoint_id), event_id)
-        for endpoint_id, patterns in endpoints
-        if wants(patterns, event_type)
-    ]
-    await outbox.enqueue(session, deliveries, now)
-    return deliveries
-
-
-async def needing_support(session: AsyncSession, limit: int = 100) -> Sequence[StripeEvent]:
-    """Events nothing automatic can settle (for operators), oldest first."""
-    query = (
-        select(StripeEvent)
-        .where(col(StripeEvent.processed_at).is_(None), col(StripeEvent.status) == "needs_support")
-        .order_by(col(StripeEvent.received_at))
-        .limit(limit)
-    )
-    return (await session.execute(query)).scalars().all()
+    targets = await outbox.queue_webhooks(session, subscription_id, event_id, event_type, now)
+    return [(subscription_id, target, event_id) for target in targets]
 
 
 async def count_needing_support(session: AsyncSession) -> int:

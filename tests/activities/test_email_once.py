@@ -36,6 +36,7 @@ from db.repositories import notifications as repo
 from db.repositories import outbox
 from devstack.process import free_port
 from domain.notifications import EMAIL_LANE, DeliveryRetry
+from tests.activities.queue import queue_deliveries
 from tests.conftest import Stack
 
 LEASE = timedelta(seconds=3)  # short, and still longer than the steps before the death
@@ -72,7 +73,7 @@ async def _queue_cancellations(engine: AsyncEngine, count: int) -> list[str]:
                     created_at=now,
                 )
             )
-        await outbox.enqueue(
+        await queue_deliveries(
             session, [(f"sub_once_{run}_{n}", EMAIL_LANE, e) for n, e in enumerate(event_ids)], now
         )
     return event_ids

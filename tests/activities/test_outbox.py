@@ -28,6 +28,7 @@ from db.models import EmailNotification, NotificationOutbox
 from db.repositories import outbox
 from domain.contracts import EventDraft, SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, DeliveryRetry, NotificationOutcome
+from tests.activities.queue import queue_deliveries
 from tests.conftest import Stack
 from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
 from tests.webhook_receiver import Receiver
@@ -38,7 +39,7 @@ LEASE = timedelta(minutes=5)
 
 async def _queue(engine: AsyncEngine, rows: list[tuple[str, str, str]], at: datetime) -> None:
     async with transaction(engine) as session:
-        await outbox.enqueue(session, rows, at)
+        await queue_deliveries(session, rows, at)
 
 
 async def _claim(engine: AsyncEngine, now: datetime, limit: int = 100) -> list[outbox.Claimed]:
@@ -60,7 +61,7 @@ async def test_a_lane_goes_out_one_row_at_a_time_in_order(scratch: AsyncEngine) 
     assert all(c.attempt == 1 for c in first)
     assert await _claim(scratch, T0) == [], "claimed heads are not claimed again"
     async with transaction(scratch) as session:
-        await outbox.enqueue(session, [(a, "we_x", "evt_a1")], T0)  # queued twice: kept once
+        await queue_deliveries(session, [(a, "we_x", "evt_a1")], T0)  # queued twice: kept once
         assert await outbox.pending(session, a) == 3
 
     head = next(c for c in first if c.event_id == "evt_a1" and c.target == "we_x")

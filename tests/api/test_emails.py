@@ -9,9 +9,7 @@ from email.message import Message
 from pathlib import Path
 
 import httpx
-from temporalio.testing import ActivityEnvironment
 
-from domain.notifications import EmailRequest
 from tests.conftest import Stack
 from tests.helpers import advance, get_sub, make_clock, make_customer, make_plan, ok, subscribe
 from worker import WorkerParts
@@ -104,14 +102,12 @@ async def test_payment_failed_email_says_what_to_do(
     assert "we will try again on July 2, 2027" in body
     _no_secrets(message)
 
-    # A repeated activity (a retry after the email went out) does not send it again.
+    # A repeated attempt (a retry after the email went out) does not send it again.
     events = ok(await api.get("/v1/events", params={"subscription_id": sub["id"]}))
     failed = next(e for e in events if e["type"] == "invoice.payment_failed")
     before = len(_messages(maildir, customer["email"]))
-    outcome = await ActivityEnvironment().run(
-        worker_parts.notifications.send_email, EmailRequest(event_id=failed["id"], max_attempts=3)
-    )
-    assert outcome.status == "duplicate"
+    outcomes = await worker_parts.deliveries.emails([(failed["id"], 1)], max_attempts=3)
+    assert outcomes[failed["id"]].status == "duplicate"
     assert len(_messages(maildir, customer["email"])) == before
 
 

@@ -159,7 +159,6 @@ async def test_every_error_the_routes_answer_is_documented(
 # Codes raised in the code that no request is answered with, and why.
 NOT_ANSWERED = {
     "invalid_currency": "domain.money.format_amount of stored amounts, never a request's",
-    "invalid_transition": "the state machine's own invariant: a bug if it surfaces",
     "not_on_test_clock": "advance_clock is sent only to subscriptions on a test clock",
 }
 

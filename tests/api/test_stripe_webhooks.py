@@ -425,7 +425,6 @@ async def test_a_workflow_that_stays_missing_is_flagged_for_support(
     assert (row.status, row.attempts, row.processed_at) == ("needs_support", 3, None)
     assert row.last_error and "not found" in row.last_error
     async with transaction(_engine(stack)) as session:
-        assert event["id"] in {r.id for r in await stripe_inbox.needing_support(session, 1000)}
         assert await stripe_inbox.count_needing_support(session) >= 1
     assert (await event_types(api, sub["id"])).count("invoice.payment_unresolved") == 1
     await drainer.drain_once(now=later + timedelta(days=1))  # a person's now: not retried
