@@ -1,4 +1,17 @@
-"""FastAPI dependencies: database session, Temporal client, Stripe, and the caller's key."""
+"""FastAPI dependencies: database session, Temporal client, Stripe, and the caller's key.
+
+The unit of work (the one rule for transactions in the API): a request's work is the
+transaction of its session, `SessionDep`. The dependency commits it when the route has
+returned and rolls it back when the route raises; it is declared with scope "function", so
+FastAPI runs that commit after the route function and before the response is sent (a
+dependency of the default scope "request" would commit after the response went out, and a
+failed commit could follow a 2xx). Routes and repositories never commit. A service that must
+make the request's work durable before it calls out of the process (Temporal, Stripe, the key
+cache) commits the session it was given, says so in its docstring, and leaves what it writes
+after the call to the dependency. The reservations and answers of `Idempotency-Key`
+(`api.idempotency`) are short transactions of their own, by design. Background loops (the
+sweepers) use `db.engine.unit_of_work` blocks, which follow the same rule.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +38,15 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed once the route has returned, rolled back if it
+    raised (see the module's docstring)."""
     async with _sessions(request)() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
 
 # Every dependency is `async def`: FastAPI runs a plain `def` dependency in a thread pool,
@@ -103,7 +123,8 @@ def require(*roles: Role) -> Callable[..., object]:
     return check
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# Scope "function": the commit runs before the response is sent (tests/api/test_unit_of_work.py).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -188,4 +188,5 @@ async def idempotency(
         await idem.release(sessions)
 
 
-IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+# Scope "function", as the session it uses (FastAPI refuses a longer-lived dependant).
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency, scope="function")]

@@ -24,9 +24,9 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
-from db.models import Plan
+from api.services.subscriptions import launch_trial
 from db.repositories import invoices as invoice_repo
-from db.repositories import starts as start_records
+from db.repositories import plans
 from db.repositories import subscriptions as repo
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
@@ -117,16 +117,12 @@ async def create_subscription(
     if state.status != S.TRIALING:
         view = await lifecycle.start_subscription(temporal, settings, inp)
         return await idem.respond(201, _out(view))
-    # A trial: the subscription, its first state and the start to make commit together; the
-    # workflow is started after, here or (if Temporal cannot be reached) by the sweeper.
+    # A trial: the subscription, its first state, the start to make (and the answer, under an
+    # Idempotency-Key) commit together; the workflow is started after, here or (if Temporal
+    # cannot be reached) by the sweeper.
     view, start_input = await lifecycle.record_trial(session, inp, state)
     response = await idem.respond(201, _out(view))
-    await session.commit()
-    if (error := await lifecycle.launch(temporal, settings, start_input)) is None:
-        starts.forget(inp.subscription_id)
-    else:
-        await start_records.failed(session, inp.subscription_id, error)
-        await session.commit()
+    await launch_trial(session, temporal, settings, starts, start_input)
     return response
 
 
@@ -198,7 +194,7 @@ async def change_plan(
 ) -> dict[str, Any]:
     """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
     await _require(session, subscription_id)
-    plan = await session.get(Plan, body.plan_id)
+    plan = await plans.get(session, body.plan_id)
     if plan is None:
         raise not_found("plan", body.plan_id)
     req = ChangePlanRequest(

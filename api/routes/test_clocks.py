@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from api import lifecycle
 from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
+from api.services import test_clocks as service
 from db.models import TestClock
 from db.repositories import test_clocks
 
@@ -42,8 +42,7 @@ async def create_clock(
         frozen_time=(body.frozen_time or now).astimezone(UTC),
         created_at=now,
     )
-    session.add(clock)
-    await session.commit()
+    test_clocks.add(session, clock)
     return await idem.respond(201, TestClockOut.model_validate(clock, from_attributes=True))
 
 
@@ -52,7 +51,7 @@ async def get_clock(
     clock_id: str, session: SessionDep, settings: SettingsDep, _: ProductKey
 ) -> object:
     _sandbox_only(settings)
-    clock = await session.get(TestClock, clock_id)
+    clock = await test_clocks.get(session, clock_id)
     if clock is None:
         raise not_found("test clock", clock_id)
     return clock
@@ -81,10 +80,7 @@ async def advance_clock(
         raise ApiError(
             422, "invalid_frozen_time", "frozen_time must not be before the clock's current time"
         )
-    await test_clocks.begin_advance(session, clock, to, datetime.now(UTC))
-    await session.commit()
-    failures = await lifecycle.drive_advance(session, temporal, settings, clock_id, to)
-    await session.refresh(clock)
+    failures = await service.advance(session, temporal, settings, clock, to)
     out = TestClockOut.model_validate(clock, from_attributes=True)
     out.advance_failures = [AdvanceFailureOut(**asdict(f)) for f in failures]
     return out

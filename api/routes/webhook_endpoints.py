@@ -56,8 +56,7 @@ async def create_endpoint(
         description=body.description,
         created_at=datetime.now(UTC),
     )
-    session.add(endpoint)
-    await session.commit()
+    notifications.add_endpoint(session, endpoint)
     out = WebhookEndpointCreated(
         **WebhookEndpointOut.model_validate(endpoint, from_attributes=True).model_dump(),
         secret=endpoint.secret,
@@ -73,7 +72,7 @@ async def list_endpoints(session: SessionDep, _: AdminKey) -> object:
 
 @router.get("/{endpoint_id}", response_model=WebhookEndpointOut)
 async def get_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
-    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    endpoint = await notifications.get_endpoint(session, endpoint_id)
     if endpoint is None:
         raise not_found("webhook endpoint", endpoint_id)
     return endpoint
@@ -82,12 +81,10 @@ async def get_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> ob
 @router.delete("/{endpoint_id}", response_model=WebhookEndpointOut)
 async def disable_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
     """Stop delivering to this endpoint (pending deliveries are skipped); the log stays."""
-    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    endpoint = await notifications.get_endpoint(session, endpoint_id)
     if endpoint is None:
         raise not_found("webhook endpoint", endpoint_id)
-    endpoint.disabled = True
-    session.add(endpoint)
-    await session.commit()
+    notifications.disable_endpoint(session, endpoint)
     return endpoint
 
 
@@ -102,7 +99,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> object:
     """The delivery log of one endpoint, newest first."""
-    if await session.get(WebhookEndpoint, endpoint_id) is None:
+    if await notifications.get_endpoint(session, endpoint_id) is None:
         raise not_found("webhook endpoint", endpoint_id)
     return await notifications.deliveries(
         session,
