@@ -27,10 +27,10 @@ from temporalio.client import Client
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache, Principal, Role
 from api.auth_throttle import AuthThrottle
-from api.errors import ApiError
 from api.lifecycle import LifecycleCalls
 from api.start_sweeper import StartSweeper
 from config import Settings
+from domain import errors
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -57,7 +57,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 async def get_temporal(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
-        raise ApiError(503, "temporal_unavailable", "Temporal is not reachable right now")
+        raise errors.TEMPORAL_UNAVAILABLE("Temporal is not reachable right now")
     return client
 
 
@@ -90,23 +90,21 @@ async def current_principal(
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
-        raise ApiError(401, "unauthorized", "Send an API key as 'Authorization: Bearer <key>'")
+        raise errors.UNAUTHORIZED("Send an API key as 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.key_cache
     throttle: AuthThrottle = request.app.state.auth_throttle
     client = request.client.host if request.client else "unknown"
     # A throttled address may still use a key this process verified recently (the clients
     # sharing a proxy or NAT with a guesser keep working); anything else is not looked up.
     if (wait := throttle.retry_after(client)) is not None and cache.cached(raw.strip()) is None:
-        raise ApiError(
-            429,
-            "too_many_requests",
+        raise errors.TOO_MANY_REQUESTS(
             f"Too many failed authentications from this address; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
     principal = await cache.resolve(_sessions(request), raw.strip())
     if principal is None:
         throttle.failed(client)  # a key was presented and is wrong: a guess, perhaps
-        raise ApiError(401, "unauthorized", "Unknown or revoked API key")
+        raise errors.UNAUTHORIZED("Unknown or revoked API key")
     request.state.principal = principal
     return principal
 
@@ -117,7 +115,7 @@ def require(*roles: Role) -> Callable[..., object]:
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in allowed:
-            raise ApiError(403, "forbidden", f"The {principal.role.value} role may not do this")
+            raise errors.FORBIDDEN(f"The {principal.role.value} role may not do this")
         return principal
 
     return check

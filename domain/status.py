@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from domain.errors import DomainError
+from domain import errors
 
 
 class SubscriptionStatus(StrEnum):
@@ -39,14 +39,12 @@ _ENTITLED = frozenset({_S.TRIALING, _S.ACTIVE, _S.PAST_DUE})
 
 
 def ensure_transition(src: SubscriptionStatus, dst: SubscriptionStatus) -> None:
-    """Raise DomainError("invalid_transition") unless `src -> dst` is allowed."""
+    """Raise `INVALID_TRANSITION` unless `src -> dst` is allowed."""
     source = SubscriptionStatus(src)
     target = SubscriptionStatus(dst)
     if target not in ALLOWED_TRANSITIONS[source]:
-        raise DomainError(
-            "invalid_transition",
-            f"Cannot move a subscription from {source.value} to {target.value}",
-            409,
+        raise errors.INVALID_TRANSITION(
+            f"Cannot move a subscription from {source.value} to {target.value}"
         )
 
 

@@ -26,6 +26,7 @@ from typing import TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from domain import errors
 from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
@@ -47,7 +48,7 @@ from domain.periods import next_boundary_after
 from domain.status import SubscriptionStatus as S
 from workflows.clock import WorkflowClock
 from workflows.details import changed_only, current_details, search_attribute_updates
-from workflows.errors import from_domain, rejected
+from workflows.errors import rejected
 from workflows.invoicing import (
     allocate_refund,
     carry_credit,
@@ -680,7 +681,7 @@ class SubscriptionWorkflow:
                 self._in.policy.plan_change.max_changes_per_period,
             )
         except DomainError as err:
-            raise from_domain(err) from None
+            raise rejected(err) from None
 
     def _quote(self, req: ChangePlanRequest) -> ChangeQuote:
         """Decide and price the change, or reject it (validator and handler alike)."""
@@ -696,11 +697,11 @@ class SubscriptionWorkflow:
                 self._in.policy.plan_change,
             )
         except DomainError as err:
-            raise from_domain(err) from None
+            raise rejected(err) from None
         now = self._now()
         start, end = s.current_period_start, s.current_period_end
         if start is None or end is None or not start <= now < end:
-            raise rejected("period_renewing", "The billing period is renewing; try again")
+            raise rejected(errors.PERIOD_RENEWING("The billing period is renewing; try again"))
         return quote_change(
             s.plan,
             req.plan,
@@ -843,9 +844,10 @@ class SubscriptionWorkflow:
                     invoice_status={invoice.id: "void"},
                 )
                 raise rejected(
-                    "payment_failed",
-                    f"The change was not applied: the charge of {invoice.total} was declined "
-                    f"({outcome.decline_code or outcome.failure_code})",
+                    errors.PAYMENT_FAILED(
+                        f"The change was not applied: the charge of {invoice.total} was declined "
+                        f"({outcome.decline_code or outcome.failure_code})"
+                    )
                 )
             events += self._paid_events(invoice, outcome, actor=req.actor)
             if carried is not None:
@@ -911,12 +913,12 @@ class SubscriptionWorkflow:
     @cancel.validator
     def _validate_cancel(self, req: CancelRequest) -> None:
         if self.status in TERMINAL:
-            raise rejected("subscription_canceled", f"Subscription is already {self.status}")
+            raise rejected(errors.SUBSCRIPTION_CANCELED(f"Subscription is already {self.status}"))
         if req.refund not in ("none", "prorated"):
-            raise rejected("invalid_refund", "refund must be none or prorated", 422)
+            raise rejected(errors.INVALID_REFUND("refund must be none or prorated"))
         if req.refund == "prorated" and req.at_period_end:
             raise rejected(
-                "invalid_refund", "A prorated refund applies only to an immediate cancel", 422
+                errors.INVALID_REFUND("A prorated refund applies only to an immediate cancel")
             )
 
     @workflow.update
@@ -930,7 +932,9 @@ class SubscriptionWorkflow:
     @reactivate.validator
     def _validate_reactivate(self, req: ActorRequest) -> None:
         if not self._s.cancel_at_period_end:
-            raise rejected("not_pending_cancel", "Subscription has no pending cancellation to undo")
+            raise rejected(
+                errors.NOT_PENDING_CANCEL("Subscription has no pending cancellation to undo")
+            )
 
     @workflow.update
     async def pause(self, req: PauseRequest) -> SubscriptionView:
@@ -963,19 +967,21 @@ class SubscriptionWorkflow:
     def _validate_pause(self, req: PauseRequest) -> None:
         if self.status != S.ACTIVE:
             raise rejected(
-                "subscription_not_pausable",
-                f"Only an active subscription can be paused (it is {self.status})",
+                errors.SUBSCRIPTION_NOT_PAUSABLE(
+                    f"Only an active subscription can be paused (it is {self.status})"
+                )
             )
         if self._s.cancel_at_period_end:
             raise rejected(
-                "subscription_cancel_pending",
-                "The subscription cancels at period end; reactivate it before pausing",
+                errors.SUBSCRIPTION_CANCEL_PENDING(
+                    "The subscription cancels at period end; reactivate it before pausing"
+                )
             )
         if req.resumes_at is not None and req.resumes_at <= self._now():
-            raise rejected("invalid_resumes_at", "resumes_at must be in the future", 422)
+            raise rejected(errors.INVALID_RESUMES_AT("resumes_at must be in the future"))
         if req.resumes_at is not None and req.resumes_at > self._now() + MAX_PAUSE:
             raise rejected(
-                "invalid_resumes_at", f"A pause may last at most {MAX_PAUSE.days} days", 422
+                errors.INVALID_RESUMES_AT(f"A pause may last at most {MAX_PAUSE.days} days")
             )
 
     @workflow.update
@@ -989,7 +995,9 @@ class SubscriptionWorkflow:
     @resume.validator
     def _validate_resume(self, req: ActorRequest) -> None:
         if self.status != S.PAUSED:
-            raise rejected("subscription_not_paused", f"Subscription is {self.status}, not paused")
+            raise rejected(
+                errors.SUBSCRIPTION_NOT_PAUSED(f"Subscription is {self.status}, not paused")
+            )
 
     @workflow.update
     async def extend_trial(self, req: ExtendTrialRequest) -> SubscriptionView:
@@ -1020,14 +1028,16 @@ class SubscriptionWorkflow:
     def _validate_extend_trial(self, req: ExtendTrialRequest) -> None:
         s = self._s
         if s.status != S.TRIALING:
-            raise rejected("subscription_not_trialing", f"Subscription is {s.status}, not trialing")
+            raise rejected(
+                errors.SUBSCRIPTION_NOT_TRIALING(f"Subscription is {s.status}, not trialing")
+            )
         if req.trial_end.tzinfo is None or s.trial_end is None or req.trial_end <= s.trial_end:
             raise rejected(
-                "invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422
+                errors.INVALID_TRIAL_END("trial_end must be a UTC time after the current trial end")
             )
         if req.trial_end > self._now() + MAX_TRIAL:
             raise rejected(
-                "invalid_trial_end", f"A trial may last at most {MAX_TRIAL.days} days from now", 422
+                errors.INVALID_TRIAL_END(f"A trial may last at most {MAX_TRIAL.days} days from now")
             )
 
     @workflow.update
@@ -1042,7 +1052,7 @@ class SubscriptionWorkflow:
     def _validate_retry_payment(self, req: ActorRequest) -> None:
         if self.status not in (S.PAST_DUE, S.INCOMPLETE, S.UNPAID) or self._s.open_invoice is None:
             raise rejected(
-                "nothing_to_retry", f"Subscription is {self.status} with no open invoice"
+                errors.NOTHING_TO_RETRY(f"Subscription is {self.status} with no open invoice")
             )
 
     @workflow.update
@@ -1064,7 +1074,9 @@ class SubscriptionWorkflow:
     @advance_clock.validator
     def _validate_advance_clock(self, req: AdvanceClock) -> None:
         if not self._clock.is_test_clock:
-            raise rejected("not_on_test_clock", "This subscription does not run on a test clock")
+            raise rejected(
+                errors.NOT_ON_TEST_CLOCK("This subscription does not run on a test clock")
+            )
 
     # ------------------------------------------------------------------ signals, queries
 

@@ -11,9 +11,9 @@ import structlog
 from fastapi import APIRouter, Request
 
 from api.deps import SessionDep, SettingsDep
-from api.errors import ApiError
 from api.services import stripe_events
 from api.stripe_signature import SignatureError, verify
+from domain import errors
 
 router = APIRouter(tags=["stripe"])
 log = structlog.get_logger()
@@ -32,13 +32,13 @@ async def stripe_webhook(
             int(time.time()),
         )
     except SignatureError as err:
-        raise ApiError(400, "invalid_signature", str(err)) from err
+        raise errors.INVALID_SIGNATURE(str(err)) from err
     try:
         event = json.loads(payload)
         event_id, event_type = str(event["id"]), str(event["type"])
         obj = event["data"]["object"]
     except (ValueError, KeyError, TypeError) as err:
-        raise ApiError(400, "invalid_payload", "Not a Stripe event") from err
+        raise errors.INVALID_PAYLOAD("Not a Stripe event") from err
 
     received = await stripe_events.receive(
         session,

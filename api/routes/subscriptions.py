@@ -19,7 +19,7 @@ from api.deps import (
     SupportKey,
     TemporalDep,
 )
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.routes.invoices import render
@@ -28,6 +28,7 @@ from api.services.subscriptions import launch_trial
 from db.repositories import invoices as invoice_repo
 from db.repositories import plans
 from db.repositories import subscriptions as repo
+from domain import errors
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
 from domain.status import SubscriptionStatus as S
@@ -84,9 +85,7 @@ async def create_subscription(
     now = datetime.now(UTC)
     if body.test_clock_id is not None:
         if not settings.sandbox:
-            raise ApiError(
-                400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true"
-            )
+            raise errors.TEST_CLOCKS_DISABLED("Test clocks exist only when RECUR_SANDBOX=true")
         if clock is None:
             raise not_found("test clock", body.test_clock_id)
         now = clock.frozen_time
@@ -95,10 +94,8 @@ async def create_subscription(
         anchor = anchor.astimezone(UTC)
         horizon = timedelta(days=31 * interval_months(Interval(plan.interval), plan.interval_count))
         if not now <= anchor <= now + horizon:
-            raise ApiError(
-                422,
-                "invalid_billing_cycle_anchor",
-                "billing_cycle_anchor must be between now and one period ahead",
+            raise errors.INVALID_BILLING_CYCLE_ANCHOR(
+                "billing_cycle_anchor must be between now and one period ahead"
             )
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
@@ -136,7 +133,7 @@ async def list_subscriptions(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
     if status is not None and status not in STATUSES:
-        raise ApiError(422, "validation_error", f"status must be one of {sorted(STATUSES)}")
+        raise errors.VALIDATION_ERROR(f"status must be one of {sorted(STATUSES)}")
     rows = await repo.list_filtered(
         session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit
     )
@@ -166,9 +163,7 @@ async def _require(session: SessionDep, subscription_id: str) -> None:
     if row is None:
         raise not_found("subscription", subscription_id)
     if row.status in ENDED:
-        raise ApiError(
-            409, "subscription_canceled", f"Subscription {subscription_id} is {row.status}"
-        )
+        raise errors.SUBSCRIPTION_CANCELED(f"Subscription {subscription_id} is {row.status}")
 
 
 def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:

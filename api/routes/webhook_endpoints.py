@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import AdminKey, SessionDep, SettingsDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import (
@@ -23,6 +23,7 @@ from api.schemas import (
 )
 from db.models import WebhookEndpoint
 from db.repositories import notifications
+from domain import errors
 from domain.webhook_targets import refusal_for_host
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
@@ -41,10 +42,8 @@ async def create_endpoint(
     """Events are delivered from now on, signed with the returned secret (shown only here)."""
     reason = refusal_for_host(body.url.host or "")
     if reason is not None and not settings.allows_private_webhook_targets:
-        raise ApiError(
-            422,
-            "webhook_target_not_allowed",
-            f"url: webhooks may not target a {reason.replace('_', '-')} address",
+        raise errors.WEBHOOK_TARGET_NOT_ALLOWED(
+            f"url: webhooks may not target a {reason.replace('_', '-')} address"
         )
     if (replay := await idem.replay()) is not None:
         return replay

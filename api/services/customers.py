@@ -14,9 +14,10 @@ from temporalio.client import Client
 
 from activities.stripe_gateway import CardDeclined, InvalidPaymentRequest, StripeGateway
 from api import lifecycle
-from api.errors import ApiError
 from db.models import Customer
 from db.repositories import customers
+from domain import errors
+from domain.errors import ErrorCode
 
 log = structlog.get_logger()
 T = TypeVar("T")
@@ -70,7 +71,7 @@ async def replace_payment_method(
     waiting on payment are told at once. Commits the caller's unit of work before telling
     them: their retry charges the payment method on record."""
     if customer.stripe_customer_id is None:
-        raise ApiError(409, "no_stripe_customer", "Customer has no Stripe customer")
+        raise errors.NO_STRIPE_CUSTOMER("Customer has no Stripe customer")
     attached = await attach(gateway, customer.stripe_customer_id, payment_method)
     customers.set_payment_method(session, customer, attached)
     await session.commit()
@@ -82,26 +83,24 @@ async def replace_payment_method(
 async def attach(gateway: StripeGateway, stripe_id: str, payment_method: str) -> str:
     return await call_stripe(
         gateway.attach_payment_method(stripe_customer_id=stripe_id, payment_method=payment_method),
-        refused="payment_method_invalid",
+        refused=errors.PAYMENT_METHOD_INVALID,
     )
 
 
-async def call_stripe(call: Awaitable[T], *, refused: str = "stripe_request_invalid") -> T:
+async def call_stripe(
+    call: Awaitable[T], *, refused: ErrorCode = errors.STRIPE_REQUEST_INVALID
+) -> T:
     """A synchronous Stripe call as the API answers it: a refused card is a 402
     `card_declined`, a refused request a 422 `refused`, Stripe unreachable or failing a 503."""
     try:
         return await call
     except InvalidPaymentRequest as err:
-        raise ApiError(
-            422, refused, f"Stripe refused the request ({err.code}): {err.message}"
-        ) from err
+        raise refused(f"Stripe refused the request ({err.code}): {err.message}") from err
     except CardDeclined as err:
-        raise ApiError(402, "card_declined", f"The card was declined: {err.message}") from err
+        raise errors.CARD_DECLINED(f"The card was declined: {err.message}") from err
     except stripe.StripeError as err:
         log.warning("stripe.call_failed", error=type(err).__name__, http_status=err.http_status)
-        raise ApiError(
-            503, "stripe_unavailable", "Stripe could not be reached; try again later"
-        ) from err
+        raise errors.STRIPE_UNAVAILABLE("Stripe could not be reached; try again later") from err
 
 
 async def _discard(gateway: StripeGateway, stripe_id: str, customer_id: str) -> None:

@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from api.deps import SessionDep
-from api.errors import ApiError, install_error_handlers
+from api.errors import install_error_handlers
+from domain.errors import DomainError
 
 
 class RecordingSession:
@@ -50,7 +51,7 @@ def _app(log: list[str], *, commit_fails: bool = False) -> Any:
     @app.post("/refused")
     async def refuse(session: SessionDep) -> dict[str, str]:
         log.append("route")
-        raise ApiError(409, "refused", "no")
+        raise DomainError("refused", "no", 409)
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         async def recording_send(message: Message) -> None:
