@@ -25,8 +25,8 @@ from api.auth import Principal
 from api.errors import from_rpc_error
 from api.ids import new_id
 from config import Settings
-from db.projection import write_projection
 from db.repositories import starts, subscriptions, test_clocks
+from db.repositories.projection import write_projection
 from domain import errors
 from domain.contracts import PlanSnapshot, SubscriptionView
 from domain.dunning import DunningPolicy, ExhaustedAction

@@ -20,8 +20,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.ids import new_id
-from db.projection import write_projection
 from db.repositories import entitlements, invoices, subscriptions, test_clocks
+from db.repositories.projection import write_projection
 from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
 from workflows.messages import workflow_id_for
 

@@ -32,7 +32,8 @@ async def enqueue(
     session: AsyncSession, deliveries: Sequence[tuple[str, str, str]], now: datetime
 ) -> None:
     """Queue (subscription_id, target, event_id) deliveries; one already queued is kept.
-    (A projection queues its events' deliveries within its own statement: db.projection.)"""
+    (A projection queues its events' deliveries within its own statement:
+    db.repositories.projection.)"""
     if not deliveries:
         return
     rows = [

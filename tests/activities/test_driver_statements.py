@@ -6,8 +6,8 @@ import pytest
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
 
 from db.driver import compact
-from db.projection import _PROJECT
 from db.repositories.charges import _OPEN, _SETTLE
+from db.repositories.projection import _PROJECT
 
 
 @pytest.mark.parametrize("sql", [_PROJECT, _OPEN, _SETTLE], ids=["project", "open", "settle"])

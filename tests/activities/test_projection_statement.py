@@ -1,7 +1,7 @@
-"""The one-statement projection (db/projection.py) against the real PostgreSQL, on a scratch
-database: the deliveries it queues agree with the routing rules of `domain.notifications`
-(written there in Python, here in SQL), in timeline order; a repeat writes and queues
-nothing; an older state never overwrites a newer one; entitlements end up exactly granted;
+"""The one-statement projection (db/repositories/projection.py) against the real PostgreSQL,
+on a scratch database: the deliveries it queues agree with the routing rules of
+`domain.notifications` (written there in Python, here in SQL), in timeline order; a
+repeat writes and queues nothing; an older state never overwrites a newer one; entitlements end up exactly granted;
 invoices named in the request leave `open`."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.projection import write_projection
+from db.repositories.projection import write_projection
 from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, EndpointFilter, targets_for
 
