@@ -1,8 +1,8 @@
 """The one-statement projection (db/repositories/projection.py) against the real PostgreSQL,
 on a scratch database: the deliveries it queues agree with the routing rules of
-`domain.notifications` (written there in Python, here in SQL), in timeline order; a
-repeat writes and queues nothing; an older state never overwrites a newer one; entitlements end up exactly granted;
-invoices named in the request leave `open`."""
+`domain.notifications` (written there in Python, here in SQL), in timeline order; a repeat
+writes and queues nothing; an older state never overwrites a newer one; entitlements end up
+exactly granted; invoices named in the request leave `open`."""
 
 from __future__ import annotations
 
