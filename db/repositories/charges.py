@@ -254,10 +254,12 @@ FOR UPDATE OF a
 """
 
 
-async def attempt_of_intent(session: AsyncSession, payment_intent_id: str) -> IntentAttempt | None:
+async def attempt_of_intent(
+    db: AsyncConnection | AsyncSession, payment_intent_id: str
+) -> IntentAttempt | None:
     """The attempt of this PaymentIntent, locked for the caller's transaction (two events
     about one payment: the second sees what the first did)."""
-    rows = await fetch_all(session, _OF_INTENT, {"payment_intent_id": payment_intent_id})
+    rows = await fetch_all(db, _OF_INTENT, {"payment_intent_id": payment_intent_id})
     if not rows:
         return None
     row = rows[0]
