@@ -24,6 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
+def columns(model: Any, *names: str, prefix: str = "") -> str:
+    """`names` as a SQL column list of `model`'s table (each with `prefix`, e.g. `a.`). Every
+    name must be a column of the table model: a typo or a renamed column fails when the
+    statement is built, at import, not at its first run."""
+    table = model.__table__
+    return ", ".join(f"{prefix}{table.c[name].name}" for name in names)
+
+
 def compact(sql: str) -> str:
     """`sql` with every run of whitespace made one space. psycopg caches how it parses a
     statement only up to 4 KB of text, and indentation should not push one past that.

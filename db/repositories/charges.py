@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.driver import fetch_all
-from db.models import PaymentAttempt
+from db.driver import columns, fetch_all
+from db.models import Invoice, InvoiceLine, PaymentAttempt
 from domain.contracts import InvoiceDraft
 
 
@@ -73,19 +73,55 @@ _PAYMENT_ATTEMPTS = PaymentAttempt.__table__  # type: ignore[attr-defined]
 # The columns an `Attempt` is read from: its fields, each a column of the table model.
 _ATTEMPT_FIELDS = [_PAYMENT_ATTEMPTS.c[f.name].name for f in fields(Attempt)]
 _ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+# What the statements insert, in the order of their values.
+_INVOICE_COLUMNS = columns(
+    Invoice,
+    "id",
+    "subscription_id",
+    "customer_id",
+    "status",
+    "billing_reason",
+    "total",
+    "currency",
+    "period_start",
+    "period_end",
+    "created_at",
+)
+_LINE_COLUMNS = columns(
+    InvoiceLine,
+    "invoice_id",
+    "position",
+    "kind",
+    "description",
+    "amount",
+    "period_start",
+    "period_end",
+)
+_NEW_ATTEMPT_COLUMNS = columns(
+    PaymentAttempt,
+    "id",
+    "idempotency_key",
+    "invoice_id",
+    "subscription_id",
+    "attempt_number",
+    "amount",
+    "currency",
+    "payment_method",
+    "status",
+    "actor",
+    "created_at",
+)
 _NO_ATTEMPT = ", ".join("NULL" for _ in _ATTEMPT_FIELDS)
 
 _OPEN = f"""
 WITH new_invoice AS (
-    INSERT INTO invoices (id, subscription_id, customer_id, status, billing_reason, total,
-                          currency, period_start, period_end, created_at)
+    INSERT INTO invoices ({_INVOICE_COLUMNS})
     VALUES (%(invoice_id)s, %(subscription_id)s, %(customer_id)s, 'open', %(billing_reason)s,
             %(total)s, %(currency)s, %(period_start)s, %(period_end)s, %(created_at)s)
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 ), new_lines AS (
-    INSERT INTO invoice_lines (invoice_id, position, kind, description, amount,
-                               period_start, period_end)
+    INSERT INTO invoice_lines ({_LINE_COLUMNS})
     SELECT new_invoice.id, l.position, l.kind, l.description, l.amount, l.period_start,
            l.period_end
     FROM new_invoice,
@@ -100,9 +136,7 @@ WITH new_invoice AS (
 ), customer AS (
     SELECT stripe_customer_id, default_payment_method FROM customers WHERE id = %(customer_id)s
 ), opened AS (
-    INSERT INTO payment_attempts (id, idempotency_key, invoice_id, subscription_id,
-                                  attempt_number, amount, currency, payment_method, status,
-                                  actor, created_at)
+    INSERT INTO payment_attempts ({_NEW_ATTEMPT_COLUMNS})
     SELECT %(attempt_id)s, %(key)s, %(invoice_id)s, %(subscription_id)s, %(attempt_number)s,
            %(total)s, %(currency)s, (SELECT default_payment_method FROM customer), 'pending',
            %(actor)s, %(now)s

@@ -32,8 +32,8 @@ from sqlalchemy import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.driver import compact, fetch_all
-from db.models import Subscription
+from db.driver import columns, compact, fetch_all
+from db.models import Entitlement, Event, NotificationOutbox, Subscription
 from domain.contracts import SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
 from domain.plans import distinct_features
@@ -76,6 +76,37 @@ def _view_params(view: SubscriptionView) -> dict[str, Any]:
     return params
 
 
+# What the other inserts write, in the order of their values.
+_EVENT_COLUMNS = columns(
+    Event,
+    "id",
+    "subscription_id",
+    "customer_id",
+    "type",
+    "data",
+    "actor",
+    "occurred_at",
+    "created_at",
+)
+_OUTBOX_COLUMNS = columns(
+    NotificationOutbox,
+    "subscription_id",
+    "target",
+    "event_id",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_GRANT_COLUMNS = columns(
+    Entitlement,
+    "customer_id",
+    "feature",
+    "subscription_id",
+    "plan_id",
+    "active_until",
+    "granted_at",
+)
+
 _PROJECT = compact(
     f"""
 WITH view AS (
@@ -88,8 +119,7 @@ WITH view AS (
         CAST(%(event_times)s AS timestamptz[])
     ) WITH ORDINALITY AS d(id, subscription_id, customer_id, type, data, actor, occurred_at, ord)
 ), written AS (
-    INSERT INTO events (id, subscription_id, customer_id, type, data, actor, occurred_at,
-                        created_at)
+    INSERT INTO events ({_EVENT_COLUMNS})
     SELECT id, subscription_id, customer_id, type, CAST(data AS json), actor, occurred_at, %(now)s
     FROM drafts ORDER BY ord
     ON CONFLICT (id) DO NOTHING
@@ -111,8 +141,7 @@ WITH view AS (
     JOIN written w ON w.id = d.id
     WHERE d.type = ANY(CAST(%(email_types)s AS text[]))
 ), queued AS (
-    INSERT INTO notification_outbox (subscription_id, target, event_id, attempts,
-                                     next_attempt_at, created_at)
+    INSERT INTO notification_outbox ({_OUTBOX_COLUMNS})
     SELECT %(id)s, target, event_id, 0, %(now)s, %(now)s
     FROM targets ORDER BY ord, lane_kind, registered, target
     ON CONFLICT DO NOTHING
@@ -122,8 +151,7 @@ WITH view AS (
     WHERE CAST(%(grants)s AS boolean) AND subscription_id = %(id)s
       AND NOT (feature = ANY(CAST(%(features)s AS text[])))
 ), granted AS (
-    INSERT INTO entitlements
-        (customer_id, feature, subscription_id, plan_id, active_until, granted_at)
+    INSERT INTO entitlements ({_GRANT_COLUMNS})
     SELECT %(customer_id)s, f, %(id)s, %(grant_plan_id)s, %(active_until)s, %(now)s
     FROM unnest(CAST(%(features)s AS text[])) AS f
     WHERE CAST(%(grants)s AS boolean)
