@@ -3,14 +3,17 @@
 The unit of work (the one rule for transactions in the API): a request's work is the
 transaction of its session, `SessionDep`. The dependency commits it when the route has
 returned and rolls it back when the route raises; it is declared with scope "function", so
-FastAPI runs that commit after the route function and before the response is sent (a
-dependency of the default scope "request" would commit after the response went out, and a
-failed commit could follow a 2xx). Routes and repositories never commit. A service that must
-make the request's work durable before it calls out of the process (Temporal, Stripe, the key
-cache) commits the session it was given, says so in its docstring, and leaves what it writes
-after the call to the dependency. The reservations and answers of `Idempotency-Key`
-(`api.idempotency`) are short transactions of their own, by design. Background loops (the
-sweepers) use `db.engine.unit_of_work` blocks, which follow the same rule.
+FastAPI runs that commit after the route function and before the response is sent (the exit
+code of a dependency of the default scope "request" runs after the response went out: a
+failed commit could follow a 2xx). tests/api/test_unit_of_work.py holds FastAPI to this.
+
+Routes and repositories never commit. A service (`api/services/`, `api.lifecycle`,
+`api.key_admin`, `api.reconcile`) that must make the work durable before it calls out of
+the process (Temporal, Stripe, the key cache) commits the session it was given, says so in
+its docstring, and leaves what it writes after the call to the dependency. The reservations
+and answers of `Idempotency-Key` (`api.idempotency`) are short transactions of their own, by
+design. Background loops (the sweepers) run each step in a `db.engine.unit_of_work` block,
+or hand a session to such a service (`api.lifecycle.drive_advance`).
 """
 
 from __future__ import annotations

@@ -405,7 +405,8 @@ async def drive_advance(
     session: AsyncSession, temporal: Client, settings: Settings, clock_id: str, to: datetime
 ) -> list[AdvanceFailure]:
     """Send the advance to every live subscription on the clock; the clock is ready again
-    once none is behind."""
+    once none is behind. Commits the session's work before the workflows are sent the
+    advance (no transaction stays open while they catch up), and the clock's readiness."""
     ids = list(await subscriptions.ids_on_clock(session, clock_id))
     await session.commit()  # do not hold a transaction open while workflows catch up
     failures = await advance_all(temporal, ids, to, settings.clock_advance_deadline_seconds)

@@ -43,7 +43,8 @@ class Orphan:
 
 
 async def find(client: Client, session: AsyncSession, limit: int = 10_000) -> list[Orphan]:
-    """Live subscriptions (in the read model) whose latest workflow run is closed."""
+    """Live subscriptions (in the read model) whose latest workflow run is closed. Ends the
+    session's (read) transaction before asking Temporal about each."""
     closed: set[str] = set()
     async for execution in client.list_workflows(QUERY, limit=limit):
         if execution.id.startswith(_PREFIX):

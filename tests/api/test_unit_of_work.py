@@ -7,6 +7,8 @@ response's first message is FastAPI's doing (dependency scope), not the database
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,3 +95,26 @@ async def test_a_route_that_raises_rolls_back_and_commits_nothing() -> None:
     assert response.json()["error"]["code"] == "refused"
     assert "commit" not in log
     assert log.index("rollback") < log.index("response 409")
+
+
+def test_routes_never_commit_and_sql_stays_in_db() -> None:
+    """Routes leave transactions to the unit of work; only `db/` builds statements."""
+    root = Path(__file__).resolve().parents[2]
+    routes = [
+        str(p.relative_to(root))
+        for p in (root / "api" / "routes").glob("*.py")
+        if re.search(r"\.(commit|rollback)\(", p.read_text())
+    ]
+    assert routes == []
+    builds_sql = re.compile(
+        r"^from (sqlalchemy|sqlmodel)(\.dialects\S*)? import "
+        r".*\b(select|insert|update|delete|text)\b",
+        re.M,
+    )
+    outside = [
+        str(p.relative_to(root))
+        for folder in ("api", "activities", "workflows", "domain", "recur_cli")
+        for p in (root / folder).rglob("*.py")
+        if builds_sql.search(p.read_text())
+    ]
+    assert outside == []
