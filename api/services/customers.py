@@ -91,7 +91,8 @@ async def call_stripe(
     call: Awaitable[T], *, refused: ErrorCode = errors.STRIPE_REQUEST_INVALID
 ) -> T:
     """A synchronous Stripe call as the API answers it: a refused card is a 402
-    `card_declined`, a refused request a 422 `refused`, Stripe unreachable or failing a 503."""
+    `card_declined`, a refused request a 422 with the code `refused`, Stripe unreachable or
+    failing a 503."""
     try:
         return await call
     except InvalidPaymentRequest as err:
