@@ -16,6 +16,7 @@ from api.auth import Role
 from api.reconcile import Orphan
 from config import get_settings
 from db.engine import get_engine, transaction
+from db.repositories import api_keys
 
 
 async def create_key(role: str, name: str | None) -> tuple[str, str]:
@@ -26,7 +27,7 @@ async def create_key(role: str, name: str | None) -> tuple[str, str]:
     row, raw = key_admin.mint(parsed, name)
     engine = get_engine(get_settings().effective_database_url)
     async with transaction(engine) as session:
-        session.add(row)
+        api_keys.add(session, row)
     await engine.dispose()
     return row.id, raw
 
@@ -69,10 +70,10 @@ async def reconcile_subscriptions(repair: bool) -> list[Orphan]:
     try:
         async with session_factory(engine)() as session:
             orphans = await reconcile.find(client, session)
-            if repair:
+        if repair:
+            async with transaction(engine) as session:
                 for orphan in orphans:
                     await reconcile.repair(session, orphan)
-                await session.commit()
     finally:
         await engine.dispose()
     return orphans

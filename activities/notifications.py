@@ -126,7 +126,7 @@ class Deliveries:
         self, endpoint_id: str, event_id: str, *, attempt: int, max_attempts: int
     ) -> NotificationOutcome:
         async with self._sessions() as session:
-            endpoint = await session.get(Endpoint, endpoint_id)
+            endpoint = await repo.get_endpoint(session, endpoint_id)
             event = (await repo.events_by_id(session, [event_id])).get(event_id)
             if endpoint is None or event is None:
                 return NotificationOutcome(status="skipped")

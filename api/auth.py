@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cachetools import TTLCache
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config import Settings
-from db.models import ApiKey
+from db.repositories import api_keys
 
 
 class Role(StrEnum):
@@ -82,9 +81,5 @@ class KeyCache:
 
 
 async def lookup(session: AsyncSession, digest: str) -> Principal | None:
-    row = (
-        await session.exec(
-            select(ApiKey).where(ApiKey.key_hash == digest, col(ApiKey.revoked_at).is_(None))
-        )
-    ).first()
+    row = await api_keys.active_by_hash(session, digest)
     return Principal(row.id, Role(row.role)) if row else None

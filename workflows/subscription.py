@@ -16,7 +16,9 @@ import asyncio
 
 from temporalio import workflow
 
+from domain import errors
 from domain.contracts import ChargeOutcome, SubscriptionView
+from domain.status import TERMINAL
 from workflows.errors import rejected
 from workflows.lifecycle.cancel import (
     cancel_as_requested_in_temporal,
@@ -26,7 +28,7 @@ from workflows.lifecycle.cancel import (
     validate_reactivate,
 )
 from workflows.lifecycle.change_plan import request_change, validate_change_plan
-from workflows.lifecycle.context import TERMINAL, Subscription
+from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import (
     on_payment_method_changed,
     on_payment_succeeded,
@@ -250,7 +252,9 @@ class SubscriptionWorkflow:
     @advance_clock.validator
     def _validate_advance_clock(self, req: AdvanceClock) -> None:
         if not self._sub.clock.is_test_clock:
-            raise rejected("not_on_test_clock", "This subscription does not run on a test clock")
+            raise rejected(
+                errors.NOT_ON_TEST_CLOCK("This subscription does not run on a test clock")
+            )
 
     # ------------------------------------------------------------------ signals, queries
 

@@ -26,6 +26,20 @@ from db.models import (
 )
 
 
+def add_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    session.add(endpoint)
+
+
+async def get_endpoint(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint | None:
+    return await session.get(WebhookEndpoint, endpoint_id)
+
+
+def disable_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    """Deliveries to it stop (pending ones are skipped); its delivery log stays."""
+    endpoint.disabled = True
+    session.add(endpoint)
+
+
 async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:
     query = select(WebhookEndpoint).order_by(col(WebhookEndpoint.created_at))
     return (await session.exec(query)).all()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.driver import compact, fetch_all
 from db.models import NotificationOutbox as Outbox
 
 
@@ -75,24 +76,29 @@ async def queue_webhooks(
 # not claimed by a live dispatcher, up to `limit` are locked and claimed until `until`;
 # SKIP LOCKED makes dispatchers claiming at the same moment take different rows, and the
 # lock re-checks the claim, so a row claimed and committed meanwhile is left alone.
-_CLAIM = text(
-    """
+# A claimed row is read as `Claimed`: each field from its column of the table model.
+_CLAIMED_FROM = {
+    f.name: _TABLE.c["attempts" if f.name == "attempt" else f.name].name for f in fields(Claimed)
+}
+_CLAIM = compact(
+    f"""
     WITH heads AS (
         SELECT DISTINCT ON (subscription_id, target) id
         FROM notification_outbox
         ORDER BY subscription_id, target, id
     ), due AS (
         SELECT o.id FROM notification_outbox AS o JOIN heads ON heads.id = o.id
-        WHERE o.next_attempt_at <= :now AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+        WHERE o.next_attempt_at <= %(now)s
+          AND (o.claimed_until IS NULL OR o.claimed_until < %(now)s)
         ORDER BY o.next_attempt_at, o.id
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE OF o SKIP LOCKED
     )
     UPDATE notification_outbox AS o
-    SET claimed_until = :until, attempts = o.attempts + 1
+    SET claimed_until = %(until)s, attempts = o.attempts + 1
     FROM due
     WHERE o.id = due.id
-    RETURNING o.id, o.subscription_id, o.target, o.event_id, o.attempts
+    RETURNING {", ".join(f"o.{column} AS {name}" for name, column in _CLAIMED_FROM.items())}
     """
 )
 
@@ -101,8 +107,8 @@ async def claim(
     session: AsyncSession, *, limit: int, now: datetime, until: datetime
 ) -> list[Claimed]:
     """Claim up to `limit` due lane heads until `until`, oldest due first."""
-    result = await session.execute(_CLAIM, {"now": now, "until": until, "limit": limit})
-    claimed = [Claimed(*row) for row in result.all()]
+    rows = await fetch_all(session, _CLAIM, {"now": now, "until": until, "limit": limit})
+    claimed = [Claimed(**row) for row in rows]
     claimed.sort(key=lambda c: c.id)
     return claimed
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.driver import compact, fetch_all
 from db.models import Event, StripeEvent, Subscription
 from db.repositories import outbox
 
@@ -102,22 +103,24 @@ async def hand_off(
     )
 
 
-_CLAIM = text(
-    """
+_STRIPE_EVENTS = StripeEvent.__table__  # type: ignore[attr-defined]
+# A claimed row is read as an `Item`: its fields, each a column of the table model.
+_ITEM_COLUMNS = ", ".join(f"s.{_STRIPE_EVENTS.c[f.name].name}" for f in fields(Item))
+_CLAIM = compact(
+    f"""
     WITH due AS (
         SELECT id FROM stripe_events
         WHERE processed_at IS NULL AND status IN ('pending', 'refunding')
-          AND next_attempt_at <= :now AND (claimed_until IS NULL OR claimed_until < :now)
+          AND next_attempt_at <= %(now)s AND (claimed_until IS NULL OR claimed_until < %(now)s)
         ORDER BY next_attempt_at, id
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     UPDATE stripe_events AS s
-    SET claimed_until = :until, attempts = s.attempts + 1
+    SET claimed_until = %(until)s, attempts = s.attempts + 1
     FROM due
     WHERE s.id = due.id
-    RETURNING s.id, s.status, s.subscription_id, s.invoice_id, s.payment_intent_id, s.amount,
-              s.currency, s.attempts, s.refund_key
+    RETURNING {_ITEM_COLUMNS}
     """
 )
 
@@ -125,8 +128,8 @@ _CLAIM = text(
 async def claim(session: AsyncSession, *, limit: int, now: datetime, until: datetime) -> list[Item]:
     """Claim up to `limit` due rows until `until`, oldest due first; several drainers (one
     per worker process) take different rows."""
-    result = await session.execute(_CLAIM, {"now": now, "until": until, "limit": limit})
-    return [Item(*row) for row in result.all()]
+    rows = await fetch_all(session, _CLAIM, {"now": now, "until": until, "limit": limit})
+    return [Item(**row) for row in rows]
 
 
 async def done(

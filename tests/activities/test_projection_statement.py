@@ -1,7 +1,7 @@
-"""The one-statement projection (db/projection.py) against the real PostgreSQL, on a scratch
-database: the deliveries it queues follow the routing rule (`outbox.endpoint_wants`, which
-`outbox.queue_webhooks` shares), in timeline order; a repeat writes and queues nothing; an
-older state never overwrites a newer one; entitlements end up exactly granted; invoices
+"""The one-statement projection (db/repositories/projection.py) against the real
+PostgreSQL, on a scratch database: the deliveries it queues follow the routing rule
+(`outbox.endpoint_wants`, which `outbox.queue_webhooks` shares), in timeline order; a repeat writes and
+queues nothing; an older state never overwrites a newer one; entitlements end up exactly granted; invoices
 named in the request leave `open`."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import session_factory
-from db.projection import write_projection
 from db.repositories import outbox
+from db.repositories.projection import write_projection
 from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE
 

@@ -19,7 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from api import lifecycle
-from api.errors import ApiError
+from domain.errors import DomainError
 from tests.conftest import Stack
 from tests.helpers import make_customer, make_plan, ok, subscribe
 from tests.workflows.own_queue import own_queue, worker_for
@@ -79,7 +79,7 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
         task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
     )
     settings = stack.settings.model_copy(update={"update_deadline_seconds": 3.0})
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(DomainError) as raised:
         await lifecycle.update(
             temporal_client,
             settings,
@@ -87,7 +87,7 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
             SubscriptionWorkflow.advance_clock,
             AdvanceClock(to=START + timedelta(days=1)),
         )
-    assert (raised.value.status, raised.value.code) == (503, "workflow_unavailable")
+    assert (raised.value.http_status, raised.value.code) == (503, "workflow_unavailable")
     await handle.terminate("test over")
 
 

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from domain import errors
 from domain.contracts import EventDraft, RefundRequest
 from domain.invoices import InvoiceLine
+from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.invoicing import allocate_refund, unused_time_credit
-from workflows.lifecycle.context import TERMINAL, Subscription
+from workflows.lifecycle.context import Subscription
 from workflows.messages import ActorRequest, CancelRequest
 
 
 def validate_cancel(sub: Subscription, req: CancelRequest) -> None:
     if sub.status in TERMINAL:
-        raise rejected("subscription_canceled", f"Subscription is already {sub.status}")
+        raise rejected(errors.SUBSCRIPTION_CANCELED(f"Subscription is already {sub.status}"))
     if req.refund not in ("none", "prorated"):
-        raise rejected("invalid_refund", "refund must be none or prorated", 422)
+        raise rejected(errors.INVALID_REFUND("refund must be none or prorated"))
     if req.refund == "prorated" and req.at_period_end:
         raise rejected(
-            "invalid_refund", "A prorated refund applies only to an immediate cancel", 422
+            errors.INVALID_REFUND("A prorated refund applies only to an immediate cancel")
         )
 
 
@@ -54,7 +56,9 @@ async def request_cancel(sub: Subscription, req: CancelRequest) -> None:
 
 def validate_reactivate(sub: Subscription) -> None:
     if not sub.state.cancel_at_period_end:
-        raise rejected("not_pending_cancel", "Subscription has no pending cancellation to undo")
+        raise rejected(
+            errors.NOT_PENDING_CANCEL("Subscription has no pending cancellation to undo")
+        )
 
 
 async def undo_cancel(sub: Subscription, req: ActorRequest) -> None:

@@ -12,6 +12,7 @@ with the invoice the change would charge now, else the next renewal, and changes
 
 from __future__ import annotations
 
+from domain import errors
 from domain.contracts import (
     ChargeOutcome,
     EventDraft,
@@ -21,7 +22,7 @@ from domain.contracts import (
 )
 from domain.errors import DomainError
 from domain.status import SubscriptionStatus as S
-from workflows.errors import from_domain, rejected
+from workflows.errors import rejected
 from workflows.invoicing import opening_line
 from workflows.lifecycle.context import Subscription, record_payment
 from workflows.messages import ChangePlanRequest, ChangePlanResult
@@ -75,7 +76,7 @@ def _check_trial_change(sub: Subscription, req: ChangePlanRequest) -> None:
     try:
         check_trial_change(s.plan, req.plan, s.changes_this_period, limit)
     except DomainError as err:
-        raise from_domain(err) from None
+        raise rejected(err) from None
 
 
 def _quote(sub: Subscription, req: ChangePlanRequest) -> ChangeQuote:
@@ -92,11 +93,11 @@ def _quote(sub: Subscription, req: ChangePlanRequest) -> ChangeQuote:
             sub.inp.policy.plan_change,
         )
     except DomainError as err:
-        raise from_domain(err) from None
+        raise rejected(err) from None
     now = sub.clock.now()
     start, end = s.current_period_start, s.current_period_end
     if start is None or end is None or not start <= now < end:
-        raise rejected("period_renewing", "The billing period is renewing; try again")
+        raise rejected(errors.PERIOD_RENEWING("The billing period is renewing; try again"))
     return quote_change(
         s.plan,
         req.plan,
@@ -247,9 +248,10 @@ async def _change_now(
                 invoice_status={invoice.id: "void"},
             )
             raise rejected(
-                "payment_failed",
-                f"The change was not applied: the charge of {invoice.total} was declined "
-                f"({outcome.decline_code or outcome.failure_code})",
+                errors.PAYMENT_FAILED(
+                    f"The change was not applied: the charge of {invoice.total} was declined "
+                    f"({outcome.decline_code or outcome.failure_code})"
+                )
             )
         events += sub.paid_events(invoice, outcome, actor=req.actor)
         if carried is not None:

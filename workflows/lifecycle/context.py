@@ -55,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
 A = TypeVar("A")
 R = TypeVar("R")
 
-TERMINAL = frozenset({S.CANCELED, S.INCOMPLETE_EXPIRED})
 
 # Charges retry transient failures (network, rate limits, 5xx) with backoff; card
 # declines come back as a normal "failed" outcome, not as an activity failure.

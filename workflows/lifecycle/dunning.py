@@ -11,6 +11,7 @@ incomplete subscription's first invoice is retried the same way, without a sched
 
 from __future__ import annotations
 
+from domain import errors
 from domain.contracts import ChargeOutcome, DunningView, EventDraft, InvoiceDraft
 from domain.dunning import ExhaustedAction, next_retry_at
 from domain.status import SubscriptionStatus as S
@@ -111,7 +112,9 @@ async def _dunning_exhausted(sub: Subscription) -> None:
 
 def validate_retry_payment(sub: Subscription) -> None:
     if sub.status not in OWING or sub.state.open_invoice is None:
-        raise rejected("nothing_to_retry", f"Subscription is {sub.status} with no open invoice")
+        raise rejected(
+            errors.NOTHING_TO_RETRY(f"Subscription is {sub.status} with no open invoice")
+        )
 
 
 def on_payment_method_changed(sub: Subscription, msg: PaymentMethodChanged) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from domain import errors
 from domain.contracts import EventDraft, PauseView
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
@@ -27,18 +28,20 @@ MAX_PAUSE = timedelta(days=730)
 def validate_pause(sub: Subscription, req: PauseRequest) -> None:
     if sub.status != S.ACTIVE:
         raise rejected(
-            "subscription_not_pausable",
-            f"Only an active subscription can be paused (it is {sub.status})",
+            errors.SUBSCRIPTION_NOT_PAUSABLE(
+                f"Only an active subscription can be paused (it is {sub.status})"
+            )
         )
     if sub.state.cancel_at_period_end:
         raise rejected(
-            "subscription_cancel_pending",
-            "The subscription cancels at period end; reactivate it before pausing",
+            errors.SUBSCRIPTION_CANCEL_PENDING(
+                "The subscription cancels at period end; reactivate it before pausing"
+            )
         )
     if req.resumes_at is not None and req.resumes_at <= sub.clock.now():
-        raise rejected("invalid_resumes_at", "resumes_at must be in the future", 422)
+        raise rejected(errors.INVALID_RESUMES_AT("resumes_at must be in the future"))
     if req.resumes_at is not None and req.resumes_at > sub.clock.now() + MAX_PAUSE:
-        raise rejected("invalid_resumes_at", f"A pause may last at most {MAX_PAUSE.days} days", 422)
+        raise rejected(errors.INVALID_RESUMES_AT(f"A pause may last at most {MAX_PAUSE.days} days"))
 
 
 async def start_pause(sub: Subscription, req: PauseRequest) -> None:
@@ -68,7 +71,7 @@ async def start_pause(sub: Subscription, req: PauseRequest) -> None:
 
 def validate_resume(sub: Subscription) -> None:
     if sub.status != S.PAUSED:
-        raise rejected("subscription_not_paused", f"Subscription is {sub.status}, not paused")
+        raise rejected(errors.SUBSCRIPTION_NOT_PAUSED(f"Subscription is {sub.status}, not paused"))
 
 
 async def resume_now(sub: Subscription, actor: str | None) -> None:

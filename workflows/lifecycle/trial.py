@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from domain import errors
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.invoicing import opening_line
@@ -56,14 +57,16 @@ async def end_trial(sub: Subscription) -> bool:
 def validate_extend_trial(sub: Subscription, req: ExtendTrialRequest) -> None:
     s = sub.state
     if s.status != S.TRIALING:
-        raise rejected("subscription_not_trialing", f"Subscription is {s.status}, not trialing")
+        raise rejected(
+            errors.SUBSCRIPTION_NOT_TRIALING(f"Subscription is {s.status}, not trialing")
+        )
     if req.trial_end.tzinfo is None or s.trial_end is None or req.trial_end <= s.trial_end:
         raise rejected(
-            "invalid_trial_end", "trial_end must be a UTC time after the current trial end", 422
+            errors.INVALID_TRIAL_END("trial_end must be a UTC time after the current trial end")
         )
     if req.trial_end > sub.clock.now() + MAX_TRIAL:
         raise rejected(
-            "invalid_trial_end", f"A trial may last at most {MAX_TRIAL.days} days from now", 422
+            errors.INVALID_TRIAL_END(f"A trial may last at most {MAX_TRIAL.days} days from now")
         )
 
 
