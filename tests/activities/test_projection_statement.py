@@ -1,8 +1,8 @@
 """The one-statement projection (db/repositories/projection.py) against the real
 PostgreSQL, on a scratch database: the deliveries it queues follow the routing rule
-(`outbox.endpoint_wants`, which `outbox.queue_webhooks` shares), in timeline order; a repeat writes and
-queues nothing; an older state never overwrites a newer one; entitlements end up exactly granted; invoices
-named in the request leave `open`."""
+(`outbox.endpoint_wants`, which `outbox.queue_webhooks` shares), in timeline order; a
+repeat writes and queues nothing; an older state never overwrites a newer one;
+entitlements end up exactly granted; invoices named in the request leave `open`."""
 
 from __future__ import annotations
 
