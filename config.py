@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     stripe_port: int = 8420
     stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
+    # How old a `Stripe-Signature` timestamp may be (seconds) before the event is refused.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, gt=0)
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
