@@ -234,7 +234,8 @@ _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc"}
 )
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
-_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
+# API keys and webhook secrets: their characters are URL-safe and standard base64.
+_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_+/=-]{6,}")
 # Stripe's ids of payment instruments (a payment method, card, source, token, bank account)
 # and the client secrets of intents (`pi_…_secret_…`); at least 14 characters after the
 # prefix, so that decline codes such as `card_declined` stay readable.
