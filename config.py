@@ -89,11 +89,15 @@ class Settings(BaseSettings):
     clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
     # How often the API looks for live subscriptions whose workflow has closed.
     orphan_check_seconds: float = Field(default=300.0, gt=0)
-    # The API-key cache holds at most this many verified keys (unknown keys are never
-    # cached); a client address with `auth_failure_limit` failed authentications within
-    # `auth_failure_window_seconds` gets 429 until the window ends; at most
-    # `auth_throttle_clients` addresses are tracked (the least recently seen are dropped).
+    # The API-key cache holds at most this many verified keys; unknown keys are remembered
+    # apart, briefly (a key unknown now may be created a moment later by another process)
+    # and at most `api_key_unknown_cache_size` of them; a client address with
+    # `auth_failure_limit` failed authentications within `auth_failure_window_seconds` gets
+    # 429 until the window ends; at most `auth_throttle_clients` addresses are tracked (the
+    # least recently seen are dropped).
     api_key_cache_size: int = Field(default=10_000, ge=1)
+    api_key_unknown_cache_seconds: float = Field(default=5.0, gt=0)
+    api_key_unknown_cache_size: int = Field(default=10_000, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     auth_throttle_clients: int = Field(default=100_000, ge=1)
