@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -303,11 +303,14 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+_T = TypeVar("_T")
+
+
 class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler `configure_logging` installs (told apart from any other)."""
 
 
-def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+def run_loop(main: Coroutine[Any, Any, _T], settings: Settings) -> _T:
     """Run `main` to completion on the configured event loop (`settings.event_loop`)."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if settings.event_loop == "uvloop":
@@ -315,7 +318,7 @@ def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 def configure_gc(threshold: int) -> None:
