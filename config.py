@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     stripe_port: int = 8420
     stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
+    # How old a `Stripe-Signature` timestamp may be (seconds) before the event is refused.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, gt=0)
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
@@ -84,11 +86,15 @@ class Settings(BaseSettings):
     clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
     # How often the API looks for live subscriptions whose workflow has closed.
     orphan_check_seconds: float = Field(default=300.0, gt=0)
-    # The API-key cache holds at most this many verified keys (unknown keys are never
-    # cached); a client address with `auth_failure_limit` failed authentications within
-    # `auth_failure_window_seconds` gets 429 until the window ends; at most
-    # `auth_throttle_clients` addresses are tracked (the least recently seen are dropped).
+    # The API-key cache holds at most this many verified keys; unknown keys are remembered
+    # apart, briefly (a key unknown now may be created a moment later by another process)
+    # and at most `api_key_unknown_cache_size` of them; a client address with
+    # `auth_failure_limit` failed authentications within `auth_failure_window_seconds` gets
+    # 429 until the window ends; at most `auth_throttle_clients` addresses are tracked (the
+    # least recently seen are dropped).
     api_key_cache_size: int = Field(default=10_000, ge=1)
+    api_key_unknown_cache_seconds: float = Field(default=5.0, gt=0)
+    api_key_unknown_cache_size: int = Field(default=10_000, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     auth_throttle_clients: int = Field(default=100_000, ge=1)
@@ -229,7 +235,8 @@ _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc"}
 )
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
-_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
+# API keys and webhook secrets: their characters are URL-safe and standard base64.
+_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_+/=-]{6,}")
 # Stripe's ids of payment instruments (a payment method, card, source, token, bank account)
 # and the client secrets of intents (`pi_…_secret_…`); at least 14 characters after the
 # prefix, so that decline codes such as `card_declined` stay readable.
@@ -293,11 +300,14 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+_T = TypeVar("_T")
+
+
 class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler `configure_logging` installs (told apart from any other)."""
 
 
-def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+def run_loop(main: Coroutine[Any, Any, _T], settings: Settings) -> _T:
     """Run `main` to completion on the configured event loop (`settings.event_loop`)."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if settings.event_loop == "uvloop":
@@ -305,7 +315,7 @@ def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 def configure_gc(threshold: int) -> None:

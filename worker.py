@@ -10,6 +10,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypedDict
 
 import structlog
 from temporalio.client import Client
@@ -85,6 +86,25 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     )
 
 
+class WorkerOptions(TypedDict):
+    """How a worker runs workflows, as `temporalio.worker.Worker` keyword arguments."""
+
+    workflow_runner: WorkflowRunner
+    max_cached_workflows: int
+    graceful_shutdown_timeout: timedelta
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    """Recur's worker settings: the workflow runner, the sticky cache, the drain on
+    shutdown. The benchmarks' bare baseline workers run with these too (bench/worker_proc.py),
+    so a ratio compares workflow code, not worker configurations."""
+    return WorkerOptions(
+        workflow_runner=workflow_runner(settings),
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
 @dataclass
 class WorkerParts:
     payments: PaymentActivities
@@ -117,9 +137,7 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
             parts.payments.refund_invoice,
             parts.ledger.sync_subscription,
         ],
-        workflow_runner=workflow_runner(settings),
-        max_cached_workflows=settings.worker_max_cached_workflows,
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        **worker_options(settings),
     )
     return worker, parts
 

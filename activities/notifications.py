@@ -31,13 +31,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from activities.email_templates import EmailContext, render
 from activities.smtp_relay import SmtpRelay
+from activities.webhook_signing import signed_headers
 from activities.webhook_transport import GuardedTransport, Resolver, TargetRefused, system_resolver
 from config import Settings
 from db.engine import session_factory
 from db.models import Customer, Event, Subscription
 from db.models import WebhookEndpoint as Endpoint
 from db.repositories import notifications as repo
-from domain import webhook_signature
 from domain.money import format_amount
 from domain.notifications import EMAIL_TEMPLATES, NotificationOutcome
 from domain.timestamps import rfc3339, with_z_times
@@ -141,9 +141,7 @@ class Deliveries:
         body = webhook_body(event)
         headers = {
             "Content-Type": "application/json",
-            webhook_signature.HEADER: webhook_signature.header_value(
-                secret, int(time.time()), body
-            ),
+            **signed_headers(secret, event.id, datetime.now(UTC), body),
             "Recur-Event-Id": event.id,
             "Recur-Event-Type": event.type,
             "Recur-Delivery-Attempt": str(attempt),

@@ -9,9 +9,15 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import stripe
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+
+
+def stripe_signature(body: bytes, secret: str, at: int | None = None) -> str:
+    """The `Stripe-Signature` header Stripe sends for `body` (at `at`, default now)."""
+    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=at)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -30,7 +30,7 @@ from db.models import WebhookEndpoint
 from devstack.process import free_port
 from tests.conftest import Stack
 
-SIGNING_SECRET = "whsec_" + "7f3a9c" * 6
+SIGNING_SECRET = "whsec_" + "7f3a+9c/Q" * 4 + "Zm8="
 CARD_NUMBER = "4242424242424242"
 PAYMENT_METHOD = "pm_1QxYz2AbCdEfGhIjKlMnOpQr"
 # Looks like nothing a pattern would catch: only hiding the parameters keeps it out.

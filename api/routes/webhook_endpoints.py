@@ -5,12 +5,12 @@ names are checked again, resolved, at every delivery (domain/webhook_targets.py)
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from activities.webhook_signing import new_secret
 from api.deps import AdminKey, SessionDep, SettingsDep
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
@@ -51,7 +51,7 @@ async def create_endpoint(
         id=new_id("we"),
         url=str(body.url),
         events=list(dict.fromkeys(body.events)),
-        secret=f"whsec_{secrets.token_hex(24)}",
+        secret=new_secret(),
         description=body.description,
         created_at=datetime.now(UTC),
     )

@@ -27,7 +27,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from activities.stripe_gateway import StripeGateway
 from activities.stripe_inbox import Signaled, StripeInbox, signal_payment
 from api.app import create_app
-from api.stripe_signature import sign
 from db.engine import get_engine, transaction
 from db.models import PaymentAttempt
 from db.repositories import stripe_inbox
@@ -35,7 +34,15 @@ from db.repositories.stripe_inbox import Item
 from devstack.process import free_port
 from domain.notifications import DeliveryRetry
 from tests.conftest import ADMIN_KEY, Stack
-from tests.helpers import event_types, get_sub, invoices, make_plan, ok, subscribe
+from tests.helpers import (
+    event_types,
+    get_sub,
+    invoices,
+    make_plan,
+    ok,
+    stripe_signature,
+    subscribe,
+)
 from workflows.converter import data_converter
 from workflows.messages import workflow_id_for
 
@@ -57,7 +64,7 @@ async def _post_event(
     secret: str | None = None,
 ) -> httpx.Response:
     body = json.dumps(event).encode()
-    header = sign(body, secret or stack.settings.stripe_webhook_secret, at or int(time.time()))
+    header = stripe_signature(body, secret or stack.settings.stripe_webhook_secret, at)
     return await api.post(
         "/webhooks/stripe",
         content=body,
@@ -148,9 +155,25 @@ async def test_bad_signatures_and_bodies_are_rejected(
 
     missing = await api.post("/webhooks/stripe", content=json.dumps(event).encode())
     assert missing.status_code == 400
+    assert missing.json()["error"]["code"] == "invalid_signature"
+
+    body = json.dumps(event).encode()
+    good = stripe_signature(body, stack.settings.stripe_webhook_secret)
+    for header in ("t=soon,v1=00", good.split(",")[0], "v1=" + good.split("v1=")[1]):
+        unreadable = await api.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+        assert unreadable.status_code == 400, header
+        assert unreadable.json()["error"]["code"] == "invalid_signature"
+
+    not_utf8 = await api.post(
+        "/webhooks/stripe", content=b"\xff\xfe", headers={"Stripe-Signature": good}
+    )
+    assert not_utf8.status_code == 400
+    assert not_utf8.json()["error"]["code"] == "invalid_signature"
 
     garbage = b"{not json"
-    header = sign(garbage, stack.settings.stripe_webhook_secret, int(time.time()))
+    header = stripe_signature(garbage, stack.settings.stripe_webhook_secret)
     malformed = await api.post(
         "/webhooks/stripe", content=garbage, headers={"Stripe-Signature": header}
     )
@@ -160,6 +183,37 @@ async def test_bad_signatures_and_bodies_are_rejected(
     # None of the rejected deliveries was recorded: the real one is still fresh.
     accepted = ok(await _post_event(api, stack, event))
     assert accepted["duplicate"] is False
+
+
+async def test_signature_tolerance_comes_from_settings(
+    stack: Stack, temporal_client: Client
+) -> None:
+    """An event signed a minute ago passes the default 300 s window, not a 30 s one."""
+    settings = stack.settings.model_copy(update={"stripe_webhook_tolerance_seconds": 30})
+    app = create_app(settings, temporal=temporal_client)
+    body = json.dumps(
+        {"id": f"evt_{uuid.uuid4().hex}", "type": "customer.updated", "data": {"object": {}}}
+    ).encode()
+    header = stripe_signature(body, settings.stripe_webhook_secret, int(time.time()) - 60)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        refused = await client.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "invalid_signature"
+    assert stack.settings.stripe_webhook_tolerance_seconds == 300
+    app = create_app(stack.settings, temporal=temporal_client)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        accepted = await client.post(
+            "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+    assert ok(accepted) == {"received": True, "duplicate": False}
 
 
 def _engine(stack: Stack) -> AsyncEngine:
