@@ -15,6 +15,7 @@ a subscription left running would renew through every later test's skipped month
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -50,6 +51,12 @@ PLUS = PlanSnapshot(
     interval="month",
     features=["posts", "archive"],
 )
+
+
+def just_after(actual: datetime | None, due: datetime | None) -> bool:
+    """Whether a step due at `due` happened at `actual`: a timer fires at its time, and the
+    workflow task that acts on it reads the server's time a few milliseconds later."""
+    return actual is not None and due is not None and due <= actual < due + timedelta(seconds=5)
 
 
 def test_server_path() -> str:
@@ -108,11 +115,18 @@ class Sub:
 
     id: str
     handle: WorkflowHandle[SubscriptionWorkflow, SubscriptionView]
+    env: WorkflowEnvironment
     fakes: Fakes
-    started_at: datetime
+    first_run_id: str
 
     async def state(self) -> SubscriptionView:
         return await self.handle.query(SubscriptionWorkflow.state)
+
+    async def result(self) -> SubscriptionView:
+        """What the workflow returned; it must have ended already. (Awaiting a result
+        would otherwise let the server skip time freely, years past the test's end.)"""
+        with self.env.auto_time_skipping_disabled():
+            return await asyncio.wait_for(self.handle.result(), timeout=10)
 
     async def pending_timers(self) -> int:
         """Timers the current run started that have neither fired nor been canceled: zero
@@ -176,11 +190,13 @@ class Lane:
             trial_days=trial_days,
             policy=policy or BillingPolicy(),
         )
-        started_at = await self.now()
-        handle = await self.env.client.start_workflow(
+        started = await self.env.client.start_workflow(
             SubscriptionWorkflow.run, inp, id=workflow_id_for(sub_id), task_queue=TASK_QUEUE
         )
-        sub = Sub(sub_id, handle, self.fakes, started_at)
+        # Updates and queries go to the latest run, as the API's do: after a continue-as-new
+        # the first run is closed.
+        handle = self.env.client.get_workflow_handle_for(SubscriptionWorkflow.run, started.id)
+        sub = Sub(sub_id, handle, self.env, self.fakes, started.first_execution_run_id or "")
         self.subs.append(sub)
         first = await handle.execute_update(SubscriptionWorkflow.initial_state)
         return sub, first

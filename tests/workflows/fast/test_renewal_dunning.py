@@ -94,7 +94,7 @@ async def test_exhausted_dunning_ends_as_the_policy_says(
     if status == "canceled":
         [canceled] = sub.fakes.ledger.event_data(sub.id, "subscription.canceled")
         assert canceled["reason"] == "dunning_exhausted"
-        assert await sub.handle.result() == state
+        assert await sub.result() == state
     else:
         assert sub.events()[-2:] == ["subscription.unpaid", "entitlement.revoked"]
         assert state.dunning.awaiting_payment_method is True
