@@ -59,7 +59,7 @@ async def test_cancel_now_with_a_prorated_refund(lane: Lane) -> None:
 
 
 async def test_cancel_now_without_refund(lane: Lane) -> None:
-    sub, first = await lane.start()
+    sub, _ = await lane.start()
     state = await sub.handle.execute_update(
         SubscriptionWorkflow.cancel, CancelRequest(at_period_end=False, actor="support")
     )

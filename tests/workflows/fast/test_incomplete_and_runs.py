@@ -3,6 +3,7 @@ outlives one workflow run (continue-as-new), on the fast lane."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -75,7 +76,7 @@ async def test_continue_as_new_keeps_the_state(lane: Lane) -> None:
     cycles = [i for i in renewals if i.billing_reason == "subscription_cycle"]
     assert len(cycles) == 13
     # Periods follow each other without a gap or an overlap, across the new run too.
-    for before, after in zip(cycles, cycles[1:], strict=False):
+    for before, after in itertools.pairwise(cycles):
         assert after.period_start == before.period_end
     assert all(i.total == PLUS.amount for i in cycles)
     assert just_after(state.current_period_start, cycles[-1].period_start)
