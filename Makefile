@@ -22,9 +22,10 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 # Workflow tests on Temporal's time-skipping test server with fake activities: no
-# PostgreSQL, Stripe or dev server, seconds in all (tests/workflows/fast).
+# PostgreSQL, Stripe or dev server, seconds in all (tests/workflows/fast). The hypothesis
+# and schemathesis plugins, which they do not use, would take longer to load than they run.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m fast tests/workflows/fast
+	$(BIN)/pytest -m fast -p no:hypothesispytest -p no:schemathesis tests/workflows/fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
