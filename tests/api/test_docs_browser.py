@@ -23,6 +23,7 @@ from api.app import create_app
 from devstack.process import free_port
 from tests.browser import chromium_path
 from tests.conftest import ADMIN_KEY, Stack
+from tests.helpers import eventually
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +43,14 @@ async def docs_server(stack: Stack, app_client: httpx.AsyncClient) -> AsyncItera
     thread.start()
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
-        for _ in range(400):
+
+        async def healthy() -> bool:
             try:
-                if (await client.get(f"{base}/healthz")).status_code == 200:
-                    break
+                return (await client.get(f"{base}/healthz")).status_code == 200
             except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the API did not start")
+                return False  # not listening yet
+
+        await eventually(healthy, timeout=20, what="the API started")
     yield base
     server.should_exit = True
     await asyncio.to_thread(thread.join, 10)
