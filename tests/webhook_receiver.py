@@ -6,7 +6,6 @@ the first N requests (of one customer's events), and records what it accepted in
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from devstack.process import free_port
 from domain import webhook_signature
+from tests.helpers import eventually
 
 
 @dataclass
@@ -73,8 +73,4 @@ class Receiver:
         return list(dict.fromkeys(p["id"] for p in self.for_subscription(subscription_id)))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver timed out; accepted {len(self.accepted)}")
-            await asyncio.sleep(0.05)
+        await eventually(predicate, timeout=timeout, what="a condition on the webhooks received")

@@ -23,7 +23,7 @@ from api.app import create_app
 from devstack.process import free_port
 from tests.browser import chromium_path
 from tests.conftest import ADMIN_KEY, Stack
-from tests.helpers import eventually
+from tests.helpers import serving
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +42,7 @@ async def docs_server(stack: Stack, app_client: httpx.AsyncClient) -> AsyncItera
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-
-        async def healthy() -> bool:
-            try:
-                return (await client.get(f"{base}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False  # not listening yet
-
-        await eventually(healthy, timeout=20, what="the API started")
+    await serving(base)
     yield base
     server.should_exit = True
     await asyncio.to_thread(thread.join, 10)
