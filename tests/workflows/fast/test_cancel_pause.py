@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.workflows.fast.conftest import Lane, just_after
+from tests.workflows.fast.lane import Lane, just_after
 from workflows.messages import ActorRequest, CancelRequest, PauseRequest
 from workflows.subscription import SubscriptionWorkflow
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.workflows.fast.conftest import BASIC, PLUS, Lane, just_after
+from tests.workflows.fast.lane import BASIC, PLUS, Lane, just_after
 from workflows.messages import ChangePlanRequest, PaymentMethodChanged
 from workflows.subscription import SubscriptionWorkflow
 

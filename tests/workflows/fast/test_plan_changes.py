@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.workflows.fast.conftest import BASIC, PLUS, Lane
+from tests.workflows.fast.lane import BASIC, PLUS, Lane
 from workflows.messages import ChangePlanRequest
 from workflows.subscription import SubscriptionWorkflow
 

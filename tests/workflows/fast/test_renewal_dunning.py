@@ -9,7 +9,7 @@ import pytest
 
 from domain.dunning import DunningPolicy, ExhaustedAction
 from tests.helpers import eventually
-from tests.workflows.fast.conftest import Lane
+from tests.workflows.fast.lane import Lane
 from workflows.messages import BillingPolicy, PaymentMethodChanged
 from workflows.subscription import SubscriptionWorkflow
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.workflows.fast.conftest import Lane, just_after
+from tests.workflows.fast.lane import Lane, just_after
 from workflows.messages import ExtendTrialRequest
 from workflows.subscription import SubscriptionWorkflow
 
