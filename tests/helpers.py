@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import httpx
 from temporalio.api.enums.v1 import EventType
@@ -44,14 +44,36 @@ class _Poll:
             )
 
 
+@overload
 async def eventually(
-    probe: Callable[[], Awaitable[T] | T],
+    probe: Callable[[], Awaitable[T]],
     until: Callable[[T], object] | None = None,
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
     what: str = "condition",
-) -> T:
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    until: Callable[[T], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    until: Callable[[Any], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Call `probe` (sync or async) until its value satisfies `until` (or, without `until`,
     is truthy) and return that value. An AssertionError from `probe` counts as "not yet",
     so a probe may assert; any other error ends the wait at once. After `timeout` seconds,
@@ -63,7 +85,7 @@ async def eventually(
             if inspect.isawaitable(value):
                 value = await value
             if poll.reached(value):
-                return value  # type: ignore[return-value]
+                return value
         except AssertionError as err:
             poll.not_yet(err)
         poll.check_deadline()

