@@ -121,6 +121,8 @@ async def test_hard_decline_waits_for_a_new_payment_method(lane: Lane) -> None:
         SubscriptionWorkflow.payment_method_changed, PaymentMethodChanged(payment_method="pm_new")
     )
     # The retry runs at once, at the signal: no time needs to pass.
-    state = await eventually(sub.state, lambda s: s.status == "active", what="recovery")
+    await eventually(lambda: sub.view().status == "active", what="recovery projected")
+    state = await sub.state()
+    assert state == sub.view()
     assert [attempt for _, attempt in sub.attempts("subscription_cycle")] == [1, 2]
     assert sub.events()[-2:] == ["invoice.paid", "subscription.recovered"]
