@@ -7,8 +7,6 @@ requests (of one customer's events), and records what it accepted in order.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +15,7 @@ from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from devstack.process import free_port
+from tests.helpers import eventually
 
 
 @dataclass
@@ -74,8 +73,4 @@ class Receiver:
         return list(dict.fromkeys(p["id"] for p in self.for_subscription(subscription_id)))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver timed out; accepted {len(self.accepted)}")
-            await asyncio.sleep(0.05)
+        await eventually(predicate, timeout=timeout, what="a condition on the webhooks received")

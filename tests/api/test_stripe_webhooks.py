@@ -8,7 +8,6 @@ worker does not run a drainer of its own, so these tests drain when they choose.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -36,6 +35,7 @@ from domain.notifications import DeliveryRetry
 from tests.conftest import ADMIN_KEY, Stack
 from tests.helpers import (
     event_types,
+    eventually,
     get_sub,
     invoices,
     make_plan,
@@ -123,12 +123,7 @@ async def test_async_payment_success_applied_once(
     assert first == {"received": True, "duplicate": False}
     assert second == {"received": True, "duplicate": True}
 
-    for _ in range(100):
-        sub = await get_sub(api, sub["id"])
-        if sub["status"] == "active":
-            break
-        await asyncio.sleep(0.1)
-    assert sub["status"] == "active"
+    await eventually(lambda: get_sub(api, sub["id"]), lambda s: s["status"] == "active")
     [invoice] = await invoices(api, sub["id"])
     assert invoice["status"] == "paid"
     succeeded = [a for a in invoice["attempts"] if a["status"] == "succeeded"]
@@ -345,11 +340,7 @@ async def test_a_signal_that_fails_is_handed_off_later_exactly_once(
     assert await drainer.drain_once() >= 1
     handed = await _row(stack, event["id"])
     assert handed.status == "done" and handed.processed_at is not None
-    for _ in range(100):
-        if (await get_sub(app_client, sub["id"]))["status"] == "active":
-            break
-        await asyncio.sleep(0.1)
-    assert (await get_sub(app_client, sub["id"]))["status"] == "active"
+    await eventually(lambda: get_sub(app_client, sub["id"]), lambda s: s["status"] == "active")
 
     # Stripe redelivers (to the working API now), a drainer runs again, and a drainer that
     # died between its signal and its update signals again: still one signal.
@@ -386,11 +377,7 @@ async def test_b_payment_for_an_ended_subscription_is_refunded_once(
     )
     assert canceled["status"] == "canceled"
     handle = temporal_client.get_workflow_handle(workflow_id_for(sub["id"]))
-    for _ in range(100):
-        if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
-            break
-        await asyncio.sleep(0.1)
-    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    await eventually(handle.describe, lambda d: d.status == WorkflowExecutionStatus.COMPLETED)
 
     # The customer authenticates anyway: money is taken for an ended subscription.
     event = _authenticated_event(client, intent_id)
@@ -534,11 +521,7 @@ async def test_the_drainer_loop_hands_off_what_the_api_could_not(
     )
     inbox.start()
     try:
-        for _ in range(100):
-            if (await _row(stack, event["id"])).status == "done":
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: _row(stack, event["id"]), lambda row: row.status == "done")
     finally:
         await inbox.stop()
-    assert (await _row(stack, event["id"])).status == "done"
     assert await _signals(temporal_client, sub["id"]) == 1
