@@ -218,6 +218,18 @@ def usage_amount(quantity: Decimal, package_size: int, amount: int) -> int:
     return packages(quantity, package_size) * amount
 
 
+def as_number(quantity: Decimal) -> int | float:
+    """A quantity for JSON: an integer when whole, else the nearest float (quantities have
+    at most `MAX_SCALE` decimals; a JSON number is what clients expect)."""
+    whole = int(quantity)
+    return whole if whole == quantity else float(quantity)
+
+
+def number_text(quantity: Decimal) -> str:
+    """A quantity as JSON number text, exact."""
+    return f"{quantity.normalize():f}" if quantity else "0"
+
+
 @dataclass(frozen=True)
 class LimitStatus:
     limit: int

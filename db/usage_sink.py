@@ -1,0 +1,105 @@
+"""Where usage events go: the `UsageSink` interface and its PostgreSQL implementation.
+
+The API's ingestion (`api/usage_ingest.py`) asks a sink who meters what for a batch's
+customers, then hands it the events to store with what each adds to which period
+aggregate. PostgreSQL does both in a handful of statements. Another sink can keep the
+same contract with a log and a column store: `record` appends to a topic keyed by customer
+(deduplicated downstream by (customer_id, transaction_id)), and the aggregates are a
+materialized view over it; see the README, "Usage-based billing".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.repositories import usage
+from domain.periods import Interval
+from domain.usage import Aggregation, MeterSpec, Period
+from domain.usage_batch import Contribution, CustomerMetering, Draft, MeteringSubscription, MeterUse
+
+
+class UsageSink(Protocol):
+    async def metering(self, customer_ids: list[str]) -> dict[str, CustomerMetering]:
+        """Who each customer is (known or not) and what their subscriptions meter."""
+        ...
+
+    async def record(
+        self, drafts: list[Draft], contributions: list[Contribution], now: datetime
+    ) -> usage.Written:
+        """Store the events once each and fold the new ones into their aggregates."""
+        ...
+
+    async def forget(self, event_ids: list[str]) -> None:
+        """Drop stored events that could not count (their period closed meanwhile)."""
+        ...
+
+
+def _subscription(rows: list[dict[str, Any]]) -> MeteringSubscription:
+    first = rows[0]
+    meters = []
+    for row in rows:
+        if row["meter_id"] is None:
+            continue
+        spec = MeterSpec(
+            row["event_name"],
+            Aggregation(row["aggregation"]),
+            row["value_property"],
+            row["unique_property"],
+        )
+        limits = dict(zip(row["limit_features"], row["limit_values"], strict=True))
+        periods = [Period(s, e) for s, e in zip(row["open_starts"], row["open_ends"], strict=True)]
+        meters.append(MeterUse(row["meter_id"], spec, limits, periods))
+    return MeteringSubscription(
+        first["subscription_id"],
+        Period(first["current_period_start"], first["current_period_end"]),
+        first["billing_cycle_anchor"],
+        Interval(first["interval"]),
+        first["interval_count"],
+        meters,
+    )
+
+
+def metering_from_rows(rows: list[dict[str, Any]]) -> dict[str, CustomerMetering]:
+    by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_customer[row["customer_id"]].append(row)
+    found = {}
+    for customer_id, own in by_customer.items():
+        by_sub: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in own:
+            if row["subscription_id"] is not None and row["current_period_start"] is not None:
+                by_sub[row["subscription_id"]].append(row)
+        clocks = [row["clock_time"] for row in own if row["clock_time"] is not None]
+        found[customer_id] = CustomerMetering(
+            customer_id,
+            bool(own[0]["known"]),
+            max(clocks) if clocks else None,
+            [_subscription(sub_rows) for sub_rows in by_sub.values()],
+        )
+    return found
+
+
+class PostgresUsageSink:
+    """Events and aggregates in the API's PostgreSQL, each call one autocommit statement."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def metering(self, customer_ids: list[str]) -> dict[str, CustomerMetering]:
+        async with self._engine.connect() as conn:
+            rows = await usage.resolve(conn, customer_ids)
+        return metering_from_rows(rows)
+
+    async def record(
+        self, drafts: list[Draft], contributions: list[Contribution], now: datetime
+    ) -> usage.Written:
+        async with self._engine.connect() as conn:
+            return await usage.write(conn, drafts, contributions, now)
+
+    async def forget(self, event_ids: list[str]) -> None:
+        async with self._engine.connect() as conn:
+            await usage.forget(conn, event_ids)
