@@ -29,10 +29,13 @@ from api.routes import (
     events,
     health,
     invoices,
+    meters,
     plans,
     stripe_webhooks,
+    subscription_usage,
     subscriptions,
     test_clocks,
+    usage_events,
     webhook_endpoints,
 )
 from api.start_sweeper import StartSweeper
@@ -115,6 +118,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         test_clocks,
         stripe_webhooks,
         webhook_endpoints,
+        meters,
+        usage_events,
+        subscription_usage,
     ):
         app.include_router(module.router)
     install_docs(app)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -83,6 +85,11 @@ def _describe(exc: RequestValidationError) -> tuple[int, str, str]:
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = str(first.get("msg", "invalid value"))
     return 422, code, f"{where}: {message}" if where else message
+
+
+def describe_errors(errors: Sequence[Any]) -> tuple[int, str, str]:
+    """Validation errors (pydantic's `errors()`) as the status, code and message answered."""
+    return _describe(RequestValidationError(errors))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -89,6 +89,18 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_trial_end": (422, "trial_end must be a UTC time after the current trial end"),
     "invalid_frozen_time": (422, "frozen_time must not be before the clock's current time"),
     "webhook_target_not_allowed": (422, "url: webhooks may not target a loopback address"),
+    "meter_exists": (409, "A meter with id 'meter_api_calls' exists"),
+    "unknown_customer": (404, "No customer with id 'cus_0123'"),
+    "no_metered_subscription": (
+        409,
+        "No subscription of customer 'cus_0123' meters 'api_call'",
+    ),
+    "period_closed": (409, "The period of 2027-01-31T23:00:00+00:00 is already invoiced"),
+    "timestamp_in_future": (
+        422,
+        "timestamp 2027-01-01T00:10:00+00:00 is more than 5 minutes after now",
+    ),
+    "invalid_property": (422, "properties.tokens must be a number"),
     "too_many_requests": (429, "Too many failed authentications from this address"),
     "temporal_unavailable": (503, "Temporal is not reachable right now"),
     "workflow_unavailable": (503, "sub_0123's workflow did not answer in time"),
@@ -105,7 +117,17 @@ _LIFECYCLE = (
 
 # What an operation checks itself, beyond what its dependencies imply.
 SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
-    ("post", "/v1/plans"): ("duplicate_features",),
+    ("post", "/v1/plans"): ("duplicate_features", "resource_missing"),
+    ("post", "/v1/meters"): ("meter_exists",),
+    # A single event's rejection is its answer; a batch lists each event's in `rejected`.
+    ("post", "/v1/usage_events"): (
+        "unknown_customer",
+        "no_metered_subscription",
+        "period_closed",
+        "timestamp_in_future",
+        "invalid_property",
+        "time_out_of_range",
+    ),
     ("post", "/v1/customers"): (
         "card_declined",
         "payment_method_invalid",

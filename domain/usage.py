@@ -50,7 +50,8 @@ VALUE_AGGREGATIONS = frozenset({Aggregation.SUM, Aggregation.MAX, Aggregation.LA
 
 @dataclass(frozen=True)
 class MeterSpec:
-    """What a meter counts: events named `event_name`, aggregated over one property."""
+    """What a meter counts: events named `event_name`, aggregated over one property. (The
+    API checks a new meter's properties first; here a mismatch is a bug.)"""
 
     event_name: str
     aggregation: Aggregation
@@ -60,19 +61,15 @@ class MeterSpec:
     def __post_init__(self) -> None:
         needs_value = self.aggregation in VALUE_AGGREGATIONS
         if needs_value != (self.value_property is not None):
-            raise DomainError(
-                "invalid_meter",
+            raise ValueError(
                 f"value_property is {'required' if needs_value else 'not allowed'} "
-                f"for aggregation {self.aggregation.value}",
-                422,
+                f"for aggregation {self.aggregation.value}"
             )
         needs_unique = self.aggregation == Aggregation.UNIQUE_COUNT
         if needs_unique != (self.unique_property is not None):
-            raise DomainError(
-                "invalid_meter",
+            raise ValueError(
                 f"unique_property is {'required' if needs_unique else 'not allowed'} "
-                f"for aggregation {self.aggregation.value}",
-                422,
+                f"for aggregation {self.aggregation.value}"
             )
 
 

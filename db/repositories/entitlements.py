@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -29,17 +31,40 @@ CHECK_SQL = text(
 )
 
 
-async def check_fast(
-    engine: AsyncEngine, customer_id: str, feature: str
-) -> tuple[bool, datetime | None]:
-    """`check` on an autocommit engine (`db.engine.get_read_engine`): one round trip, no ORM.
-    A connection that died in the pool is retried once on a fresh one."""
+# The check with usage limits, still one statement: per granting subscription, its
+# entitlement, the feature's limit on that plan (if any) and the quantity of the limit's
+# meter in the subscription's current period, read from the running aggregate (never from
+# raw events). The lateral lookup runs only for a limited feature.
+CHECK_USAGE_SQL = text(
+    "SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e"
+    " LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature"
+    " LEFT JOIN LATERAL (SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a"
+    " ON a.subscription_id = s.id AND a.meter_id = l.meter_id"
+    " AND a.period_start = s.current_period_start"
+    " WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL) u ON true"
+    " WHERE e.customer_id = :customer_id AND e.feature = :feature"
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One subscription's grant of a feature: its limit and use in the current period."""
+
+    active_until: datetime | None
+    limit: int | None
+    used: Decimal
+
+
+async def check_fast(engine: AsyncEngine, customer_id: str, feature: str) -> list[Grant]:
+    """The grants of `feature` to the customer, on an autocommit engine
+    (`db.engine.get_read_engine`): one round trip, no ORM. A connection that died in the
+    pool is retried once on a fresh one."""
     params = {"customer_id": customer_id, "feature": feature}
     for attempt in (1, 2):
         try:
             async with engine.connect() as conn:
-                row = (await conn.execute(CHECK_SQL, params)).one()
-            return row[1] > 0, row[0]
+                rows = (await conn.execute(CHECK_USAGE_SQL, params)).all()
+            return [Grant(r[0], r[1], r[2] if r[2] is not None else Decimal(0)) for r in rows]
         except DBAPIError as err:
             if attempt == 2 or not err.connection_invalidated:
                 raise

@@ -216,3 +216,22 @@ async def existing_id(db: Db, customer_id: str, transaction_id: str) -> str | No
     params = {"customer_id": customer_id, "transaction_id": transaction_id}
     rows = await fetch_all(db, _EXISTING, params)
     return str(rows[0]["id"]) if rows else None
+
+
+# The metered plans of a subscription with their current period's aggregate (one row of
+# NULL plan for a subscription without one; no row for an unknown subscription).
+_CURRENT = compact(
+    """
+SELECT s.id AS subscription_id, s.current_period_start, s.current_period_end,
+       p.id AS plan_id, p.meter_id, p.amount, p.package_size, a.quantity
+FROM subscriptions s
+LEFT JOIN plans p ON p.id = s.plan_id AND p.usage_type = 'metered'
+LEFT JOIN usage_aggregates a ON a.subscription_id = s.id AND a.meter_id = p.meter_id
+     AND a.period_start = s.current_period_start
+WHERE s.id = %(id)s
+"""
+)
+
+
+async def current_usage(db: Db, subscription_id: str) -> list[dict[str, Any]]:
+    return await fetch_all(db, _CURRENT, {"id": subscription_id})

@@ -115,11 +115,11 @@ def test_missing_property_is_refused_but_count_needs_none() -> None:
 
 
 def test_meter_needs_the_right_property() -> None:
-    with pytest.raises(DomainError, match="value_property is required"):
+    with pytest.raises(ValueError, match="value_property is required"):
         MeterSpec("e", Aggregation.SUM)
-    with pytest.raises(DomainError, match="unique_property is required"):
+    with pytest.raises(ValueError, match="unique_property is required"):
         MeterSpec("e", Aggregation.UNIQUE_COUNT)
-    with pytest.raises(DomainError, match="value_property is not allowed"):
+    with pytest.raises(ValueError, match="value_property is not allowed"):
         MeterSpec("e", Aggregation.COUNT, value_property="x")
 
 

@@ -1,0 +1,117 @@
+"""Usage events: one (`POST /v1/usage_events`) or up to 1,000 (`/batch`) at a time,
+deduplicated by (customer_id, transaction_id), answered 202.
+
+A batch judges each event on its own: an invalid one is listed in `rejected` with its
+index, code and message, and the others are stored. A single event's rejection is its
+error answer."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from api.deps import ProductKey
+from api.errors import ApiError, describe_errors
+from api.usage_ingest import Ingestion
+from api.usage_schemas import (
+    Rejected,
+    UsageBatchIn,
+    UsageBatchOut,
+    UsageEventAccepted,
+    UsageEventIn,
+)
+from db.repositories import usage
+from db.usage_sink import PostgresUsageSink
+from domain.usage_batch import EventIn
+
+router = APIRouter(prefix="/v1/usage_events", tags=["usage"])
+
+# The status of a single event's rejection.
+STATUS = {
+    "unknown_customer": 404,
+    "no_metered_subscription": 409,
+    "period_closed": 409,
+    "timestamp_in_future": 422,
+    "invalid_property": 422,
+}
+MAX_PROPERTIES_BYTES = 4096
+
+
+@lru_cache(maxsize=4)
+def usage_engine(url: str) -> AsyncEngine:
+    """Ingestion's own autocommit pool: each write is one statement, and a burst of batches
+    queues here instead of taking the entitlement check's connections."""
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
+
+
+def ingestion(request: Request) -> Ingestion:
+    found: Ingestion | None = getattr(request.app.state, "usage_ingestion", None)
+    if found is None:
+        engine = usage_engine(request.app.state.settings.effective_database_url)
+        found = Ingestion(PostgresUsageSink(engine), request.app.state.sessions)
+        request.app.state.usage_ingestion = found
+    return found
+
+
+def event_in(body: UsageEventIn) -> EventIn:
+    if len(json.dumps(body.properties)) > MAX_PROPERTIES_BYTES:
+        raise ApiError(
+            422, "invalid_property", f"properties take more than {MAX_PROPERTIES_BYTES} bytes"
+        )
+    return EventIn(
+        body.transaction_id, body.customer_id, body.event_name, body.timestamp, body.properties
+    )
+
+
+@router.post("", status_code=202, response_model=UsageEventAccepted)
+async def record_event(body: UsageEventIn, request: Request, _: ProductKey) -> object:
+    """Record one usage event. Sent again with the same transaction id: 202 with
+    `duplicate: true` and the first one's id."""
+    outcome = await ingestion(request).ingest([(0, event_in(body))], datetime.now(UTC))
+    if outcome.rejected:
+        rejection = outcome.rejected[0]
+        raise ApiError(STATUS[rejection.code], rejection.code, rejection.message)
+    if (event_id := outcome.event_ids.get(0)) is not None:
+        return UsageEventAccepted(id=event_id, duplicate=False)
+    engine = usage_engine(request.app.state.settings.effective_database_url)
+    async with engine.connect() as conn:
+        existing = await usage.existing_id(conn, body.customer_id, body.transaction_id)
+    return UsageEventAccepted(id=existing or "", duplicate=True)
+
+
+@router.post("/batch", status_code=202, response_model=UsageBatchOut)
+async def record_batch(body: UsageBatchIn, request: Request, _: ProductKey) -> object:
+    """Record up to 1,000 usage events; each is accepted, a duplicate, or rejected."""
+    events: list[tuple[int, EventIn]] = []
+    invalid: list[Rejected] = []
+    for index, raw in enumerate(body.events):
+        try:
+            events.append((index, event_in(UsageEventIn.model_validate(raw))))
+        except ValidationError as err:
+            _status, code, message = describe_errors(err.errors())
+            invalid.append(Rejected(index=index, code=code, message=message))
+        except ApiError as err:
+            invalid.append(Rejected(index=index, code=err.code, message=err.message))
+    outcome = await ingestion(request).ingest(events, datetime.now(UTC)) if events else None
+    rejected = invalid + [
+        Rejected(index=r.index, code=r.code, message=r.message)
+        for r in (outcome.rejected if outcome else [])
+    ]
+    rejected.sort(key=lambda r: r.index)
+    return UsageBatchOut(
+        accepted=outcome.accepted if outcome else 0,
+        duplicates=outcome.duplicates if outcome else 0,
+        rejected=rejected,
+    )
