@@ -10,6 +10,7 @@ materialized view over it; see the README, "Usage-based billing".
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ from db.repositories import usage
 from domain.periods import Interval
 from domain.usage import Aggregation, MeterSpec, Period
 from domain.usage_batch import Contribution, CustomerMetering, Draft, MeteringSubscription, MeterUse
+
+_CACHE_MAX = 100_000
 
 
 class UsageSink(Protocol):
@@ -83,16 +86,47 @@ def metering_from_rows(rows: list[dict[str, Any]]) -> dict[str, CustomerMetering
     return found
 
 
-class PostgresUsageSink:
-    """Events and aggregates in the API's PostgreSQL, each call one autocommit statement."""
+def _cacheable(metering: CustomerMetering) -> bool:
+    return metering.clock_time is None and any(s.meters for s in metering.subscriptions)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class PostgresUsageSink:
+    """Events and aggregates in the API's PostgreSQL, each call one autocommit statement.
+
+    Who meters what is cached per customer for `cache_seconds` (a hot customer's events
+    then cost one statement): a renewal seen late is harmless (an event after the cached
+    period's end falls in the next period, computed from the anchor), and so is a period
+    closed meanwhile (the write skips closed aggregates and the event is refused). What a
+    stale entry can do is accept events of a subscription canceled or paused less than
+    `cache_seconds` ago into its last open period, or refuse a late event for a period
+    opened since, or miss a second metering subscription started since. Only customers
+    with a metering subscription are cached (one who just subscribed is not refused for
+    the cache's sake), and never one on a test clock: their "now" is the clock's."""
+
+    def __init__(self, engine: AsyncEngine, cache_seconds: float = 2.0) -> None:
         self._engine = engine
+        self._ttl = cache_seconds
+        self._cache: dict[str, tuple[float, CustomerMetering]] = {}
 
     async def metering(self, customer_ids: list[str]) -> dict[str, CustomerMetering]:
-        async with self._engine.connect() as conn:
-            rows = await usage.resolve(conn, customer_ids)
-        return metering_from_rows(rows)
+        now = time.monotonic()
+        found: dict[str, CustomerMetering] = {}
+        for customer_id in customer_ids:
+            cached = self._cache.get(customer_id)
+            if cached is not None and cached[0] > now:
+                found[customer_id] = cached[1]
+        missing = [c for c in customer_ids if c not in found]
+        if missing:
+            async with self._engine.connect() as conn:
+                rows = await usage.resolve(conn, missing)
+            fresh = metering_from_rows(rows)
+            if len(self._cache) > _CACHE_MAX:
+                self._cache.clear()
+            for customer_id, metering in fresh.items():
+                found[customer_id] = metering
+                if self._ttl > 0 and _cacheable(metering):
+                    self._cache[customer_id] = (now + self._ttl, metering)
+        return found
 
     async def record(
         self, drafts: list[Draft], contributions: list[Contribution], now: datetime

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -65,8 +66,23 @@ def ingestion(request: Request) -> Ingestion:
     return found
 
 
+def _size(properties: dict[str, Any]) -> int:
+    """About the size of `properties` as JSON (exact enough for a limit; cheap for the usual
+    flat object of numbers and short strings)."""
+    size = 2
+    for key, value in properties.items():
+        size += len(key) + 4
+        if isinstance(value, str):
+            size += len(value) + 2
+        elif isinstance(value, int | float | bool) or value is None:
+            size += 24
+        else:
+            size += len(json.dumps(value))
+    return size
+
+
 def event_in(body: UsageEventIn) -> EventIn:
-    if len(json.dumps(body.properties)) > MAX_PROPERTIES_BYTES:
+    if _size(body.properties) > MAX_PROPERTIES_BYTES:
         raise ApiError(
             422, "invalid_property", f"properties take more than {MAX_PROPERTIES_BYTES} bytes"
         )

@@ -72,28 +72,21 @@ async def resolve(db: Db, customer_ids: list[str]) -> list[dict[str, Any]]:
 _WRITE = compact(
     """
 WITH drafts AS (
-    SELECT * FROM unnest(
-        CAST(%(ids)s AS text[]), CAST(%(customers)s AS text[]),
-        CAST(%(transactions)s AS text[]), CAST(%(names)s AS text[]),
-        CAST(%(times)s AS timestamptz[]), CAST(%(properties)s AS text[])
-    ) AS d(id, customer_id, transaction_id, event_name, ts, properties)
+    SELECT * FROM json_to_recordset(CAST(%(events)s AS json))
+        AS d(id text, customer_id text, transaction_id text, event_name text,
+             ts timestamptz, properties json)
 ), ins AS (
     INSERT INTO usage_events
         (id, customer_id, transaction_id, event_name, timestamp, properties, created_at)
-    SELECT id, customer_id, transaction_id, event_name, ts, CAST(properties AS json), %(now)s
+    SELECT id, customer_id, transaction_id, event_name, ts, properties, %(now)s
     FROM drafts ORDER BY customer_id, transaction_id
     ON CONFLICT (customer_id, transaction_id) DO NOTHING
     RETURNING id
 ), contrib AS (
-    SELECT c.* FROM unnest(
-        CAST(%(c_events)s AS text[]), CAST(%(c_subscriptions)s AS text[]),
-        CAST(%(c_meters)s AS text[]), CAST(%(c_starts)s AS timestamptz[]),
-        CAST(%(c_ends)s AS timestamptz[]), CAST(%(c_customers)s AS text[]),
-        CAST(%(c_aggregations)s AS text[]), CAST(%(c_quantities)s AS numeric[]),
-        CAST(%(c_uniques)s AS text[]), CAST(%(c_times)s AS timestamptz[]),
-        CAST(%(c_transactions)s AS text[])
-    ) AS c(event_id, subscription_id, meter_id, period_start, period_end, customer_id,
-           aggregation, quantity, uniq, ts, tx)
+    SELECT c.* FROM json_to_recordset(CAST(%(contributions)s AS json))
+        AS c(event_id text, subscription_id text, meter_id text, period_start timestamptz,
+             period_end timestamptz, customer_id text, aggregation text, quantity numeric,
+             uniq text, ts timestamptz, tx text)
     JOIN ins ON ins.id = c.event_id
 ), fresh AS (
     INSERT INTO usage_unique_values (subscription_id, meter_id, period_start, value)
@@ -165,26 +158,36 @@ class Written:
 async def write(
     db: Db, drafts: list[Draft], contributions: list[Contribution], now: datetime
 ) -> Written:
-    params: dict[str, Any] = {
-        "now": now,
-        "ids": [d.id for d in drafts],
-        "customers": [d.customer_id for d in drafts],
-        "transactions": [d.transaction_id for d in drafts],
-        "names": [d.event_name for d in drafts],
-        "times": [d.timestamp for d in drafts],
-        "properties": [json.dumps(d.properties) for d in drafts],
-        "c_events": [c.event_id for c in contributions],
-        "c_subscriptions": [c.subscription_id for c in contributions],
-        "c_meters": [c.meter_id for c in contributions],
-        "c_starts": [c.period_start for c in contributions],
-        "c_ends": [c.period_end for c in contributions],
-        "c_customers": [c.customer_id for c in contributions],
-        "c_aggregations": [str(c.aggregation) for c in contributions],
-        "c_quantities": [c.quantity for c in contributions],
-        "c_uniques": [c.unique for c in contributions],
-        "c_times": [c.timestamp for c in contributions],
-        "c_transactions": [c.transaction_id for c in contributions],
-    }
+    # Two JSON parameters rather than one array per column: psycopg dumps a list element
+    # by element in Python, json.dumps does the whole batch in C.
+    events = [
+        {
+            "id": d.id,
+            "customer_id": d.customer_id,
+            "transaction_id": d.transaction_id,
+            "event_name": d.event_name,
+            "ts": d.timestamp.isoformat(),
+            "properties": d.properties,
+        }
+        for d in drafts
+    ]
+    parts = [
+        {
+            "event_id": c.event_id,
+            "subscription_id": c.subscription_id,
+            "meter_id": c.meter_id,
+            "period_start": c.period_start.isoformat(),
+            "period_end": c.period_end.isoformat(),
+            "customer_id": c.customer_id,
+            "aggregation": str(c.aggregation),
+            "quantity": str(c.quantity),
+            "uniq": c.unique,
+            "ts": c.timestamp.isoformat(),
+            "tx": c.transaction_id,
+        }
+        for c in contributions
+    ]
+    params = {"now": now, "events": json.dumps(events), "contributions": json.dumps(parts)}
     (row,) = await fetch_all(db, _WRITE, params)
     quantities = {
         (sub, meter, start): quantity
@@ -235,3 +238,53 @@ WHERE s.id = %(id)s
 
 async def current_usage(db: Db, subscription_id: str) -> list[dict[str, Any]]:
     return await fetch_all(db, _CURRENT, {"id": subscription_id})
+
+
+# Claim one (subscription, meter, period) aggregate for an invoice, creating it empty when no
+# event came: a second invoice cannot take it, the same invoice gets it again (a retried
+# activity), and `close` freezes it (coalesce: the first close stands).
+_CLAIM = compact(
+    """
+INSERT INTO usage_aggregates AS a (subscription_id, meter_id, period_start, period_end,
+    customer_id, aggregation, quantity, events, invoice_id, closed_at, updated_at)
+SELECT %(subscription_id)s, m.id, %(period_start)s, %(period_end)s, %(customer_id)s,
+       m.aggregation, 0, 0, %(invoice_id)s, %(closed_at)s, %(now)s
+FROM meters m WHERE m.id = %(meter_id)s
+ON CONFLICT (subscription_id, meter_id, period_start) DO UPDATE SET
+    invoice_id = excluded.invoice_id,
+    closed_at = coalesce(a.closed_at, excluded.closed_at),
+    period_end = CASE WHEN a.closed_at IS NULL THEN excluded.period_end ELSE a.period_end END,
+    updated_at = excluded.updated_at
+WHERE a.invoice_id IS NULL OR a.invoice_id = excluded.invoice_id
+RETURNING quantity, period_end, closed_at, invoice_id,
+    (SELECT name FROM meters WHERE id = a.meter_id) AS meter_name
+"""
+)
+
+
+async def claim_period(
+    db: Db,
+    *,
+    subscription_id: str,
+    customer_id: str,
+    meter_id: str,
+    period_start: datetime,
+    period_end: datetime,
+    invoice_id: str,
+    close_at: datetime | None,
+    now: datetime,
+) -> dict[str, Any] | None:
+    """The aggregate claimed for `invoice_id` (None: no such meter, or another invoice has
+    the period)."""
+    params = {
+        "subscription_id": subscription_id,
+        "customer_id": customer_id,
+        "meter_id": meter_id,
+        "period_start": period_start,
+        "period_end": period_end,
+        "invoice_id": invoice_id,
+        "closed_at": close_at,
+        "now": now,
+    }
+    rows = await fetch_all(db, _CLAIM, params)
+    return rows[0] if rows else None
