@@ -52,7 +52,12 @@ class MeterOut(BaseModel):
     created_at: datetime
 
 
-class UsageEventIn(Input):
+class UsageEventFields(BaseModel):
+    """A usage event's fields, without the control-character walk of `Input` (for a batch
+    whose raw body cannot hold one: `api.routes.usage_events`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     transaction_id: TransactionId
     customer_id: CustomerRef
     event_name: EventName
@@ -60,6 +65,10 @@ class UsageEventIn(Input):
     properties: Annotated[dict[PropertyName, Any], Field(max_length=50)] = Field(
         default_factory=dict
     )
+
+
+class UsageEventIn(UsageEventFields, Input):
+    """A usage event (control characters refused, as in every request body)."""
 
 
 class UsageBatchIn(BaseModel):

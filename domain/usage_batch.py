@@ -64,7 +64,7 @@ class EventIn:
     properties: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Draft:
     """An event to store."""
 
@@ -77,7 +77,7 @@ class Draft:
     properties: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Contribution:
     """What one event adds to one subscription period's aggregate of one meter."""
 

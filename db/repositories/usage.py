@@ -83,11 +83,12 @@ WITH drafts AS (
     ON CONFLICT (customer_id, transaction_id) DO NOTHING
     RETURNING id
 ), contrib AS (
-    SELECT c.* FROM json_to_recordset(CAST(%(contributions)s AS json))
+    SELECT c.*, d.customer_id, d.ts, d.transaction_id AS tx
+    FROM json_to_recordset(CAST(%(contributions)s AS json))
         AS c(event_id text, subscription_id text, meter_id text, period_start timestamptz,
-             period_end timestamptz, customer_id text, aggregation text, quantity numeric,
-             uniq text, ts timestamptz, tx text)
+             period_end timestamptz, aggregation text, quantity numeric, uniq text)
     JOIN ins ON ins.id = c.event_id
+    JOIN drafts d ON d.id = c.event_id
 ), fresh AS (
     INSERT INTO usage_unique_values (subscription_id, meter_id, period_start, value)
     SELECT DISTINCT subscription_id, meter_id, period_start, uniq FROM contrib
@@ -102,13 +103,15 @@ WITH drafts AS (
                WHEN 'sum' THEN sum(c.quantity)
                WHEN 'count' THEN count(*)
                WHEN 'max' THEN max(c.quantity)
-               WHEN 'last' THEN (array_agg(c.quantity ORDER BY c.ts DESC, c.tx DESC))[1]
+               WHEN 'last' THEN (array_agg(c.quantity ORDER BY c.ts DESC, c.tx DESC)
+                                 FILTER (WHERE c.aggregation = 'last'))[1]
                ELSE (SELECT count(*) FROM fresh f
                      WHERE f.subscription_id = c.subscription_id
                        AND f.meter_id = c.meter_id AND f.period_start = c.period_start)
            END AS quantity,
-           max(c.ts) AS last_at,
-           (array_agg(c.tx ORDER BY c.ts DESC, c.tx DESC))[1] AS last_transaction
+           max(c.ts) FILTER (WHERE c.aggregation = 'last') AS last_at,
+           (array_agg(c.tx ORDER BY c.ts DESC, c.tx DESC)
+            FILTER (WHERE c.aggregation = 'last'))[1] AS last_transaction
     FROM contrib c GROUP BY c.subscription_id, c.meter_id, c.period_start
 ), agg AS (
     INSERT INTO usage_aggregates AS a (subscription_id, meter_id, period_start, period_end,
@@ -171,19 +174,24 @@ async def write(
         }
         for d in drafts
     ]
+    periods: dict[datetime, str] = {}  # a batch names few periods: format each once
+
+    def text(at: datetime) -> str:
+        found = periods.get(at)
+        if found is None:
+            found = periods[at] = at.isoformat()
+        return found
+
     parts = [
         {
             "event_id": c.event_id,
             "subscription_id": c.subscription_id,
             "meter_id": c.meter_id,
-            "period_start": c.period_start.isoformat(),
-            "period_end": c.period_end.isoformat(),
-            "customer_id": c.customer_id,
-            "aggregation": str(c.aggregation),
+            "period_start": text(c.period_start),
+            "period_end": text(c.period_end),
+            "aggregation": c.aggregation.value,
             "quantity": str(c.quantity),
             "uniq": c.unique,
-            "ts": c.timestamp.isoformat(),
-            "tx": c.transaction_id,
         }
         for c in contributions
     ]
