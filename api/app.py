@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     install_observability(app)
     for module in (
         entitlements,  # first: the hot path is matched before every other router
+        usage_events,  # then ingestion: matching a path costs a check per route before it
         health,
         plans,
         api_keys,
@@ -119,7 +120,6 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         stripe_webhooks,
         webhook_endpoints,
         meters,
-        usage_events,
         subscription_usage,
     ):
         app.include_router(module.router)

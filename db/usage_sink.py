@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.repositories import usage
@@ -23,6 +25,7 @@ from domain.usage import Aggregation, MeterSpec, Period
 from domain.usage_batch import Contribution, CustomerMetering, Draft, MeteringSubscription, MeterUse
 
 _CACHE_MAX = 100_000
+T = TypeVar("T")
 
 
 class UsageSink(Protocol):
@@ -117,8 +120,7 @@ class PostgresUsageSink:
                 found[customer_id] = cached[1]
         missing = [c for c in customer_ids if c not in found]
         if missing:
-            async with self._engine.connect() as conn:
-                rows = await usage.resolve(conn, missing)
+            rows = await self._run(usage.resolve, missing)
             fresh = metering_from_rows(rows)
             if len(self._cache) > _CACHE_MAX:
                 self._cache.clear()
@@ -131,9 +133,20 @@ class PostgresUsageSink:
     async def record(
         self, drafts: list[Draft], contributions: list[Contribution], now: datetime
     ) -> usage.Written:
-        async with self._engine.connect() as conn:
-            return await usage.write(conn, drafts, contributions, now)
+        return await self._run(usage.write, drafts, contributions, now)
 
     async def forget(self, event_ids: list[str]) -> None:
-        async with self._engine.connect() as conn:
-            await usage.forget(conn, event_ids)
+        await self._run(usage.forget, event_ids)
+
+    async def _run(self, statement: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One statement on a pooled connection; a connection that died in the pool (the
+        engine does not pre-ping) is replaced and the statement sent once more. Each is
+        atomic and safe to repeat: a write that did land answers duplicates the second time."""
+        for attempt in (1, 2):
+            try:
+                async with self._engine.connect() as conn:
+                    return await statement(conn, *args)
+            except DBAPIError as err:
+                if attempt == 2 or not err.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")

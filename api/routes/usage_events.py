@@ -48,13 +48,14 @@ MAX_PROPERTIES_BYTES = 4096
 @lru_cache(maxsize=4)
 def usage_engine(url: str) -> AsyncEngine:
     """Ingestion's own autocommit pool: each write is one statement, and a burst of batches
-    queues here instead of taking the entitlement check's connections."""
+    queues here instead of taking the entitlement check's connections. No pre-ping (a round
+    trip per request): the sink retries once on a connection that died in the pool."""
     return create_async_engine(
         url,
         pool_size=10,
         max_overflow=0,
         isolation_level="AUTOCOMMIT",
-        pool_pre_ping=True,
+        pool_recycle=1800,
         hide_parameters=True,
     )
 
