@@ -120,7 +120,14 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
     ("post", "/v1/plans"): ("duplicate_features", "resource_missing"),
     ("post", "/v1/meters"): ("meter_exists",),
     # A single event's rejection is its answer; a batch lists each event's in `rejected`.
+    # The single event's route authenticates and reads its body by hand (no dependencies).
     ("post", "/v1/usage_events"): (
+        "unauthorized",
+        "too_many_requests",
+        "forbidden",
+        "invalid_json",
+        "validation_error",
+        "invalid_characters",
         "unknown_customer",
         "no_metered_subscription",
         "period_closed",

@@ -210,6 +210,13 @@ async def test_single_events_and_metered_usage_line(app_client: httpx.AsyncClien
     other = event(cus, "x7", tokens=1) | {"event_name": "other"}
     rejected(await api.post("/v1/usage_events", json=other), 409, "no_metered_subscription")
     rejected(await api.get("/v1/subscriptions/sub_nope/usage"), 404, "resource_missing")
+    broken = await api.post("/v1/usage_events", content=b"{not json")
+    rejected(broken, 400, "invalid_json")
+    rejected(await api.post("/v1/usage_events", json={"customer_id": cus}), 422, "validation_error")
+    old = event(cus, "x8", at(1900, 1, 1), tokens=1)
+    rejected(await api.post("/v1/usage_events", json=old), 422, "time_out_of_range")
+    nul = event(cus, "x\x009", tokens=1)
+    rejected(await api.post("/v1/usage_events", json=nul), 422, "invalid_characters")
     too_many = {"events": [event(cus, f"y{i}", tokens=1) for i in range(1001)]}
     rejected(await api.post("/v1/usage_events/batch", json=too_many), 422, "validation_error")
 
