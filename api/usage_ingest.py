@@ -5,6 +5,7 @@ derived from the three, and the timeline skips an id it has)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +52,65 @@ def _retryable(err: DBAPIError) -> bool:
     return isinstance(err.orig, pg_errors.DeadlockDetected | pg_errors.SerializationFailure)
 
 
+@dataclass(frozen=True)
+class Single:
+    """What became of one event sent alone: stored (`event_id`), a duplicate, or refused."""
+
+    event_id: str | None = None
+    duplicate: bool = False
+    rejection: Rejection | None = None
+
+
+# At most this many single events share one write.
+_GROUP_MAX = 500
+
+
 class Ingestion:
     def __init__(self, sink: UsageSink, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sink = sink
         self._sessions = sessions
         self._fired: set[str] = set()
+        self._waiting: list[tuple[EventIn, asyncio.Future[Single]]] = []
+        self._writing = False
+
+    async def ingest_one(self, event: EventIn) -> Single:
+        """One event, written together with the single events that arrive while a write is
+        under way (a group commit: an idle process writes at once, a busy one writes what
+        queued meanwhile in one statement, so concurrent single events cost about what a
+        batch does). Each event is still judged alone."""
+        future: asyncio.Future[Single] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, future))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._write_waiting())
+        return await future
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                group = self._waiting[:_GROUP_MAX]
+                del self._waiting[:_GROUP_MAX]
+                try:
+                    outcome = await self.ingest(
+                        [(i, event) for i, (event, _) in enumerate(group)], datetime.now(UTC)
+                    )
+                except Exception as err:  # every request of the group answers it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(err)
+                    continue
+                refused = {r.index: r for r in outcome.rejected}
+                for i, (_, future) in enumerate(group):
+                    if future.done():  # its request went away
+                        continue
+                    if i in refused:
+                        future.set_result(Single(rejection=refused[i]))
+                    elif i in outcome.event_ids:
+                        future.set_result(Single(event_id=outcome.event_ids[i]))
+                    else:
+                        future.set_result(Single(duplicate=True))
+        finally:
+            self._writing = False
 
     async def ingest(self, events: Sequence[tuple[int, EventIn]], now: datetime) -> Outcome:
         customers = sorted({event.customer_id for _, event in events})

@@ -130,11 +130,10 @@ async def record_event(request: Request) -> Response:
         body = UsageEventIn.model_validate(raw)
     except ValidationError as err:
         raise ApiError(*describe_errors(err.errors())) from None
-    outcome = await ingestion(request).ingest([(0, event_in(body))], datetime.now(UTC))
-    if outcome.rejected:
-        rejection = outcome.rejected[0]
+    single = await ingestion(request).ingest_one(event_in(body))
+    if (rejection := single.rejection) is not None:
         raise ApiError(STATUS[rejection.code], rejection.code, rejection.message)
-    event_id, duplicate = outcome.event_ids.get(0), False
+    event_id, duplicate = single.event_id, False
     if event_id is None:
         engine = usage_engine(request.app.state.settings.effective_database_url)
         async with engine.connect() as conn:

@@ -56,10 +56,11 @@ LEFT JOIN subscriptions s
        ON s.customer_id = c.id AND s.status IN ('trialing', 'active', 'past_due')
 LEFT JOIN plans p ON p.id = s.plan_id
 LEFT JOIN test_clocks tc ON tc.id = s.test_clock_id
-LEFT JOIN meters m ON m.id IN (
-    SELECT p.meter_id WHERE p.usage_type = 'metered'
+LEFT JOIN LATERAL (
+    SELECT p.meter_id AS id WHERE p.usage_type = 'metered'
     UNION SELECT l.meter_id FROM plan_feature_limits l WHERE l.plan_id = p.id
-)
+) used ON true
+LEFT JOIN meters m ON m.id = used.id
 ORDER BY c.id, s.id, m.id
 """
 )

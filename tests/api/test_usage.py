@@ -290,3 +290,26 @@ async def test_customer_without_metering_subscription(app_client: httpx.AsyncCli
     customer = await make_customer(app_client)
     answer = await batch(app_client, [event(customer["id"], "z", tokens=1)])
     assert [r["code"] for r in answer["rejected"]] == ["no_metered_subscription"]
+
+
+async def test_concurrent_single_events_each_get_their_answer(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """Single events sent at once share writes; each still gets its own answer."""
+    api = app_client
+    meter = await make_meter(api, "sum", value_property="tokens")
+    plan = await make_plan(api, features=[{"key": "t", "limit": 10**6, "meter_id": meter["id"]}])
+    customer, _, _ = await start_active(api, plan, at(2027, 9, 1))
+    cus = customer["id"]
+    bodies = [event(cus, f"s{i}", tokens=i) for i in range(30)]
+    bodies += [event(cus, "same", tokens=1000) for _ in range(10)]
+    bodies += [event("cus_nobody", f"n{i}", tokens=1) for i in range(5)]
+    answers = await asyncio.gather(*(api.post("/v1/usage_events", json=b) for b in bodies))
+    assert [a.status_code for a in answers] == [202] * 40 + [404] * 5
+    distinct = [a.json() for a in answers[:30]]
+    assert all(a["duplicate"] is False for a in distinct)
+    assert len({a["id"] for a in distinct}) == 30
+    same = [a.json() for a in answers[30:40]]
+    assert sorted(a["duplicate"] for a in same) == [False] + [True] * 9
+    assert len({a["id"] for a in same}) == 1, "every copy names the stored event"
+    assert (await check(api, cus, "t"))["used"] == sum(range(30)) + 1000
