@@ -18,9 +18,10 @@ Per round and app (alternating): `--clients` (8) clients posting batches of `--b
 one customer's current period gets `--big` (1,000,000) events — loaded with COPY and
 aggregated once in SQL, which is what ingestion would have kept, to keep the run short —
 and one client times `GET /v1/entitlements/check` for the limited feature (p99 target
-< 5 ms) and `GET /v1/subscriptions/{id}/usage`, the period's usage line (< 1 s), beside a
-full scan of the raw events for contrast. Before that, every seeded customer's aggregate
-is checked against the sum of its raw events (they must be equal). Appends the figures to
+< 5 ms), `GET /v1/subscriptions/{id}/usage` and the `usage_lines` activity's computation of
+the period's invoice line (< 1 s), beside a full scan of the raw events for contrast.
+Before that, every seeded customer's aggregate is checked against the sum of its raw
+events (they must be equal). Appends the figures to
 bench/RESULTS.md (`--no-record` to skip).
 """
 
@@ -41,7 +42,9 @@ from typing import Any
 
 import aiohttp
 import psycopg
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from activities.usage import UsageActivities
 from bench.common import (
     CpuMeter,
     append_results,
@@ -53,6 +56,7 @@ from bench.common import (
     table,
 )
 from bench.entitlements import Server
+from domain.usage_contracts import MeteredItem, UsageLinesRequest
 
 BENCH_KEY = "rk_prod_bench_usage_0123456789abcdef012345"
 METER, PLAN, FEATURE = "meter_bench_tokens", "plan_bench_usage", "calls"
@@ -195,6 +199,37 @@ async def get_timings(
     return timings, answer
 
 
+async def invoice_line_timings(database_url: str, n: int) -> tuple[list[float], str]:
+    """The `usage_lines` activity's work for the big customer's period (a draft, not
+    closing it), timed `n` times in this process."""
+    engine = create_async_engine(database_url)
+    try:
+        with psycopg.connect(_dsn(database_url)) as conn:
+            row = conn.execute(
+                "SELECT current_period_start, current_period_end FROM subscriptions WHERE id = %s",
+                (BIG_SUB,),
+            ).fetchone()
+        assert row is not None
+        item = MeteredItem(plan_id=PLAN, meter_id=METER, amount=200, package_size=1000)
+        req = UsageLinesRequest(
+            subscription_id=BIG_SUB,
+            customer_id=BIG_CUSTOMER,
+            invoice_id="in_bench",
+            period_start=row[0],
+            period_end=row[1],
+            items=[item],
+        )
+        activities = UsageActivities(engine)
+        timings, drafts = [], []
+        for _ in range(n):
+            started = time.perf_counter()
+            drafts = await activities.lines(req, datetime.now(UTC))
+            timings.append((time.perf_counter() - started) * 1000)
+        return timings, f"{drafts[0].quantity} units: {drafts[0].amount}"
+    finally:
+        await engine.dispose()
+
+
 def load_big(database_url: str, count: int, start: datetime) -> float:
     """`count` events for the big customer inside its period, by COPY, and their aggregate
     computed once in SQL. Returns the seconds of a full scan summing them (for contrast)."""
@@ -332,7 +367,9 @@ async def run(args: argparse.Namespace) -> int:
         log(f"check: {answer}")
         usage_path = f"/v1/subscriptions/{BIG_SUB}/usage"
         lines, _ = await get_timings(recur.url, usage_path, auth, {}, 50)
-        report(args, results, checks, answer, lines, scan, checked, wrong)
+        priced, line = await invoice_line_timings(db_url, 50)
+        log(f"invoice line: {line}")
+        report(args, results, checks, answer, lines, priced, line, scan, checked, wrong)
         failed = wrong or any(p.errors for r in results.values() for ps in r.values() for p in ps)
         return 1 if failed else 0
     finally:
@@ -347,6 +384,8 @@ def report(
     checks: list[float],
     answer: Any,
     lines: list[float],
+    priced: list[float],
+    line: str,
     scan: float,
     checked: int,
     wrong: int,
@@ -411,6 +450,9 @@ def report(
         f"- the period's usage line, `GET /v1/subscriptions/{{id}}/usage`, 50 requests: p50 "
         f"{percentile(lines, 50):.2f} ms, **max {max(lines):.2f} ms** (target < 1 s); a full "
         f"scan summing the raw events instead takes {scan * 1000:.0f} ms",
+        f"- the invoice's usage line (`activities.usage.UsageActivities.lines`, 200 per 1,000 "
+        f"started, in the benchmark's process), 50 calls: p50 {percentile(priced, 50):.2f} ms, "
+        f"**max {max(priced):.2f} ms** (target < 1 s): {line}",
     ]
     print(append_results("Usage ingestion and reads", body, record=not args.no_record))
 
