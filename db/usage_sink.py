@@ -57,8 +57,19 @@ def _subscription(rows: list[dict[str, Any]]) -> MeteringSubscription:
             row["unique_property"],
         )
         limits = dict(zip(row["limit_features"], row["limit_values"], strict=True))
-        periods = [Period(s, e) for s, e in zip(row["open_starts"], row["open_ends"], strict=True)]
-        meters.append(MeterUse(row["meter_id"], spec, limits, periods))
+        periods = [
+            (Period(datetime.fromisoformat(s), datetime.fromisoformat(e)), closed)
+            for s, e, closed in row["periods"]
+        ]
+        meters.append(
+            MeterUse(
+                row["meter_id"],
+                spec,
+                limits,
+                [p for p, closed in periods if not closed],
+                [p for p, closed in periods if closed],
+            )
+        )
     return MeteringSubscription(
         first["subscription_id"],
         Period(first["current_period_start"], first["current_period_end"]),

@@ -273,17 +273,29 @@ def period_of(
     anchor: datetime | None,
     interval: Interval,
     interval_count: int,
+    closed_periods: Iterable[Period] = (),
 ) -> Period | None:
     """The usage period an event stamped `at` belongs to, or None when that period is
-    closed (already invoiced). The subscription's current period; an earlier one that is
-    still open (its invoice waits for late events); or, for an event stamped after the
-    current period ends (the renewal is not yet recorded), the period after it."""
-    if at in current:
-        return current
-    if at >= current.end:
-        start, end = period_containing(anchor or current.start, interval, interval_count, at)
-        return Period(max(start, current.end), end)
+    closed (already invoiced).
+
+    `open_periods` and `closed_periods` are the periods the meter already has an aggregate
+    for: earlier ones still open (their invoice waits for late events), and those of the
+    current billing period, open or closed (a plan change or a cancel bills the usage up to
+    it and closes that stretch). An event in one of them belongs to it. Otherwise: the
+    current billing period from the end of its last closed stretch (so usage after a plan
+    change starts a stretch of its own), or, for an event stamped after the current period
+    ends (the renewal is not yet recorded), the period after it."""
+    closed = list(closed_periods)
+    for period in closed:
+        if at in period:
+            return None
     for period in open_periods:
         if at in period:
             return period
+    if at in current:
+        ends = [p.end for p in closed if current.start < p.end <= at]
+        return Period(max(ends, default=current.start), current.end)
+    if at >= current.end:
+        start, end = period_containing(anchor or current.start, interval, interval_count, at)
+        return Period(max(start, current.end), end)
     return None

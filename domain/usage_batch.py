@@ -26,13 +26,14 @@ from domain.usage import Aggregation, MeterSpec, Period, period_of, read, timest
 
 @dataclass(frozen=True)
 class MeterUse:
-    """One meter a subscription meters, with its feature limits (feature -> limit) and
-    its earlier periods still open for late events."""
+    """One meter a subscription meters, with its feature limits (feature -> limit) and the
+    periods it has aggregates for (`domain.usage.period_of`)."""
 
     meter_id: str
     spec: MeterSpec
     limits: Mapping[str, int] = field(default_factory=dict)
     open_periods: Sequence[Period] = ()
+    closed_periods: Sequence[Period] = ()
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,13 @@ def _meter(
     for sub, use in uses:
         reading = read(use.spec, event.properties)
         period = period_of(
-            at, sub.current, use.open_periods, sub.anchor, sub.interval, sub.interval_count
+            at,
+            sub.current,
+            use.open_periods,
+            sub.anchor,
+            sub.interval,
+            sub.interval_count,
+            use.closed_periods,
         )
         if period is None:
             raise DomainError(

@@ -31,7 +31,7 @@ async def current_usage(subscription_id: str, session: SessionDep, _: CurrentKey
             UsageLine(
                 meter_id=row["meter_id"],
                 plan_id=row["plan_id"],
-                period_start=row["current_period_start"],
+                period_start=row["period_start"] or row["current_period_start"],
                 period_end=row["current_period_end"],
                 quantity=as_number(quantity),
                 amount=usage_amount(quantity, row["package_size"], row["amount"]),

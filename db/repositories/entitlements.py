@@ -34,14 +34,16 @@ CHECK_SQL = text(
 # The check with usage limits, still one statement: per granting subscription, its
 # entitlement, the feature's limit on that plan (if any) and the quantity of the limit's
 # meter in the subscription's current period, read from the running aggregate (never from
-# raw events). The lateral lookup runs only for a limited feature.
+# raw events): its latest stretch, when a plan change split the period. The lateral
+# lookup runs only for a limited feature.
 CHECK_USAGE_SQL = text(
     "SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e"
     " LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature"
     " LEFT JOIN LATERAL (SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a"
     " ON a.subscription_id = s.id AND a.meter_id = l.meter_id"
-    " AND a.period_start = s.current_period_start"
-    " WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL) u ON true"
+    " AND a.period_start >= s.current_period_start AND a.period_start < s.current_period_end"
+    " WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL"
+    " ORDER BY a.period_start DESC LIMIT 1) u ON true"
     " WHERE e.customer_id = :customer_id AND e.feature = :feature"
 )
 

@@ -31,8 +31,10 @@ Db = AsyncConnection | AsyncSession
 # Which subscriptions meter what, for a batch's customers: one row per (customer,
 # subscription, meter) — a customer with no metering subscription has one row of NULLs,
 # an unknown one `known = false`. A subscription meters the meter of its metered plan and
-# those of its plan's limited features. Open periods are earlier periods still waiting
-# for their invoice (late events count into them).
+# those of its plan's limited features (with subscription items: of every item's plan, a
+# join on `subscription_items` in place of `s.plan_id`). `periods`: the meter's aggregates
+# still open, and those of the current billing period, open or closed, as JSON
+# [start, end, closed] (`domain.usage.period_of`).
 _RESOLVE = compact(
     """
 WITH c AS (SELECT DISTINCT unnest(CAST(%(customers)s AS text[])) AS id)
@@ -44,12 +46,11 @@ SELECT c.id AS customer_id, cu.id IS NOT NULL AS known, s.id AS subscription_id,
              WHERE l.plan_id = p.id AND l.meter_id = m.id ORDER BY l.feature) AS limit_features,
        ARRAY(SELECT l.usage_limit FROM plan_feature_limits l
              WHERE l.plan_id = p.id AND l.meter_id = m.id ORDER BY l.feature) AS limit_values,
-       ARRAY(SELECT a.period_start FROM usage_aggregates a
-             WHERE a.subscription_id = s.id AND a.meter_id = m.id AND a.closed_at IS NULL
-               AND a.period_end <= s.current_period_start ORDER BY a.period_start) AS open_starts,
-       ARRAY(SELECT a.period_end FROM usage_aggregates a
-             WHERE a.subscription_id = s.id AND a.meter_id = m.id AND a.closed_at IS NULL
-               AND a.period_end <= s.current_period_start ORDER BY a.period_start) AS open_ends
+       ARRAY(SELECT json_build_array(a.period_start, a.period_end, a.closed_at IS NOT NULL)
+             FROM usage_aggregates a
+             WHERE a.subscription_id = s.id AND a.meter_id = m.id
+               AND (a.closed_at IS NULL OR a.period_end > s.current_period_start)
+             ORDER BY a.period_start) AS periods
 FROM c
 LEFT JOIN customers cu ON cu.id = c.id
 LEFT JOIN subscriptions s
@@ -230,16 +231,21 @@ async def existing_id(db: Db, customer_id: str, transaction_id: str) -> str | No
     return str(rows[0]["id"]) if rows else None
 
 
-# The metered plans of a subscription with their current period's aggregate (one row of
-# NULL plan for a subscription without one; no row for an unknown subscription).
+# The metered plans of a subscription with their current period's aggregate, its latest
+# stretch when a plan change split the period (one row of NULL plan for a subscription
+# without one; no row for an unknown subscription).
 _CURRENT = compact(
     """
 SELECT s.id AS subscription_id, s.current_period_start, s.current_period_end,
-       p.id AS plan_id, p.meter_id, p.amount, p.package_size, a.quantity
+       p.id AS plan_id, p.meter_id, p.amount, p.package_size, u.period_start, u.quantity
 FROM subscriptions s
 LEFT JOIN plans p ON p.id = s.plan_id AND p.usage_type = 'metered'
-LEFT JOIN usage_aggregates a ON a.subscription_id = s.id AND a.meter_id = p.meter_id
-     AND a.period_start = s.current_period_start
+LEFT JOIN LATERAL (
+    SELECT a.period_start, a.quantity FROM usage_aggregates a
+    WHERE a.subscription_id = s.id AND a.meter_id = p.meter_id
+      AND a.period_start >= s.current_period_start AND a.period_start < s.current_period_end
+    ORDER BY a.period_start DESC LIMIT 1
+) u ON true
 WHERE s.id = %(id)s
 """
 )

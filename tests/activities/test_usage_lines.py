@@ -150,3 +150,39 @@ async def test_period_closed_while_an_event_is_written(scratch: AsyncEngine) -> 
         ids = (await conn.execute(text("SELECT transaction_id FROM usage_events"))).scalars()
         assert sorted(ids) == ["x"]
     assert await usage.lines(_request(invoice, close=True), APRIL) == [final]
+
+
+async def test_plan_change_bills_usage_up_to_the_change(scratch: AsyncEngine) -> None:
+    """The old metered item's usage is billed and closed at the change (April 11); events
+    after it, on the same meter, form a stretch of their own for the rest of April."""
+    await _seed(scratch)
+    sink = PostgresUsageSink(scratch.execution_options(isolation_level="AUTOCOMMIT"), 0)
+    ingestion = Ingestion(sink, session_factory(scratch))
+    usage = UsageActivities(scratch)
+    change = datetime(2027, 4, 11, tzinfo=UTC)
+
+    async def send(tx: str, at: datetime, tokens: int) -> list[str]:
+        outcome = await ingestion.ingest([(0, _event(tx, at, tokens))], change + timedelta(hours=1))
+        return [r.code for r in outcome.rejected]
+
+    assert await send("before", change - timedelta(days=1), 1200) == []
+    request = _request(new_id("in"), close=True).model_copy(
+        update={"period_start": APRIL, "period_end": change}
+    )
+    (billed,) = await usage.lines(request, change)
+    assert (billed.quantity, billed.amount, billed.period_end) == ("1200", 400, change)
+    assert await send("late", change - timedelta(hours=1), 5) == ["period_closed"]
+    assert await send("after", change + timedelta(minutes=30), 300) == []
+    async with scratch.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT period_start, period_end, quantity, closed_at IS NOT NULL"
+                    " FROM usage_aggregates ORDER BY period_start"
+                )
+            )
+        ).all()
+    assert [(r[0], r[1], int(r[2]), r[3]) for r in rows] == [
+        (APRIL, change, 1200, True),
+        (change, datetime(2027, 5, 1, tzinfo=UTC), 300, False),
+    ]

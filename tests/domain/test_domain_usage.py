@@ -152,6 +152,19 @@ def test_period_of_an_event() -> None:
     assert later == Period(datetime(2027, 4, 1, tzinfo=UTC), datetime(2027, 5, 1, tzinfo=UTC))
 
 
+def test_period_of_after_a_stretch_was_closed_mid_period() -> None:
+    """A plan change on March 11 billed March 1-11 and closed it: earlier events are
+    refused, later ones start a stretch of their own that ends with the billing period."""
+    current = Period(T0, datetime(2027, 4, 1, tzinfo=UTC))
+    change = datetime(2027, 3, 11, tzinfo=UTC)
+    billed = Period(T0, change)
+    args = (T0, Interval.MONTH, 1)
+    assert period_of(change - timedelta(seconds=1), current, [], *args, [billed]) is None
+    after = period_of(change + timedelta(days=2), current, [], *args, [billed])
+    assert after == Period(change, current.end)
+    assert period_of(change, current, [after], *args, [billed]) == after
+
+
 # --- properties -------------------------------------------------------------------------
 
 values = st.one_of(
