@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.errors import ApiError
+from api.errors import not_found
 from api.schemas import PlanCreate, PlanOut
 from db.models import Plan
 from db.repositories import meters
@@ -23,18 +23,21 @@ async def add_limits(session: AsyncSession, plan_id: str, body: PlanCreate) -> N
     if body.meter_id is not None:
         named.add(body.meter_id)
     if missing := await meters.missing(session, named):
-        raise ApiError(404, "resource_missing", f"No meter with id {missing[0]!r}")
-    for position, feature in enumerate(body.features):
-        if not isinstance(feature, str):
-            session.add(
-                PlanFeatureLimit(
-                    plan_id=plan_id,
-                    feature=feature.key,
-                    meter_id=feature.meter_id,
-                    usage_limit=feature.limit,
-                    position=position,
-                )
+        raise not_found("meter", missing[0])
+    meters.add_limits(
+        session,
+        [
+            PlanFeatureLimit(
+                plan_id=plan_id,
+                feature=feature.key,
+                meter_id=feature.meter_id,
+                usage_limit=feature.limit,
+                position=position,
             )
+            for position, feature in enumerate(body.features)
+            if not isinstance(feature, str)
+        ],
+    )
 
 
 def feature_keys(body: PlanCreate) -> list[str]:

@@ -14,7 +14,6 @@ from decimal import Decimal
 
 import structlog
 from psycopg import errors as pg_errors
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,8 +47,9 @@ def limit_event_id(subscription_id: str, feature: str, period_start: datetime) -
     return f"evt_{digest[:24]}"
 
 
-def _retryable(err: DBAPIError) -> bool:
-    return isinstance(err.orig, pg_errors.DeadlockDetected | pg_errors.SerializationFailure)
+# Two writes that touch the same aggregates in a different order can deadlock; PostgreSQL
+# aborts one, which is sent again (it changed nothing).
+_RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
 @dataclass(frozen=True)
@@ -142,8 +142,8 @@ class Ingestion:
         for attempt in (1, 2, 3):
             try:
                 return await self._sink.record(plan.drafts, plan.contributions, now)
-            except DBAPIError as err:
-                if attempt == 3 or not _retryable(err):
+            except _RETRYABLE:
+                if attempt == 3:
                     raise
                 log.warning("usage.batch_retried", attempt=attempt, events=len(plan.drafts))
         raise AssertionError("unreachable")

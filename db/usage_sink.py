@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.driver import ConnectionLost
 from db.repositories import usage
 from domain.periods import Interval
 from domain.usage import Aggregation, MeterSpec, Period
@@ -157,7 +157,7 @@ class PostgresUsageSink:
             try:
                 async with self._engine.connect() as conn:
                     return await statement(conn, *args)
-            except DBAPIError as err:
-                if attempt == 2 or not err.connection_invalidated:
+            except ConnectionLost:
+                if attempt == 2:
                     raise
         raise AssertionError("unreachable")

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from domain import errors
 from domain.errors import DomainError
 from domain.periods import Interval, period_containing
 
@@ -74,7 +75,7 @@ class MeterSpec:
 
 
 def invalid(message: str) -> DomainError:
-    return DomainError("invalid_property", message, 422)
+    return errors.INVALID_PROPERTY(message)
 
 
 def parse_quantity(raw: Any, name: str) -> Decimal:
@@ -249,10 +250,8 @@ def crossed(limit: int, before: Decimal, after: Decimal) -> bool:
 def timestamp_problem(at: datetime, now: datetime) -> DomainError | None:
     """An event stamped more than `MAX_FUTURE` after now is refused."""
     if at - now > MAX_FUTURE:
-        return DomainError(
-            "timestamp_in_future",
-            f"timestamp {at.isoformat()} is more than 5 minutes after now ({now.isoformat()})",
-            422,
+        return errors.TIMESTAMP_IN_FUTURE(
+            f"timestamp {at.isoformat()} is more than 5 minutes after now ({now.isoformat()})"
         )
     return None
 

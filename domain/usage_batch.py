@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from domain import errors
 from domain.errors import DomainError
 from domain.periods import Interval
 from domain.usage import Aggregation, MeterSpec, Period, period_of, read, timestamp_problem
@@ -126,9 +127,8 @@ def plan_batch(
     for index, event in events:
         found = metering.get(event.customer_id)
         if found is None or not found.known:
-            plan.rejected.append(
-                Rejection(index, "unknown_customer", f"No customer with id {event.customer_id!r}")
-            )
+            unknown = errors.UNKNOWN_CUSTOMER(f"No customer with id {event.customer_id!r}")
+            plan.rejected.append(_reject(index, unknown))
             continue
         now = found.clock_time or real_now
         at = event.timestamp or now
@@ -165,10 +165,8 @@ def _meter(
         if use.spec.event_name == event.event_name
     ]
     if not uses:
-        raise DomainError(
-            "no_metered_subscription",
-            f"No subscription of customer {event.customer_id!r} meters {event.event_name!r}",
-            409,
+        raise errors.NO_METERED_SUBSCRIPTION(
+            f"No subscription of customer {event.customer_id!r} meters {event.event_name!r}"
         )
     contributions = []
     for sub, use in uses:
@@ -183,11 +181,9 @@ def _meter(
             use.closed_periods,
         )
         if period is None:
-            raise DomainError(
-                "period_closed",
+            raise errors.PERIOD_CLOSED(
                 f"The period of {at.isoformat()} of subscription {sub.subscription_id} "
-                "is already invoiced",
-                409,
+                "is already invoiced"
             )
         contributions.append(
             Contribution(

@@ -5,15 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
-from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminKey, CurrentKey, SessionDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.usage_schemas import MeterCreate, MeterOut
 from db.repositories import meters
 from db.usage_tables import Meter
+from domain import errors
 
 router = APIRouter(prefix="/v1/meters", tags=["usage"])
 
@@ -26,14 +26,9 @@ async def create_meter(
     if (replay := await idem.replay()) is not None:
         return replay
     meter_id = body.id or new_id("meter")
-    if await meters.get(session, meter_id) is not None:
-        raise ApiError(409, "meter_exists", f"A meter with id {meter_id!r} exists")
     meter = Meter(id=meter_id, created_at=datetime.now(UTC), **body.model_dump(exclude={"id"}))
-    session.add(meter)
-    try:
-        await session.commit()
-    except IntegrityError:  # created by a concurrent request
-        raise ApiError(409, "meter_exists", f"A meter with id {meter_id!r} exists") from None
+    if not await meters.insert_new(session, meter):
+        raise errors.METER_EXISTS(f"A meter with id {meter_id!r} exists")
     return await idem.respond(201, MeterOut.model_validate(meter, from_attributes=True))
 
 

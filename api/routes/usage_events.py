@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from api.auth import Role
 from api.deps import ProductKey, current_principal
-from api.errors import ApiError, describe_errors
+from api.errors import describe_errors
 from api.usage_ingest import Ingestion
 from api.usage_schemas import (
     Rejected,
@@ -31,18 +31,12 @@ from api.usage_schemas import (
 )
 from db.repositories import usage
 from db.usage_sink import PostgresUsageSink
+from domain import errors
+from domain.errors import DomainError
 from domain.usage_batch import EventIn
 
 router = APIRouter(prefix="/v1/usage_events", tags=["usage"])
 
-# The status of a single event's rejection.
-STATUS = {
-    "unknown_customer": 404,
-    "no_metered_subscription": 409,
-    "period_closed": 409,
-    "timestamp_in_future": 422,
-    "invalid_property": 422,
-}
 MAX_PROPERTIES_BYTES = 4096
 
 
@@ -94,9 +88,7 @@ _SUSPECT = re.compile(rb"\\[bfnru]|\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
 
 def event_in(body: UsageEventFields) -> EventIn:
     if _size(body.properties) > MAX_PROPERTIES_BYTES:
-        raise ApiError(
-            422, "invalid_property", f"properties take more than {MAX_PROPERTIES_BYTES} bytes"
-        )
+        raise errors.INVALID_PROPERTY(f"properties take more than {MAX_PROPERTIES_BYTES} bytes")
     return EventIn(
         body.transaction_id, body.customer_id, body.event_name, body.timestamp, body.properties
     )
@@ -121,18 +113,18 @@ async def record_event(request: Request) -> Response:
     model would do (they are a large share of a single event's CPU time)."""
     principal = await current_principal(request)
     if principal.role not in _INGEST_ROLES:
-        raise ApiError(403, "forbidden", f"The {principal.role.value} role may not do this")
+        raise errors.FORBIDDEN(f"The {principal.role.value} role may not do this")
     try:
         raw = json.loads(await request.body())
     except ValueError:
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON") from None
+        raise errors.INVALID_JSON("The request body is not valid JSON") from None
     try:
         body = UsageEventIn.model_validate(raw)
     except ValidationError as err:
-        raise ApiError(*describe_errors(err.errors())) from None
+        raise describe_errors(err.errors()) from None
     single = await ingestion(request).ingest_one(event_in(body))
     if (rejection := single.rejection) is not None:
-        raise ApiError(STATUS[rejection.code], rejection.code, rejection.message)
+        raise errors.DECLARED[rejection.code](rejection.message)
     event_id, duplicate = single.event_id, False
     if event_id is None:
         engine = usage_engine(request.app.state.settings.effective_database_url)
@@ -154,9 +146,9 @@ async def record_batch(body: UsageBatchIn, request: Request, _: ProductKey) -> o
         try:
             events.append((index, event_in(model.model_validate(raw))))
         except ValidationError as err:
-            _status, code, message = describe_errors(err.errors())
-            invalid.append(Rejected(index=index, code=code, message=message))
-        except ApiError as err:
+            refused = describe_errors(err.errors())
+            invalid.append(Rejected(index=index, code=refused.code, message=refused.message))
+        except DomainError as err:
             invalid.append(Rejected(index=index, code=err.code, message=err.message))
     outcome = await ingestion(request).ingest(events, datetime.now(UTC)) if events else None
     rejected = invalid + [

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.driver import ConnectionLost, compact, fetch_all
 from db.models import Entitlement
 
 
@@ -25,26 +24,24 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
     return (await session.exec(query)).all()
 
 
-CHECK_SQL = text(
-    "SELECT max(active_until), count(*) FROM entitlements"
-    " WHERE customer_id = :customer_id AND feature = :feature"
-)
-
-
 # The check with usage limits, still one statement: per granting subscription, its
 # entitlement, the feature's limit on that plan (if any) and the quantity of the limit's
 # meter in the subscription's current period, read from the running aggregate (never from
 # raw events): its latest stretch, when a plan change split the period. The lateral
 # lookup runs only for a limited feature.
-CHECK_USAGE_SQL = text(
-    "SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e"
-    " LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature"
-    " LEFT JOIN LATERAL (SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a"
-    " ON a.subscription_id = s.id AND a.meter_id = l.meter_id"
-    " AND a.period_start >= s.current_period_start AND a.period_start < s.current_period_end"
-    " WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL"
-    " ORDER BY a.period_start DESC LIMIT 1) u ON true"
-    " WHERE e.customer_id = :customer_id AND e.feature = :feature"
+_CHECK_USAGE = compact(
+    """
+    SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e
+    LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature
+    LEFT JOIN LATERAL (
+        SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a
+        ON a.subscription_id = s.id AND a.meter_id = l.meter_id
+        AND a.period_start >= s.current_period_start AND a.period_start < s.current_period_end
+        WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL
+        ORDER BY a.period_start DESC LIMIT 1
+    ) u ON true
+    WHERE e.customer_id = %(customer_id)s AND e.feature = %(feature)s
+    """
 )
 
 
@@ -65,20 +62,15 @@ async def check_fast(engine: AsyncEngine, customer_id: str, feature: str) -> lis
     for attempt in (1, 2):
         try:
             async with engine.connect() as conn:
-                rows = (await conn.execute(CHECK_USAGE_SQL, params)).all()
-            return [Grant(r[0], r[1], r[2] if r[2] is not None else Decimal(0)) for r in rows]
-        except DBAPIError as err:
-            if attempt == 2 or not err.connection_invalidated:
+                rows = await fetch_all(conn, _CHECK_USAGE, params)
+            return [
+                Grant(r["active_until"], r["usage_limit"], r["quantity"] or Decimal(0))
+                for r in rows
+            ]
+        except ConnectionLost:
+            if attempt == 2:
                 raise
     raise AssertionError("unreachable")
-
-
-async def check(
-    session: AsyncSession, customer_id: str, feature: str
-) -> tuple[bool, datetime | None]:
-    """The hot path: one indexed lookup on (customer_id, feature)."""
-    row = (await session.execute(CHECK_SQL, {"customer_id": customer_id, "feature": feature})).one()
-    return row[1] > 0, row[0]
 
 
 async def features_of(session: AsyncSession, subscription_id: str) -> list[str]:

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.usage_tables import Meter, PlanFeatureLimit
+
+
+async def insert_new(session: AsyncSession, meter: Meter) -> bool:
+    """Insert the meter unless its id is taken (also by a concurrent request): whether it
+    was inserted."""
+    values = meter.model_dump()
+    inserted = await session.execute(
+        insert(Meter)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(col(Meter.id))
+    )
+    return inserted.first() is not None
+
+
+def add_limits(session: AsyncSession, limits: list[PlanFeatureLimit]) -> None:
+    session.add_all(limits)
 
 
 async def get(session: AsyncSession, meter_id: str) -> Meter | None:
