@@ -72,6 +72,7 @@ class Ingestion:
         self._fired: set[str] = set()
         self._waiting: list[tuple[EventIn, asyncio.Future[Single]]] = []
         self._writing = False
+        self._writer: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     async def ingest_one(self, event: EventIn) -> Single:
         """One event, written together with the single events that arrive while a write is
@@ -82,7 +83,7 @@ class Ingestion:
         self._waiting.append((event, future))
         if not self._writing:
             self._writing = True
-            asyncio.get_running_loop().create_task(self._write_waiting())
+            self._writer = asyncio.get_running_loop().create_task(self._write_waiting())
         return await future
 
     async def _write_waiting(self) -> None:
