@@ -29,10 +29,13 @@ from api.routes import (
     events,
     health,
     invoices,
+    meters,
     plans,
     stripe_webhooks,
+    subscription_usage,
     subscriptions,
     test_clocks,
+    usage_events,
     webhook_endpoints,
 )
 from api.start_sweeper import StartSweeper
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     install_observability(app)
     for module in (
         entitlements,  # first: the hot path is matched before every other router
+        usage_events,  # then ingestion: matching a path costs a check per route before it
         health,
         plans,
         api_keys,
@@ -115,6 +119,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         test_clocks,
         stripe_webhooks,
         webhook_endpoints,
+        meters,
+        subscription_usage,
     ):
         app.include_router(module.router)
     install_docs(app)
