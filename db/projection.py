@@ -8,7 +8,9 @@ beside the start record.
 
 What the statement does, as one snapshot:
 
-* upserts the read model unless a newer state (higher `state_version`) is already stored;
+* upserts the read model unless a newer state (higher `state_version`) is already stored,
+  and with it the subscription's items when the view lists them (a workflow from before
+  items lists none; its one item is the migration's);
 * inserts the events in timeline order (`seq` follows it), skipping ids already written;
 * queues a delivery for each event *it* inserted (so a repeated projection — a retried
   activity, a replayed task — queues nothing twice): one per enabled webhook endpoint that
@@ -60,6 +62,21 @@ WITH view AS (
         test_clock_id = excluded.test_clock_id, updated_at = excluded.updated_at,
         state_version = excluded.state_version
     WHERE subscriptions.state_version < excluded.state_version
+    RETURNING id
+), items_dropped AS (
+    DELETE FROM subscription_items
+    WHERE CAST(%(has_items)s AS boolean) AND subscription_id = %(id)s
+      AND NOT (id = ANY(CAST(%(item_ids)s AS text[])))
+      AND EXISTS (SELECT FROM view)
+), items_set AS (
+    INSERT INTO subscription_items (id, subscription_id, plan_id, quantity, position,
+                                    created_at)
+    SELECT i.id, %(id)s, i.plan_id, i.quantity, i.ord - 1, %(now)s
+    FROM unnest(CAST(%(item_ids)s AS text[]), CAST(%(item_plans)s AS text[]),
+                CAST(%(item_quantities)s AS int[])) WITH ORDINALITY AS i(id, plan_id, quantity, ord)
+    WHERE EXISTS (SELECT FROM view)
+    ON CONFLICT (id) DO UPDATE SET plan_id = excluded.plan_id, quantity = excluded.quantity,
+        position = excluded.position
 ), drafts AS (
     SELECT * FROM unnest(
         CAST(%(event_ids)s AS text[]), CAST(%(event_subscriptions)s AS text[]),
@@ -161,6 +178,10 @@ async def write_projection(
         "features": distinct_features(grant.features) if grant else [],
         "grant_plan_id": grant.plan_id if grant else None,
         "active_until": grant.active_until if grant else None,
+        "has_items": bool(view.items),
+        "item_ids": [item.id for item in view.items],
+        "item_plans": [item.plan_id for item in view.items],
+        "item_quantities": [item.quantity for item in view.items],
         "invoice_ids": list(req.invoice_status),
         "invoice_statuses": list(req.invoice_status.values()),
     }

@@ -113,6 +113,14 @@ class PendingChangeView(BaseModel):
     proration: str = "none"
 
 
+class ItemView(BaseModel):
+    """A subscription item as the API shows it."""
+
+    id: str
+    plan_id: str
+    quantity: int
+
+
 class SubscriptionView(BaseModel):
     """What the API returns for a subscription, and what the read model stores."""
 
@@ -133,6 +141,8 @@ class SubscriptionView(BaseModel):
     test_clock_id: str | None = None
     created_at: datetime
     state_version: int = 0
+    # Empty only from a workflow started before items (its one item is in the read model).
+    items: list[ItemView] = Field(default_factory=list)
 
 
 class EntitlementGrant(BaseModel):

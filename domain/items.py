@@ -6,6 +6,7 @@ period, the per-item proration of a change and whether a change raises or lowers
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
@@ -43,6 +44,13 @@ class Item(BaseModel):
     def total(self) -> int:
         """What the item costs per period, in minor units."""
         return self.plan.amount * self.quantity
+
+
+def legacy_item_id(subscription_id: str) -> str:
+    """The id of the one item of a subscription created before items existed: the migration
+    (0008) and the subscription's workflow both derive it from the subscription id."""
+    digest = hashlib.md5(subscription_id.encode(), usedforsecurity=False).hexdigest()
+    return f"si_{digest[:24]}"
 
 
 def check_items(items: Sequence[tuple[PlanTerms, int]]) -> None:
