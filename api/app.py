@@ -24,6 +24,7 @@ from api.openapi import install_openapi
 from api.orphan_check import OrphanCheck
 from api.routes import (
     api_keys,
+    balance,
     customers,
     entitlements,
     events,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         plans,
         api_keys,
         customers,
+        balance,
         subscriptions,
         invoices,
         events,

@@ -84,6 +84,17 @@ CODES: dict[str, tuple[int, str]] = {
         "billing_cycle_anchor must be between now and one period ahead",
     ),
     "currency_mismatch": (422, "Cannot change from a usd plan to a eur plan"),
+    "interval_mismatch": (
+        422,
+        "All items bill on one period: plan_a every 1 month, plan_b every 1 year",
+    ),
+    "invalid_items": (422, "Plan plan_demo_insider is listed twice"),
+    "invalid_amount": (422, "A balance transaction moves a non-zero amount"),
+    "insufficient_balance": (
+        409,
+        "The balance holds 500; a debit of 800 would take it below zero",
+    ),
+    "same_items": (409, "The subscription already has exactly these items"),
     "invalid_refund": (422, "A prorated refund applies only to an immediate cancel"),
     "invalid_resumes_at": (422, "resumes_at must be in the future"),
     "invalid_trial_end": (422, "trial_end must be a UTC time after the current trial end"),
@@ -118,8 +129,15 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "payment_method_invalid",
         "stripe_unavailable",
     ),
+    ("post", "/v1/customers/{customer_id}/balance_transactions"): (
+        "invalid_amount",
+        "insufficient_balance",
+    ),
     ("post", "/v1/subscriptions"): (
         "resource_missing",
+        "invalid_items",
+        "currency_mismatch",
+        "interval_mismatch",
         "test_clocks_disabled",
         "invalid_billing_cycle_anchor",
         "time_out_of_range",

@@ -122,6 +122,26 @@ class CustomerOut(BaseModel):
     stripe_customer_id: str | None
     default_payment_method: str | None
     created_at: datetime
+    # Credit available per currency (minor units, never below 0).
+    balances: dict[str, int] = Field(default_factory=dict)
+
+
+class BalanceTransactionIn(Input):
+    # Positive adds credit, negative uses it; never 0.
+    amount: Annotated[int, Field(ge=-99_999_999_999, le=99_999_999_999, strict=True)]
+    currency: Currency
+    description: Name
+
+
+class BalanceTransactionOut(BaseModel):
+    id: str
+    amount: int
+    currency: str
+    type: str
+    invoice_id: str | None
+    description: str
+    balance_after: int
+    created_at: datetime
 
 
 class SubscriptionCreate(Input):

@@ -26,7 +26,7 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import CustomerCreate, CustomerOut, EntitlementOut, PaymentMethodUpdate
 from db.models import Customer, Subscription
-from db.repositories import entitlements
+from db.repositories import balance, entitlements
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 log = structlog.get_logger()
@@ -75,7 +75,14 @@ async def get_customer(customer_id: str, session: SessionDep, _: CurrentKey) -> 
     customer = await session.get(Customer, customer_id)
     if customer is None:
         raise not_found("customer", customer_id)
-    return customer
+    return await _out(session, customer)
+
+
+async def _out(session: SessionDep, customer: Customer) -> CustomerOut:
+    """The customer with its balances."""
+    out = CustomerOut.model_validate(customer, from_attributes=True)
+    out.balances = await balance.balances(session, customer.id)
+    return out
 
 
 @router.post("/{customer_id}/payment_method", response_model=CustomerOut)
@@ -108,7 +115,7 @@ async def update_payment_method(
         await lifecycle.signal_payment_method(
             temporal, subscription_id, customer.default_payment_method, key.actor
         )
-    return customer
+    return await _out(session, customer)
 
 
 @router.get("/{customer_id}/entitlements", response_model=list[EntitlementOut])

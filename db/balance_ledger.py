@@ -1,0 +1,121 @@
+"""Writing the customer balance ledger: one entry at a time per customer, under a lock on
+the customer's row, so a debit never takes the balance below zero however many writers
+(API requests, charge activities) race; an entry with a `source_key` is written once."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.models import BalanceTransaction, Event
+from db.repositories import balance as repo
+from db.repositories import notifications, outbox
+from domain.balance import BalanceTxnType, balance_after
+from domain.errors import DomainError
+from domain.notifications import wants
+
+log = structlog.get_logger()
+
+BALANCE_UPDATED = "customer.balance_updated"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An entry to append: positive adds credit, negative uses it."""
+
+    customer_id: str
+    currency: str
+    amount: int
+    type: BalanceTxnType
+    description: str
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    actor: str | None = None
+    source_key: str | None = None
+
+
+def new_entry_id() -> str:
+    return f"cbtxn_{secrets.token_hex(12)}"
+
+
+async def post(
+    session: AsyncSession, entry: Entry, now: datetime, *, entry_id: str | None = None
+) -> BalanceTransaction:
+    """Append `entry` and its `customer.balance_updated` event (with webhook deliveries)
+    in the session's transaction; the caller commits. 404-like DomainError when there is
+    no such customer, 409 `insufficient_balance` when a debit exceeds the balance. An entry
+    whose `source_key` is already written is returned as it was, not written again."""
+    if entry.source_key is not None and (seen := await repo.by_source(session, entry.source_key)):
+        return seen
+    if not await repo.lock_customer(session, entry.customer_id):
+        raise DomainError("resource_missing", f"No customer with id '{entry.customer_id}'", 404)
+    if entry.source_key is not None and (seen := await repo.by_source(session, entry.source_key)):
+        return seen  # written by the writer we waited for
+    before = await repo.available(session, entry.customer_id, entry.currency)
+    balance_after(before, entry.amount)
+    row = await repo.append(
+        session,
+        entry_id=entry_id or new_entry_id(),
+        customer_id=entry.customer_id,
+        currency=entry.currency,
+        amount=entry.amount,
+        balance_before=before,
+        type_=entry.type,
+        description=entry.description,
+        now=now,
+        invoice_id=entry.invoice_id,
+        subscription_id=entry.subscription_id,
+        actor=entry.actor,
+        source_key=entry.source_key,
+    )
+    await _announce(session, row, now)
+    log.info(
+        "balance.entry_posted",
+        customer_id=row.customer_id,
+        entry_id=row.id,
+        type=row.type,
+        amount=row.amount,
+        currency=row.currency,
+        balance=row.balance_after,
+    )
+    return row
+
+
+async def _announce(session: AsyncSession, row: BalanceTransaction, now: datetime) -> None:
+    """The timeline entry (with the actor) and its webhook deliveries, in the customer's
+    own lane (a balance belongs to no one subscription)."""
+    event_id = f"evt_{secrets.token_hex(12)}"
+    data = {
+        "transaction_id": row.id,
+        "type": row.type,
+        "amount": row.amount,
+        "currency": row.currency,
+        "balance": row.balance_after,
+        "invoice_id": row.invoice_id,
+        "description": row.description,
+    }
+    session.add(
+        Event(
+            id=event_id,
+            subscription_id=row.subscription_id,
+            customer_id=row.customer_id,
+            type=BALANCE_UPDATED,
+            data=json.loads(json.dumps(data)),
+            actor=row.actor,
+            occurred_at=now,
+            created_at=now,
+        )
+    )
+    await session.flush()
+    endpoints = await notifications.endpoint_filters(session)
+    deliveries = [
+        (row.customer_id, endpoint.id, event_id)
+        for endpoint in endpoints
+        if endpoint.created_at <= now and wants(endpoint.events, BALANCE_UPDATED)
+    ]
+    await outbox.enqueue(session, deliveries, now)

@@ -1,0 +1,117 @@
+"""The customer balance through the API: manual credits and debits by staff, the ledger,
+`balances` on the customer, the audited timeline entry and its webhook event."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from tests.api.billing_support import api_key, rejected
+from tests.helpers import make_customer, ok
+
+
+async def _post(
+    api: httpx.AsyncClient, customer_id: str, body: dict[str, Any], **kw: Any
+) -> httpx.Response:
+    return await api.post(f"/v1/customers/{customer_id}/balance_transactions", json=body, **kw)
+
+
+async def test_manual_credit_and_debit_keep_the_ledger_and_balance(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    customer = await make_customer(api)
+    assert customer["balances"] == {}
+    support = await api_key(api, "support")
+
+    credit = ok(
+        await _post(
+            api,
+            customer["id"],
+            {"amount": 1500, "currency": "USD", "description": "Sorry for the outage"},
+            headers=support,
+        ),
+        201,
+    )
+    assert credit["id"].startswith("cbtxn_")
+    assert (credit["amount"], credit["currency"], credit["type"]) == (1500, "usd", "manual")
+    assert credit["balance_after"] == 1500
+    debit = ok(
+        await _post(api, customer["id"], {"amount": -400, "currency": "usd", "description": "Fix"}),
+        201,
+    )
+    assert debit["balance_after"] == 1100
+    refused = await _post(
+        api, customer["id"], {"amount": -1101, "currency": "usd", "description": "Too much"}
+    )
+    assert "below zero" in rejected(refused, 409, "insufficient_balance")
+    # Another currency has its own balance, starting at zero.
+    rejected(
+        await _post(api, customer["id"], {"amount": -1, "currency": "eur", "description": "x"}),
+        409,
+        "insufficient_balance",
+    )
+
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert [(t["amount"], t["type"], t["invoice_id"]) for t in ledger] == [
+        (1500, "manual", None),
+        (-400, "manual", None),
+    ]
+    shown = ok(await api.get(f"/v1/customers/{customer['id']}"))
+    assert shown["balances"] == {"usd": 1100}
+
+    events = ok(await api.get("/v1/events", params={"customer_id": customer["id"]}))
+    updates = [e for e in events if e["type"] == "customer.balance_updated"]
+    assert [(e["data"]["amount"], e["data"]["balance"]) for e in updates] == [
+        (1500, 1500),
+        (-400, 1100),
+    ]
+    support_key_id = updates[0]["actor"]
+    assert support_key_id.startswith("key:") and updates[1]["actor"] != support_key_id
+
+
+async def test_roles_and_bad_input(app_client: httpx.AsyncClient) -> None:
+    api = app_client
+    customer = await make_customer(api)
+    body = {"amount": 100, "currency": "usd", "description": "x"}
+    product = await api_key(api, "product")
+    rejected(await _post(api, customer["id"], body, headers=product), 403, "forbidden")
+    # Any key reads the ledger.
+    ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions", headers=product))
+    rejected(await _post(api, "cus_missing", body), 404, "resource_missing")
+    rejected(await _post(api, customer["id"], {**body, "amount": 0}), 422, "invalid_amount")
+    rejected(await _post(api, customer["id"], {**body, "amount": 1.5}), 422, "validation_error")
+    rejected(await _post(api, customer["id"], {**body, "currency": "us"}), 422, "validation_error")
+    assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {}
+
+
+async def test_concurrent_debits_never_take_the_balance_below_zero(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    customer = await make_customer(api)
+    ok(
+        await _post(api, customer["id"], {"amount": 1000, "currency": "usd", "description": "c"}),
+        201,
+    )
+    debit = {"amount": -300, "currency": "usd", "description": "d"}
+    answers = await asyncio.gather(*(_post(api, customer["id"], debit) for _ in range(6)))
+    assert sorted(r.status_code for r in answers) == [201, 201, 201, 409, 409, 409]
+    shown = ok(await api.get(f"/v1/customers/{customer['id']}"))
+    assert shown["balances"] == {"usd": 100}
+
+
+async def test_a_repeated_request_with_its_idempotency_key_posts_once(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    customer = await make_customer(api)
+    body = {"amount": 250, "currency": "usd", "description": "Goodwill"}
+    headers = {"Idempotency-Key": f"credit-{customer['id']}"}
+    first = ok(await _post(api, customer["id"], body, headers=headers), 201)
+    again = ok(await _post(api, customer["id"], body, headers=headers), 201)
+    assert again["id"] == first["id"]
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert len(ledger) == 1
