@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -22,10 +23,12 @@ from api.deps import (
 from api.errors import ApiError, not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
+from api.items_view import with_items
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
-from db.models import Plan
+from db.models import Plan, SubscriptionItem
 from db.repositories import invoices as invoice_repo
+from db.repositories import items as items_repo
 from db.repositories import starts as start_records
 from db.repositories import subscriptions as repo
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
@@ -57,8 +60,8 @@ STATUSES = {
 }
 
 
-def _out(view: SubscriptionView) -> dict[str, Any]:
-    return view.model_dump(mode="json", exclude={"state_version"})
+def _out(view: SubscriptionView, items: Sequence[SubscriptionItem] | None = None) -> dict[str, Any]:
+    return with_items(view, items).model_dump(mode="json", exclude={"state_version"})
 
 
 @router.post("", status_code=201)
@@ -144,7 +147,8 @@ async def list_subscriptions(
     rows = await repo.list_filtered(
         session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit
     )
-    return [_row_out(r) for r in rows]
+    items = await items_repo.items_of(session, [r.id for r in rows])
+    return [_row_out(r, items.get(r.id)) for r in rows]
 
 
 @router.get("/{subscription_id}")
@@ -154,11 +158,12 @@ async def get_subscription(
     row = await repo.get(session, subscription_id)
     if row is None:
         raise not_found("subscription", subscription_id)
-    return _row_out(row)
+    items = await items_repo.items_of(session, [row.id])
+    return _row_out(row, items.get(row.id))
 
 
-def _row_out(row: Any) -> dict[str, Any]:
-    return _out(SubscriptionView.model_validate(row, from_attributes=True))
+def _row_out(row: Any, items: Sequence[SubscriptionItem] | None) -> dict[str, Any]:
+    return _out(SubscriptionView.model_validate(row, from_attributes=True), items)
 
 
 ENDED = {"canceled", "incomplete_expired"}
