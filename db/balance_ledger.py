@@ -12,7 +12,7 @@ from datetime import datetime
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import BalanceTransaction, Event
+from db.models import BalanceTransaction, Event, Invoice
 from db.repositories import balance as repo
 from db.repositories import notifications, outbox
 from domain.balance import BalanceTxnType, balance_after
@@ -119,3 +119,84 @@ async def _announce(session: AsyncSession, row: BalanceTransaction, now: datetim
         if endpoint.created_at <= now and wants(endpoint.events, BALANCE_UPDATED)
     ]
     await outbox.enqueue(session, deliveries, now)
+
+
+def applied_key(invoice_id: str) -> str:
+    return f"invoice_applied:{invoice_id}"
+
+
+def credited_key(invoice_id: str) -> str:
+    return f"invoice_credited:{invoice_id}"
+
+
+def restored_key(invoice_id: str) -> str:
+    return f"invoice_void:{invoice_id}"
+
+
+async def apply_up_to(
+    session: AsyncSession,
+    *,
+    customer_id: str,
+    currency: str,
+    invoice_id: str,
+    subscription_id: str,
+    wanted: int,
+    now: datetime,
+) -> int:
+    """Use up to `wanted` of the customer's credit for an invoice, once per invoice: the
+    amount applied (0 when there is none); a repeat returns what the first call applied."""
+    if (seen := await repo.by_source(session, applied_key(invoice_id))) is not None:
+        return -seen.amount
+    if wanted <= 0 or await repo.available(session, customer_id, currency) <= 0:
+        return 0  # the common case, answered without taking the customer's lock
+    if not await repo.lock_customer(session, customer_id):
+        return 0
+    if (seen := await repo.by_source(session, applied_key(invoice_id))) is not None:
+        return -seen.amount
+    applied = min(wanted, await repo.available(session, customer_id, currency))
+    if applied <= 0:
+        return 0
+    await post(
+        session,
+        Entry(
+            customer_id=customer_id,
+            currency=currency,
+            amount=-applied,
+            type=BalanceTxnType.APPLIED_TO_INVOICE,
+            description=f"Applied to invoice {invoice_id}",
+            invoice_id=invoice_id,
+            subscription_id=subscription_id,
+            source_key=applied_key(invoice_id),
+        ),
+        now,
+    )
+    return applied
+
+
+async def restore_voided(session: AsyncSession, invoice_id: str, now: datetime) -> int:
+    """Give back the credit a voided invoice had applied (once); the amount restored."""
+    applied = await repo.by_source(session, applied_key(invoice_id))
+    if applied is None or await repo.by_source(session, restored_key(invoice_id)) is not None:
+        return 0
+    if await invoice_status(session, invoice_id) != "void":
+        return 0
+    await post(
+        session,
+        Entry(
+            customer_id=applied.customer_id,
+            currency=applied.currency,
+            amount=-applied.amount,
+            type=BalanceTxnType.ADJUSTMENT,
+            description=f"Invoice {invoice_id} was voided: its credit is restored",
+            invoice_id=invoice_id,
+            subscription_id=applied.subscription_id,
+            source_key=restored_key(invoice_id),
+        ),
+        now,
+    )
+    return -applied.amount
+
+
+async def invoice_status(session: AsyncSession, invoice_id: str) -> str | None:
+    invoice = await session.get(Invoice, invoice_id)
+    return invoice.status if invoice else None

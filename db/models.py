@@ -104,10 +104,12 @@ class BalanceTransaction(SQLModel, table=True):
 
     __tablename__ = "customer_balance_transactions"
     __table_args__ = (
-        Index("ix_customer_balance_transactions_customer", "customer_id", "currency", "created_at"),
+        Index("ix_customer_balance_transactions_customer", "customer_id", "currency", "seq"),
     )
 
     id: str = Field(primary_key=True)  # cbtxn_
+    # Ledger order: entries of a test-clock subscription carry the clock's time.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), unique=True))
     customer_id: str
     currency: str
     amount: int = Field(sa_type=BigInteger)

@@ -38,7 +38,7 @@ async def transactions(
     query = (
         select(BalanceTransaction)
         .where(BalanceTransaction.customer_id == customer_id)
-        .order_by(col(BalanceTransaction.created_at), col(BalanceTransaction.id))
+        .order_by(col(BalanceTransaction.seq))
         .limit(limit)
     )
     return (await session.exec(query)).all()

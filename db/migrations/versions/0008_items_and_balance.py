@@ -49,6 +49,7 @@ def upgrade() -> None:
     )
     op.create_table('customer_balance_transactions',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), sa.Identity(always=False), nullable=False),
     sa.Column('customer_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('currency', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('amount', sa.BigInteger(), nullable=False),
@@ -61,12 +62,13 @@ def upgrade() -> None:
     sa.Column('source_key', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('seq'),
     sa.UniqueConstraint('source_key')
     )
     op.create_index(
         'ix_customer_balance_transactions_customer',
         'customer_balance_transactions',
-        ['customer_id', 'currency', 'created_at'],
+        ['customer_id', 'currency', 'seq'],
         unique=False,
     )
     op.execute(
@@ -96,7 +98,7 @@ def upgrade() -> None:
                'adjustment', NULL, subscription_id,
                'Credit carried to the next invoice of ' || subscription_id,
                NULL, 'carried_credit:' || subscription_id, at
-        FROM carried
+        FROM carried ORDER BY at, subscription_id
         """
     )
 
