@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.api.billing_support import api_key, rejected
-from tests.helpers import make_customer, ok
+from tests.api.billing_support import api_key, at, rejected
+from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
 
 
 async def _post(
@@ -115,3 +115,48 @@ async def test_a_repeated_request_with_its_idempotency_key_posts_once(
     assert again["id"] == first["id"]
     ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
     assert len(ledger) == 1
+
+
+async def test_invoices_use_the_balance_last_and_a_zero_total_is_paid_without_stripe(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    plan = await make_plan(api, amount=1000)
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 5, 1))
+    ok(
+        await _post(api, customer["id"], {"amount": 2300, "currency": "usd", "description": "c"}),
+        201,
+    )
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    assert sub["status"] == "active"
+    for month in (6, 7, 8):
+        await advance(api, clock["id"], at(2027, month, 1))
+    bills = await invoices(api, sub["id"])
+    # 1000 each month: paid by 1000, 1000 and 300 of credit, then 700 charged, then 1000.
+    assert [(b["total"], b["status"]) for b in bills] == [
+        (0, "paid"),
+        (0, "paid"),
+        (700, "paid"),
+        (1000, "paid"),
+    ]
+    assert [[li["kind"] for li in b["lines"]] for b in bills] == [
+        ["subscription", "balance"],
+        ["subscription", "balance"],
+        ["subscription", "balance"],
+        ["subscription"],
+    ]
+    assert bills[2]["lines"][-1]["amount"] == -300
+    # No money moved for a zero total; the 700 went through Stripe.
+    assert [a["stripe_payment_intent_id"] is None for a in bills[0]["attempts"]] == [True]
+    assert bills[2]["attempts"][-1]["amount"] == 700
+    assert bills[2]["attempts"][-1]["stripe_payment_intent_id"]
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert [(t["amount"], t["type"], t["invoice_id"], t["balance_after"]) for t in ledger] == [
+        (2300, "manual", None, 2300),
+        (-1000, "applied_to_invoice", bills[0]["id"], 1300),
+        (-1000, "applied_to_invoice", bills[1]["id"], 300),
+        (-300, "applied_to_invoice", bills[2]["id"], 0),
+    ]
+    assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 0}
