@@ -77,13 +77,14 @@ async def create_subscription(
     """Start the subscription; answers after the first charge (or trial start) is decided."""
     if (replay := await idem.replay()) is not None:
         return replay
+    specs = body.item_specs()
     customer, plan, clock = await repo.subscribing(
-        session, body.customer_id, body.plan_id, body.test_clock_id
+        session, body.customer_id, specs[0][0], body.test_clock_id
     )
     if customer is None:
         raise not_found("customer", body.customer_id)
     if plan is None:
-        raise not_found("plan", body.plan_id)
+        raise not_found("plan", specs[0][0])
     now = datetime.now(UTC)
     if body.test_clock_id is not None:
         if not settings.sandbox:

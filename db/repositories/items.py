@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import SubscriptionItem
+from db.models import Plan, SubscriptionItem
 
 
 async def items_of(
@@ -25,3 +25,11 @@ async def items_of(
     for row in (await session.exec(query)).all():
         found.setdefault(row.subscription_id, []).append(row)
     return found
+
+
+async def plans(session: AsyncSession, plan_ids: Sequence[str]) -> dict[str, Plan]:
+    """The plans of `plan_ids` that exist, by id."""
+    if not plan_ids:
+        return {}
+    query = select(Plan).where(col(Plan.id).in_(plan_ids))
+    return {plan.id: plan for plan in (await session.exec(query)).all()}
