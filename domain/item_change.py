@@ -83,6 +83,7 @@ def decide_items_change(
     policy: PlanChangePolicy = DEFAULT_PLAN_CHANGE_POLICY,
     *,
     lateral_when: ChangeWhen = ChangeWhen.PERIOD_END,
+    decrease_proration: ProrationBehavior | None = None,
     same_code: str = "same_items",
 ) -> ChangeDecision:
     """Validate a change and decide when it applies and how it is charged.
@@ -90,7 +91,8 @@ def decide_items_change(
     An increase of the recurring total applies now (`policy.upgrade_when`) and is invoiced
     at once; a decrease waits for the period end (`policy.downgrade_when`) unless asked
     for now, when its net credit goes to the balance; an equal total applies at
-    `lateral_when` (a plan change keeps its rule: now). A different period length applies
+    `lateral_when` (a plan change keeps its rule: now); a decrease now is charged as
+    `decrease_proration` says (default: the policy's). A different period length applies
     now with a new anchor. During a trial nothing was charged: now, with no proration.
     Nothing at period end is prorated."""
     kind = check_items_change(
@@ -102,7 +104,7 @@ def decide_items_change(
         )
     if kind == ChangeKind.DOWNGRADE:
         when = requested_when or policy.downgrade_when
-        default_proration = policy.downgrade_proration
+        default_proration = decrease_proration or policy.downgrade_proration
     elif kind == ChangeKind.INTERVAL_CHANGE:
         when = requested_when or ChangeWhen.NOW
         default_proration = policy.upgrade_proration

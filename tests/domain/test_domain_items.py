@@ -258,3 +258,39 @@ def test_items_keep_their_ids_and_totals() -> None:
     new = carry_item_ids(old, [item(INSIDER, 5, "si_new"), item(STORAGE_YEAR, 1, "si_c")])
     assert [i.id for i in new] == ["si_a", "si_c"]
     assert recurring_total(old) == 2397 + 1500
+
+
+# ---------------------------------------------------------------- quoting a change
+
+
+def test_quotes_of_each_kind_of_change() -> None:
+    from domain.item_quote import Billing, quote_items_change
+
+    start, end, now = utc(2025, 6, 1), utc(2025, 7, 1), utc(2025, 6, 16)
+    old, up = [item(INSIDER, 3)], [item(INSIDER, 5)]
+    where = {"period_start": start, "period_end": end, "anchor": start, "now": now}
+    quote = quote_items_change(old, up, decide_items_change(old, up, "active", 0), **where)
+    assert (quote.billing, [li.amount for li in quote.lines]) == (
+        Billing.INVOICE_NOW,
+        [-1199, 1998],
+    )
+    assert (quote.invoice_start, quote.invoice_end) == (now, end)
+
+    down = [item(INSIDER, 2)]
+    later = quote_items_change(old, down, decide_items_change(old, down, "active", 0), **where)
+    assert later.billing is Billing.AT_PERIOD_END
+    assert (later.effective_at, later.period_end) == (end, utc(2025, 8, 1))
+    assert [li.amount for li in later.lines] == [1598]
+
+    deferred = decide_items_change(
+        old, up, "active", 0, requested_proration=ProrationBehavior.CREATE_PRORATIONS
+    )
+    quote = quote_items_change(old, up, deferred, **where)
+    assert quote.billing is Billing.NEXT_INVOICE and len(quote.lines) == 2
+
+    yearly = [item(TEAM_YEAR, 2)]
+    switch = quote_items_change(old, yearly, decide_items_change(old, yearly, "active", 0), **where)
+    assert switch.billing is Billing.INVOICE_NOW
+    assert (switch.anchor, switch.period_start, switch.period_end) == (now, now, utc(2026, 6, 16))
+    # Unused time on 3 seats (-1199), then a full year of 2 Team seats.
+    assert [li.amount for li in switch.lines] == [-1199, 24_000]
