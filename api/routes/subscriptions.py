@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api import lifecycle
+from api.balance_preview import with_balance
 from api.deps import (
     CurrentKey,
     LifecycleDep,
@@ -220,6 +221,8 @@ async def change_plan(
     out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
     if result.preview:
         preview = result.invoice_preview
+        if preview is not None:
+            preview = await with_balance(session, preview)
         out["invoice_preview"] = _draft_out(preview) if preview else None
         return out
     out["invoice"] = None

@@ -160,3 +160,29 @@ async def test_invoices_use_the_balance_last_and_a_zero_total_is_paid_without_st
         (-300, "applied_to_invoice", bills[2]["id"], 0),
     ]
     assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 0}
+
+
+async def test_a_preview_shows_the_balance_line_the_change_then_makes(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    basic, pro = await make_plan(api, amount=1000), await make_plan(api, amount=3000)
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 9, 1))
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=basic["id"], test_clock_id=clock["id"]
+    )
+    ok(
+        await _post(api, customer["id"], {"amount": 400, "currency": "usd", "description": "c"}),
+        201,
+    )
+    await advance(api, clock["id"], at(2027, 9, 16))
+    change = f"/v1/subscriptions/{sub['id']}/change_plan"
+    preview = ok(await api.post(change, json={"plan_id": pro["id"], "preview": True}))
+    # 15 of 30 days left: -500 + 1500, then 400 of credit.
+    lines = [(li["kind"], li["amount"]) for li in preview["invoice_preview"]["lines"]]
+    assert lines == [("proration", -500), ("proration", 1500), ("balance", -400)]
+    assert preview["invoice_preview"]["total"] == 600
+    done = ok(await api.post(change, json={"plan_id": pro["id"]}))
+    assert [(li["kind"], li["amount"]) for li in done["invoice"]["lines"]] == lines
+    assert (done["invoice"]["total"], done["invoice"]["status"]) == (600, "paid")
+    assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 0}
