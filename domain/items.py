@@ -17,7 +17,7 @@ from domain._time import as_utc
 from domain.contracts import PlanSnapshot
 from domain.errors import DomainError
 from domain.invoices import InvoiceLine, LineKind
-from domain.periods import interval_months
+from domain.periods import interval_months, period_containing
 from domain.plan_change import ChangeKind
 from domain.plans import PlanTerms
 from domain.proration import prorate
@@ -129,6 +129,41 @@ def period_lines(items: Sequence[Item], start: datetime, end: datetime) -> list[
         )
         for item in items
     ]
+
+
+def partial_period_lines(
+    items: Sequence[Item], anchor: datetime, start: datetime, end: datetime
+) -> list[InvoiceLine]:
+    """A first period shorter than a full one (a future billing anchor), each item charged
+    pro rata: `round(total x (end - start) / full period)`, as a `proration` line."""
+    plan = items[0].plan
+    full_start, full_end = period_containing(anchor, plan.interval, plan.interval_count, start)
+    if full_end != end:
+        raise ValueError("partial period must end on the anchor boundary")
+    span = period_range(start, end)
+    lines: list[InvoiceLine] = []
+    for item in items:
+        amount = prorate(0, item.total, full_start, full_end, start).debit
+        label = item_label(item.plan.name, item.quantity)
+        lines.append(_proration(f"{label}, {span}", amount, start, end))
+    return lines
+
+
+def opening_lines(
+    items: Sequence[Item], anchor: datetime, start: datetime
+) -> tuple[list[InvoiceLine], datetime]:
+    """The lines of the period starting at `start` and its end: full prices when `start` is
+    on an anchor boundary, pro rata up to the next boundary otherwise."""
+    plan = items[0].plan
+    full_start, end = period_containing(anchor, plan.interval, plan.interval_count, start)
+    if full_start == start:
+        return period_lines(items, start, end), end
+    return partial_period_lines(items, anchor, start, end), end
+
+
+def features_of(items: Sequence[Item]) -> list[str]:
+    """What the items entitle to: the union of their plans' features, in first-seen order."""
+    return list(dict.fromkeys(feature for item in items for feature in item.plan.features))
 
 
 def _by_plan(items: Sequence[Item]) -> dict[str, Item]:

@@ -294,3 +294,27 @@ def test_quotes_of_each_kind_of_change() -> None:
     assert (switch.anchor, switch.period_start, switch.period_end) == (now, now, utc(2026, 6, 16))
     # Unused time on 3 seats (-1199), then a full year of 2 Team seats.
     assert [li.amount for li in switch.lines] == [-1199, 24_000]
+
+
+def test_opening_lines_full_and_partial() -> None:
+    from domain.items import features_of, opening_lines
+
+    seats = [item(INSIDER, 3), item(PATRON, 1)]
+    lines, end = opening_lines(seats, utc(2025, 6, 1), utc(2025, 7, 1))
+    assert end == utc(2025, 8, 1)
+    assert [(li.kind.value, li.amount) for li in lines] == [
+        ("subscription", 2397),
+        ("subscription", 1500),
+    ]
+    # A trial ending Jun 16 on a Jun 1 anchor: the rest of June, pro rata (15 of 30 days).
+    lines, end = opening_lines(seats, utc(2025, 6, 1), utc(2025, 6, 16))
+    assert end == utc(2025, 7, 1)
+    assert [(li.kind.value, li.amount, li.description) for li in lines] == [
+        ("proration", 1199, "3 \u00d7 Insider, Jun 16 \u2013 Jul 1 2025"),
+        ("proration", 750, "Patron, Jun 16 \u2013 Jul 1 2025"),
+    ]
+    with_features = [
+        item(INSIDER.model_copy(update={"features": ["posts", "chat"]}), 1),
+        item(PATRON.model_copy(update={"features": ["chat", "merch"]}), 1),
+    ]
+    assert features_of(with_features) == ["posts", "chat", "merch"]
