@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api import lifecycle
-from api.balance_preview import with_balance
+from api.change_result import change_out
 from api.deps import (
     CurrentKey,
     LifecycleDep,
@@ -25,14 +25,12 @@ from api.errors import ApiError, not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.items_view import with_items
-from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
 from db.models import Plan, SubscriptionItem
-from db.repositories import invoices as invoice_repo
 from db.repositories import items as items_repo
 from db.repositories import starts as start_records
 from db.repositories import subscriptions as repo
-from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
+from domain.contracts import ChargeOutcome, SubscriptionView
 from domain.periods import Interval, interval_months
 from domain.status import SubscriptionStatus as S
 from workflows.messages import (
@@ -182,19 +180,6 @@ async def _require(session: SessionDep, subscription_id: str) -> None:
         )
 
 
-def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
-    """A previewed invoice: the shape of an invoice, never stored, so no id."""
-    body = draft.model_dump(mode="json")
-    return {
-        **body,
-        "id": None,
-        "status": "draft",
-        "total": draft.total,
-        "paid_at": None,
-        "attempts": [],
-    }
-
-
 @router.post("/{subscription_id}/change_plan")
 async def change_plan(
     subscription_id: str,
@@ -218,19 +203,7 @@ async def change_plan(
     result: ChangePlanResult = await calls.update(
         key, subscription_id, SubscriptionWorkflow.change_plan, req
     )
-    out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
-    if result.preview:
-        preview = result.invoice_preview
-        if preview is not None:
-            preview = await with_balance(session, preview)
-        out["invoice_preview"] = _draft_out(preview) if preview else None
-        return out
-    out["invoice"] = None
-    if result.invoice is not None:
-        stored = await invoice_repo.get_invoice(session, result.invoice.id)
-        if stored is not None:
-            out["invoice"] = (await render(session, [stored]))[0].model_dump(mode="json")
-    return out
+    return await change_out(session, result)
 
 
 @router.post("/{subscription_id}/cancel")
