@@ -19,7 +19,7 @@ from temporalio import activity
 
 from db import balance_ledger
 from db.engine import transaction
-from db.projection import write_projection
+from db.repositories.projection import write_projection
 from domain.contracts import SyncRequest
 
 FAILURES = "recur_projection_failures"
@@ -29,7 +29,8 @@ log = structlog.get_logger()
 
 class LedgerActivities:
     def __init__(self, engine: AsyncEngine, queued: Callable[[], None] | None = None) -> None:
-        # The projection is one statement (db.projection): run on its own, it is atomic.
+        # The projection is one statement (db.repositories.projection): run on its own, it
+        # is atomic.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._engine = engine
         # Called after a commit that queued deliveries: wakes this process's dispatcher.

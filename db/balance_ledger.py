@@ -7,17 +7,16 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import BalanceTransaction, Event, Invoice
 from db.repositories import balance as repo
-from db.repositories import notifications, outbox
+from db.repositories import outbox
+from domain import errors
 from domain.balance import BalanceTxnType, balance_after
-from domain.errors import DomainError
-from domain.notifications import wants
 
 log = structlog.get_logger()
 
@@ -53,7 +52,7 @@ async def post(
     if entry.source_key is not None and (seen := await repo.by_source(session, entry.source_key)):
         return seen
     if not await repo.lock_customer(session, entry.customer_id):
-        raise DomainError("resource_missing", f"No customer with id '{entry.customer_id}'", 404)
+        raise errors.RESOURCE_MISSING(f"No customer with id '{entry.customer_id}'")
     if entry.source_key is not None and (seen := await repo.by_source(session, entry.source_key)):
         return seen  # written by the writer we waited for
     before = await repo.available(session, entry.customer_id, entry.currency)
@@ -112,13 +111,10 @@ async def _announce(session: AsyncSession, row: BalanceTransaction, now: datetim
         )
     )
     await session.flush()
-    endpoints = await notifications.endpoint_filters(session)
-    deliveries = [
-        (row.customer_id, endpoint.id, event_id)
-        for endpoint in endpoints
-        if endpoint.created_at <= now and wants(endpoint.events, BALANCE_UPDATED)
-    ]
-    await outbox.enqueue(session, deliveries, now)
+    # Routed and due at the real time (`now` may be a test clock's, years ahead).
+    await outbox.queue_webhooks(
+        session, row.customer_id, event_id, BALANCE_UPDATED, datetime.now(UTC)
+    )
 
 
 def applied_key(invoice_id: str) -> str:

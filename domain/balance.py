@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from domain import errors
 from domain._time import as_utc
-from domain.errors import DomainError
 from domain.invoices import InvoiceLine, LineKind
 
 APPLIED_DESCRIPTION = "Applied from your credit balance"
@@ -84,12 +84,10 @@ def balance_after(balance: int, amount: int) -> int:
     if balance < 0:
         raise ValueError(f"a balance is never negative, got {balance}")
     if amount == 0:
-        raise DomainError("invalid_amount", "A balance transaction moves a non-zero amount", 422)
+        raise errors.INVALID_AMOUNT("A balance transaction moves a non-zero amount")
     after = balance + amount
     if after < 0:
-        raise DomainError(
-            "insufficient_balance",
-            f"The balance holds {balance}; a debit of {-amount} would take it below zero",
-            409,
+        raise errors.INSUFFICIENT_BALANCE(
+            f"The balance holds {balance}; a debit of {-amount} would take it below zero"
         )
     return after

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.errors import DomainError
+from domain import errors
 from domain.items import Item, check_items, classify_items_change, item_terms, same_items
 from domain.plan_change import (
     DEFAULT_PLAN_CHANGE_POLICY,
@@ -49,26 +49,22 @@ def check_items_change(
         raise ValueError(f"changes_this_period must be >= 0, got {changes_this_period}")
     state = SubscriptionStatus(status)
     if state in _NOT_CHANGEABLE:
-        raise DomainError(
-            "subscription_not_changeable", f"A {state.value} subscription cannot change items", 409
+        raise errors.SUBSCRIPTION_NOT_CHANGEABLE(
+            f"A {state.value} subscription cannot change items"
         )
     check_items(item_terms(new))
     if old[0].plan.currency != new[0].plan.currency:
-        raise DomainError(
-            "currency_mismatch",
-            f"Cannot change from {old[0].plan.currency} items to {new[0].plan.currency} items",
-            422,
+        raise errors.CURRENCY_MISMATCH(
+            f"Cannot change from {old[0].plan.currency} items to {new[0].plan.currency} items"
         )
     if same_items(old, new):
-        raise DomainError(same_code, "The subscription already has exactly these items", 409)
+        raise errors.DECLARED[same_code]("The subscription already has exactly these items")
     kind = classify_items_change(old, new)
     if state == SubscriptionStatus.PAST_DUE and kind != ChangeKind.DOWNGRADE:
-        raise DomainError(
-            "subscription_past_due", "Settle the outstanding invoice before adding to it", 409
-        )
+        raise errors.SUBSCRIPTION_PAST_DUE("Settle the outstanding invoice before adding to it")
     if changes_this_period >= limit:
-        raise DomainError(
-            "too_many_changes", f"At most {limit} plan or item changes are allowed per period", 409
+        raise errors.TOO_MANY_CHANGES(
+            f"At most {limit} plan or item changes are allowed per period"
         )
     return kind
 

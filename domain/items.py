@@ -13,9 +13,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain import errors
 from domain._time import as_utc
 from domain.contracts import PlanSnapshot
-from domain.errors import DomainError
 from domain.invoices import InvoiceLine, LineKind
 from domain.periods import interval_months, period_containing
 from domain.plan_change import ChangeKind
@@ -57,36 +57,28 @@ def check_items(items: Sequence[tuple[PlanTerms, int]]) -> None:
     """An item set a subscription may have: 1-20 items of distinct plans, each quantity
     1-10,000, one currency and one billing period (interval and interval_count)."""
     if not 1 <= len(items) <= MAX_ITEMS:
-        raise DomainError(
-            "invalid_items", f"A subscription has 1 to {MAX_ITEMS} items, not {len(items)}", 422
-        )
+        raise errors.INVALID_ITEMS(f"A subscription has 1 to {MAX_ITEMS} items, not {len(items)}")
     seen: set[str] = set()
     for plan, quantity in items:
         if plan.plan_id in seen:
-            raise DomainError("invalid_items", f"Plan {plan.plan_id} is listed twice", 422)
+            raise errors.INVALID_ITEMS(f"Plan {plan.plan_id} is listed twice")
         seen.add(plan.plan_id)
         if isinstance(quantity, bool) or not 1 <= quantity <= MAX_QUANTITY:
-            raise DomainError(
-                "invalid_items",
-                f"Quantity of {plan.plan_id} must be 1 to {MAX_QUANTITY}, not {quantity}",
-                422,
+            raise errors.INVALID_ITEMS(
+                f"Quantity of {plan.plan_id} must be 1 to {MAX_QUANTITY}, not {quantity}"
             )
     first = items[0][0]
     for plan, _ in items[1:]:
         if plan.currency != first.currency:
-            raise DomainError(
-                "currency_mismatch",
+            raise errors.CURRENCY_MISMATCH(
                 f"All items bill in one currency: {first.plan_id} is {first.currency}, "
-                f"{plan.plan_id} is {plan.currency}",
-                422,
+                f"{plan.plan_id} is {plan.currency}"
             )
         if (plan.interval, plan.interval_count) != (first.interval, first.interval_count):
-            raise DomainError(
-                "interval_mismatch",
+            raise errors.INTERVAL_MISMATCH(
                 f"All items bill on one period: {first.plan_id} every "
                 f"{first.interval_count} {first.interval.value}, {plan.plan_id} every "
-                f"{plan.interval_count} {plan.interval.value}",
-                422,
+                f"{plan.interval_count} {plan.interval.value}"
             )
 
 

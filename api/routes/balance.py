@@ -65,6 +65,4 @@ async def create_balance_transaction(
         datetime.now(UTC),
     )
     out = BalanceTransactionOut.model_validate(row, from_attributes=True)
-    response = await idem.respond(201, out)
-    await session.commit()
-    return response
+    return await idem.respond(201, out)
