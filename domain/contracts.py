@@ -107,18 +107,21 @@ class PauseView(BaseModel):
     resumes_at: datetime | None = None
 
 
-class PendingChangeView(BaseModel):
-    plan_id: str
-    effective_at: datetime
-    proration: str = "none"
-
-
 class ItemView(BaseModel):
     """A subscription item as the API shows it."""
 
     id: str
     plan_id: str
     quantity: int
+
+
+class PendingChangeView(BaseModel):
+    plan_id: str
+    effective_at: datetime
+    proration: str = "none"
+    # The items the change makes (a change of items; absent from a plan change of a run
+    # from before items).
+    items: list[ItemView] | None = None
 
 
 class SubscriptionView(BaseModel):

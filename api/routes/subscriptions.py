@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api import lifecycle
+from api import lifecycle, subscription_items
 from api.change_result import change_out
 from api.deps import (
     CurrentKey,
@@ -33,6 +33,7 @@ from db.repositories import plans
 from db.repositories import subscriptions as repo
 from domain import errors
 from domain.contracts import ChargeOutcome, SubscriptionView
+from domain.items import Item
 from domain.periods import Interval, interval_months
 from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
@@ -93,10 +94,16 @@ async def create_subscription(
             raise errors.INVALID_BILLING_CYCLE_ANCHOR(
                 "billing_cycle_anchor must be between now and one period ahead"
             )
+    snapshot = lifecycle.plan_snapshot(plan)
+    if specs == [(plan.id, 1)]:
+        items = [Item(id=new_id("si"), plan=snapshot)]
+    else:
+        items = await subscription_items.resolve(session, specs)
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
         customer_id=customer.id,
-        plan=lifecycle.plan_snapshot(plan),
+        plan=snapshot,
+        items=items,
         trial_days=body.trial_days,
         test_clock_id=body.test_clock_id,
         clock_now=now if body.test_clock_id else None,
