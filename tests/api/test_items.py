@@ -313,3 +313,64 @@ async def test_item_sets_that_are_not_one(app_client: httpx.AsyncClient) -> None
         422,
         "currency_mismatch",
     )
+
+
+async def test_deferred_and_unprorated_changes_and_the_change_limit(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    insider = await make_plan(api, name="Insider", amount=799)
+    patron = await make_plan(api, name="Patron", amount=1500)
+    _, clock, sub = await _seats(api, [{"plan_id": insider["id"], "quantity": 3}], at(2027, 6, 1))
+    await advance(api, clock["id"], at(2027, 6, 16))
+    # create_prorations: applied now, the lines wait for the renewal.
+    deferred = await _update(
+        api,
+        sub["id"],
+        items=[{"plan_id": insider["id"], "quantity": 5}],
+        proration="create_prorations",
+    )
+    assert deferred["invoice"] is None
+    assert quantities(deferred["subscription"]) == [(insider["id"], 5)]
+    # none: applied now, nothing prorated.
+    plain = await _update(
+        api,
+        sub["id"],
+        items=[{"plan_id": insider["id"], "quantity": 6}],
+        proration="none",
+    )
+    assert plain["invoice"] is None and plain["decision"]["proration"] == "none"
+    # A plan change counts too: the third change this period is the last one allowed.
+    ok(await call(api, sub["id"], "change_plan", {"plan_id": patron["id"]}))
+    refused = await call(
+        api, sub["id"], "update_items", {"items": [{"plan_id": patron["id"], "quantity": 9}]}
+    )
+    rejected(refused, 409, "too_many_changes")
+    after = await get_sub(api, sub["id"])
+    # The plan change moved the first item to Patron in its quantity.
+    assert quantities(after) == [(patron["id"], 6)] and after["plan_id"] == patron["id"]
+
+    await advance(api, clock["id"], at(2027, 7, 1))
+    renewal = (await invoices(api, sub["id"]))[-1]
+    # The deferred lines (3 -> 5 seats), then the period: 6 Patron seats.
+    assert amounts(renewal) == [
+        ("proration", -1199),
+        ("proration", 1998),
+        ("subscription", 9000),
+    ]
+
+
+async def test_a_pending_decrease_is_replaced_or_dropped(app_client: httpx.AsyncClient) -> None:
+    api = app_client
+    insider = await make_plan(api, name="Insider", amount=799)
+    _, clock, sub = await _seats(api, [{"plan_id": insider["id"], "quantity": 5}], at(2027, 6, 1))
+    first = await _update(api, sub["id"], items=[{"plan_id": insider["id"], "quantity": 2}])
+    assert [i["quantity"] for i in first["subscription"]["pending_change"]["items"]] == [2]
+    second = await _update(api, sub["id"], items=[{"plan_id": insider["id"], "quantity": 4}])
+    assert [i["quantity"] for i in second["subscription"]["pending_change"]["items"]] == [4]
+    dropped = await _update(api, sub["id"], items=[{"plan_id": insider["id"], "quantity": 5}])
+    assert dropped["subscription"]["pending_change"] is None
+    types = [e["type"] for e in await events_of(api, sub["id"], "subscription.update_canceled")]
+    assert types == ["subscription.update_canceled"]
+    await advance(api, clock["id"], at(2027, 7, 1))
+    assert amounts((await invoices(api, sub["id"]))[-1]) == [("subscription", 3995)]
