@@ -272,6 +272,12 @@ class Subscription:
             # Nothing else touched the state meanwhile: updates wait for the lock the step
             # holds, and the signals change only a past-due or incomplete subscription.
             self.state = paid
+            if outcome.amount != expected.amount and self.patches.use(ITEMS_AND_BALANCE):
+                # The customer's balance paid part of it: only the cash counts for a refund.
+                paid.period_payments = [
+                    p for p in paid.period_payments if p.invoice_id != invoice.id
+                ]
+                record_payment(paid, invoice, outcome)
             self.publish()
         return outcome
 
