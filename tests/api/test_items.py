@@ -9,8 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from temporalio.client import Client
 
+from api import lifecycle
+from domain.contracts import PlanSnapshot
+from domain.items import legacy_item_id
 from tests.api.billing_support import at, call, events_of, rejected
+from tests.conftest import Stack
 from tests.helpers import (
     advance,
     entitled,
@@ -22,6 +27,7 @@ from tests.helpers import (
     ok,
     subscribe,
 )
+from workflows.messages import SubscriptionInput
 
 X, DASH = "\u00d7", "\u2013"
 
@@ -374,3 +380,36 @@ async def test_a_pending_decrease_is_replaced_or_dropped(app_client: httpx.Async
     assert types == ["subscription.update_canceled"]
     await advance(api, clock["id"], at(2027, 7, 1))
     assert amounts((await invoices(api, sub["id"]))[-1]) == [("subscription", 3995)]
+
+
+async def test_a_subscription_started_without_items_bills_its_plan_as_one_item(
+    app_client: httpx.AsyncClient, stack: Stack, temporal_client: Client
+) -> None:
+    """What a subscription from before items looks like to this code: an input with a plan
+    and no items. Its one item has the id the migration gives it, and it changes like any."""
+    api = app_client
+    insider = await make_plan(api, name="Insider", amount=799)
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 6, 1))
+    inp = SubscriptionInput(
+        subscription_id=f"sub_legacy{customer['id'][-12:]}",
+        customer_id=customer["id"],
+        plan=PlanSnapshot.model_validate({**insider, "plan_id": insider["id"]}),
+        test_clock_id=clock["id"],
+        clock_now=at(2027, 6, 1),
+        customer_email=customer["email"],
+        policy=lifecycle.billing_policy(stack.settings),
+    )
+    view = await lifecycle.start_subscription(temporal_client, stack.settings, inp)
+    assert view.status == "active"
+    legacy = legacy_item_id(inp.subscription_id)
+    sub = await get_sub(api, inp.subscription_id)
+    assert sub["items"] == [{"id": legacy, "plan_id": insider["id"], "quantity": 1}]
+    await advance(api, clock["id"], at(2027, 6, 16))
+    result = await _update(
+        api, inp.subscription_id, items=[{"plan_id": insider["id"], "quantity": 3}]
+    )
+    # 15 of 30 days: -400 (399.5 rounded away from zero) and +1199 (1198.5).
+    assert amounts(result["invoice"]) == [("proration", -400), ("proration", 1199)]
+    assert result["subscription"]["items"] == [
+        {"id": legacy, "plan_id": insider["id"], "quantity": 3}
+    ]

@@ -9,12 +9,15 @@ from domain.contracts import PlanSnapshot
 from domain.errors import DomainError
 from domain.invoices import InvoiceLine
 from domain.item_change import decide_items_change
+from domain.item_quote import Billing, quote_items_change
 from domain.items import (
     Item,
     carry_item_ids,
     check_items,
     classify_items_change,
+    features_of,
     item_proration_lines,
+    opening_lines,
     period_lines,
     period_range,
     recurring_total,
@@ -264,8 +267,6 @@ def test_items_keep_their_ids_and_totals() -> None:
 
 
 def test_quotes_of_each_kind_of_change() -> None:
-    from domain.item_quote import Billing, quote_items_change
-
     start, end, now = utc(2025, 6, 1), utc(2025, 7, 1), utc(2025, 6, 16)
     old, up = [item(INSIDER, 3)], [item(INSIDER, 5)]
     where = {"period_start": start, "period_end": end, "anchor": start, "now": now}
@@ -297,8 +298,6 @@ def test_quotes_of_each_kind_of_change() -> None:
 
 
 def test_opening_lines_full_and_partial() -> None:
-    from domain.items import features_of, opening_lines
-
     seats = [item(INSIDER, 3), item(PATRON, 1)]
     lines, end = opening_lines(seats, utc(2025, 6, 1), utc(2025, 7, 1))
     assert end == utc(2025, 8, 1)
