@@ -186,3 +186,33 @@ async def test_a_preview_shows_the_balance_line_the_change_then_makes(
     assert [(li["kind"], li["amount"]) for li in done["invoice"]["lines"]] == lines
     assert (done["invoice"]["total"], done["invoice"]["status"]) == (600, "paid")
     assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 0}
+
+
+async def test_a_voided_invoice_gives_its_credit_back(app_client: httpx.AsyncClient) -> None:
+    api = app_client
+    basic, pro = await make_plan(api, amount=1000), await make_plan(api, amount=3000)
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 9, 1))
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=basic["id"], test_clock_id=clock["id"]
+    )
+    ok(
+        await _post(api, customer["id"], {"amount": 300, "currency": "usd", "description": "c"}),
+        201,
+    )
+    cards = f"/v1/customers/{customer['id']}/payment_method"
+    ok(await api.post(cards, json={"payment_method": "pm_card_chargeCustomerFail"}))
+    await advance(api, clock["id"], at(2027, 9, 16))
+    refused = await api.post(
+        f"/v1/subscriptions/{sub['id']}/change_plan", json={"plan_id": pro["id"]}
+    )
+    rejected(refused, 409, "payment_failed")
+    voided = (await invoices(api, sub["id"]))[-1]
+    assert voided["status"] == "void"
+    assert [(li["kind"], li["amount"]) for li in voided["lines"]][-1] == ("balance", -300)
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert [(t["type"], t["amount"], t["invoice_id"]) for t in ledger] == [
+        ("manual", 300, None),
+        ("applied_to_invoice", -300, voided["id"]),
+        ("adjustment", 300, voided["id"]),
+    ]
+    assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 300}
