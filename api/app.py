@@ -24,11 +24,13 @@ from api.openapi import install_openapi
 from api.orphan_check import OrphanCheck
 from api.routes import (
     api_keys,
+    balance,
     customers,
     entitlements,
     events,
     health,
     invoices,
+    items,
     meters,
     plans,
     stripe_webhooks,
@@ -113,7 +115,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         plans,
         api_keys,
         customers,
+        balance,
         subscriptions,
+        items,
         invoices,
         events,
         test_clocks,

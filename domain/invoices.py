@@ -19,6 +19,9 @@ class LineKind(StrEnum):
     SUBSCRIPTION = "subscription"
     PRORATION = "proration"
     CREDIT = "credit"
+    # Customer balance: negative when credit pays part of the invoice, positive when a net
+    # credit of the invoice's other lines moves into the balance (the total stays >= 0).
+    BALANCE = "balance"
 
 
 class InvoiceLine(BaseModel):

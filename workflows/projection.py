@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
+from domain.contracts import (
+    EntitlementGrant,
+    EventDraft,
+    ItemView,
+    SubscriptionView,
+    SyncRequest,
+)
+from domain.items import features_of
 from domain.status import SubscriptionStatus as S
 from workflows.messages import CarriedState, SubscriptionInput
 
@@ -29,6 +36,7 @@ def initial_state(inp: SubscriptionInput, now: datetime) -> CarriedState:
     return CarriedState(
         status=S.TRIALING if trial_end else S.INCOMPLETE,
         plan=inp.plan,
+        items=list(inp.items),
         created_at=now,
         billing_cycle_anchor=anchor,
         trial_end=trial_end,
@@ -57,7 +65,14 @@ def subscription_view(inp: SubscriptionInput, s: CarriedState) -> SubscriptionVi
         test_clock_id=inp.test_clock_id,
         created_at=s.created_at,
         state_version=s.state_version,
+        items=[ItemView(id=i.id, plan_id=i.plan.plan_id, quantity=i.quantity) for i in s.items],
     )
+
+
+def features(s: CarriedState) -> list[str]:
+    """What the subscription entitles to: the union of its items' features (its plan's in
+    a run from before items)."""
+    return features_of(s.items) if s.items else s.plan.features
 
 
 def event_draft(
@@ -131,4 +146,4 @@ def trial_start(
     started = event_draft(
         inp, new_id("evt"), "subscription.trial_started", at, trial_end=s.trial_end
     )
-    return sync_request(inp, s, [created, started], at, new_id, features=s.plan.features)
+    return sync_request(inp, s, [created, started], at, new_id, features=features(s))

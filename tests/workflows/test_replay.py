@@ -4,14 +4,16 @@
 would break running subscriptions (a new activity call, a reordered timer) fails here
 unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
 patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
-Files named `v1-*` to `v7-*` were recorded by earlier versions and are kept as they are: they
+Files named `v1-*` to `v8-*` were recorded by earlier versions and are kept as they are: they
 stand for subscriptions still running on old code (v1: before the final-projection patch; v2:
 a run per renewal, charge and projection as remote activities; v3: a trial started by
 update-with-start and projected by the workflow, where the API now starts it from the state
 it projected itself; v4: a paid renewal projected by a local activity of its own after the
 charge, where the charge activity now writes it; v5: the same for a first payment; v6: each
 patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`;
-v7: the first bundle, where a charge caused by an update ran in the update's own task).
+v7: the first bundle, where a charge caused by an update ran in the update's own task; v8:
+the second bundle, before items: one plan at quantity 1, a net credit carried to the next
+invoice as `credit` lines).
 A file leaves this directory when the code path it replays is removed (README, "Retiring a
 patch").
 """
@@ -118,7 +120,36 @@ async def _dunning_pause_refund_scenario(api: httpx.AsyncClient) -> str:
     return str(sub["id"])
 
 
+async def _items_scenario(api: httpx.AsyncClient) -> str:
+    """Two items, seats up now (charged), seats down now (credit to the balance), a change
+    of items at the period end, renewals that use the balance, a plan change."""
+    start = datetime(2029, 9, 1, 8, 0, tzinfo=UTC)
+    seat = await make_plan(api, amount=800, features=["posts"])
+    addon = await make_plan(api, amount=300, features=["archive"])
+    other = await make_plan(api, amount=1200, features=["posts"])
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"], "quantity": 3}, {"plan_id": addon["id"]}],
+        test_clock_id=clock["id"],
+    )
+    path = f"/v1/subscriptions/{sub['id']}"
+    await advance(api, clock["id"], start + timedelta(days=10))
+    items = [{"plan_id": seat["id"], "quantity": 5}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items}))
+    items = [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items, "when": "now"}))
+    ok(await api.post(f"{path}/update_items", json={"items": [{"plan_id": seat["id"]}]}))
+    await advance(api, clock["id"], start + timedelta(days=45))
+    ok(await api.post(f"{path}/change_plan", json={"plan_id": other["id"]}))
+    await advance(api, clock["id"], start + timedelta(days=80))
+    return str(sub["id"])
+
+
 SCENARIOS = {
+    "items": _items_scenario,
     "lifecycle": _lifecycle_scenario,
     "dunning-pause-refund": _dunning_pause_refund_scenario,
 }
