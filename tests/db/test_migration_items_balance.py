@@ -1,6 +1,6 @@
-"""The items-and-balance migration (0009) on a database the code before items filled: every subscription becomes one
-item of quantity 1 with the id its workflow derives, and credit carried as `credit` lines
-becomes balance credit, to the cent."""
+"""The items-and-balance migration (0009) on a database the code before items filled:
+every subscription becomes one item of quantity 1 with the id its workflow derives, and
+credit carried as `credit` lines becomes balance credit, to the cent."""
 
 from __future__ import annotations
 
