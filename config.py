@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     workflow_sandbox: bool = False
     # Python's cyclic garbage collector in the worker: its first-generation threshold. A
     # larger threshold than Python's 700 spares the sticky cache frequent full collections;
-    # too large a one keeps evicted workflows' garbage alive (bench/RESULTS.md, "GC").
+    # too large a one keeps evicted workflows' garbage alive (bench/RESULTS.md, findings).
     worker_gc_threshold: int = Field(default=3_000, ge=1)
     # The event loop of the worker and API processes: uvloop, or "asyncio" (the standard
     # library's) should a platform or a debugger need it.
