@@ -20,6 +20,10 @@ class LineKind(StrEnum):
     SUBSCRIPTION = "subscription"
     PRORATION = "proration"
     CREDIT = "credit"
+    # A metered item's billed usage of a period (DESIGN.md, usage-based billing).
+    USAGE = "usage"
+    # A coupon's discount on the invoice (negative).
+    DISCOUNT = "discount"
 
 
 class InvoiceLine(BaseModel):
@@ -32,6 +36,9 @@ class InvoiceLine(BaseModel):
     amount: Annotated[int, Field(strict=True)]
     period_start: AwareDatetime
     period_end: AwareDatetime
+    # The plan a subscription, usage or proration line bills for (what a coupon limited to
+    # some plans looks at); None on other lines and on lines from before it was recorded.
+    plan_id: str | None = None
 
     @field_validator("period_start", "period_end")
     @classmethod
