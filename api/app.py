@@ -24,12 +24,14 @@ from api.openapi import install_openapi
 from api.orphan_check import OrphanCheck
 from api.routes import (
     api_keys,
+    coupons,
     customers,
     entitlements,
     events,
     health,
     invoices,
     plans,
+    promotion_codes,
     stripe_webhooks,
     subscriptions,
     test_clocks,
@@ -115,6 +117,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         test_clocks,
         stripe_webhooks,
         webhook_endpoints,
+        coupons,
+        promotion_codes,
     ):
         app.include_router(module.router)
     install_docs(app)

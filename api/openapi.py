@@ -89,6 +89,16 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_trial_end": (422, "trial_end must be a UTC time after the current trial end"),
     "invalid_frozen_time": (422, "frozen_time must not be before the clock's current time"),
     "webhook_target_not_allowed": (422, "url: webhooks may not target a loopback address"),
+    "coupon_not_found": (404, "No coupon with id 'coupon_0123'"),
+    "promotion_code_not_found": (404, "No promotion code 'LAUNCH25'"),
+    "coupon_expired": (409, "Coupon coupon_0123 was deleted"),
+    "coupon_exhausted": (409, "Coupon coupon_0123 has been redeemed 100 times"),
+    "promotion_code_inactive": (409, "Promotion code LAUNCH25 was deactivated"),
+    "coupon_not_applicable": (
+        422,
+        "Coupon coupon_0123 applies to none of the subscription's plans",
+    ),
+    "promotion_code_not_eligible": (422, "Promotion code LAUNCH25 belongs to another customer"),
     "too_many_requests": (429, "Too many failed authentications from this address"),
     "temporal_unavailable": (503, "Temporal is not reachable right now"),
     "workflow_unavailable": (503, "sub_0123's workflow did not answer in time"),
@@ -171,6 +181,17 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "time_out_of_range",
     ),
     ("post", "/v1/webhook_endpoints"): ("webhook_target_not_allowed",),
+    ("post", "/v1/coupons"): ("resource_missing", "already_exists"),
+    ("get", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
+    ("delete", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
+    ("post", "/v1/promotion_codes"): (
+        "coupon_not_found",
+        "coupon_expired",
+        "resource_missing",
+        "already_exists",
+    ),
+    ("get", "/v1/promotion_codes/{code_id}"): ("promotion_code_not_found",),
+    ("post", "/v1/promotion_codes/{code_id}/deactivate"): ("promotion_code_not_found",),
     # The hot path authenticates and reads its parameters by hand (no dependencies).
     ("get", "/v1/entitlements/check"): ("unauthorized", "too_many_requests", "validation_error"),
     ("post", "/webhooks/stripe"): ("invalid_signature", "invalid_payload"),
@@ -275,6 +296,8 @@ _KINDS = {
     "invoice_id": ("invoice", "in"),
     "clock_id": ("test clock", "clock"),
     "endpoint_id": ("webhook endpoint", "we"),
+    "coupon_id": ("coupon", "coupon"),
+    "code_id": ("promotion code", "promo"),
 }
 
 

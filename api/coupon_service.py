@@ -1,0 +1,239 @@
+"""Coupons and promotion codes as the API shows them, and redeeming one for a subscription.
+
+A redemption is checked (404, 409, 422, in that order of what it names) and then counted in
+the caller's transaction (`db.repositories.coupons.reserve`). The caller either commits it
+with the subscription's creation record (a trial), or commits it `reserved` before asking
+the workflow and then `confirm`s it, or `release`s it if the request fails: a refused
+creation never keeps a redemption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.coupon_schemas import CouponOut, PromotionCodeOut
+from api.ids import new_id
+from db.models import Coupon, PromotionCode
+from db.repositories import coupons as repo
+from domain.coupons import (
+    CodeState,
+    CouponState,
+    CouponTerms,
+    Duration,
+    check_applicable,
+    check_code_active,
+    check_code_eligible,
+    check_coupon,
+    code_active,
+    coupon_valid,
+    percent_to_hundredths,
+)
+from domain.errors import DomainError
+
+log = structlog.get_logger()
+
+
+def coupon_state(coupon: Coupon) -> CouponState:
+    return CouponState(
+        coupon_id=coupon.id,
+        redeem_by=coupon.redeem_by,
+        deleted=coupon.deleted_at is not None,
+        max_redemptions=coupon.max_redemptions,
+        times_redeemed=coupon.times_redeemed,
+    )
+
+
+def code_state(code: PromotionCode) -> CodeState:
+    return CodeState(
+        code_id=code.id,
+        code=code.code,
+        active=code.active,
+        expires_at=code.expires_at,
+        max_redemptions=code.max_redemptions,
+        times_redeemed=code.times_redeemed,
+        customer_id=code.customer_id,
+        first_time_transaction=code.first_time_transaction,
+        minimum_amount=code.minimum_amount,
+    )
+
+
+def coupon_terms(coupon: Coupon) -> CouponTerms:
+    """The terms a discount keeps from the coupon it was redeemed from."""
+    return CouponTerms(
+        coupon_id=coupon.id,
+        name=coupon.name,
+        percent_off_hundredths=(
+            percent_to_hundredths(coupon.percent_off) if coupon.percent_off is not None else None
+        ),
+        amount_off=coupon.amount_off,
+        currency=coupon.currency,
+        duration=Duration(coupon.duration),
+        duration_in_months=coupon.duration_in_months,
+        applies_to_plans=coupon.applies_to_plans,
+    )
+
+
+def coupon_out(coupon: Coupon, now: datetime) -> CouponOut:
+    return CouponOut(
+        id=coupon.id,
+        name=coupon.name,
+        percent_off=coupon.percent_off,
+        amount_off=coupon.amount_off,
+        currency=coupon.currency,
+        duration=coupon.duration,
+        duration_in_months=coupon.duration_in_months,
+        applies_to_plans=coupon.applies_to_plans,
+        max_redemptions=coupon.max_redemptions,
+        times_redeemed=coupon.times_redeemed,
+        redeem_by=coupon.redeem_by,
+        deleted=coupon.deleted_at is not None,
+        valid=coupon_valid(coupon_state(coupon), now),
+        created_at=coupon.created_at,
+    )
+
+
+def code_out(code: PromotionCode, coupon: Coupon, now: datetime) -> PromotionCodeOut:
+    return PromotionCodeOut(
+        id=code.id,
+        code=code.code,
+        coupon=coupon_out(coupon, now),
+        active=code_active(code_state(code), now),
+        max_redemptions=code.max_redemptions,
+        times_redeemed=code.times_redeemed,
+        expires_at=code.expires_at,
+        customer_id=code.customer_id,
+        first_time_transaction=code.first_time_transaction,
+        minimum_amount=code.minimum_amount,
+        created_at=code.created_at,
+    )
+
+
+def coupon_not_found(coupon_id: str) -> DomainError:
+    return DomainError("coupon_not_found", f"No coupon with id {coupon_id!r}", 404)
+
+
+def code_not_found(what: str) -> DomainError:
+    return DomainError("promotion_code_not_found", f"No promotion code {what!r}", 404)
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """A counted redemption: its id (to confirm or release) and what the discount holds."""
+
+    id: str
+    coupon: CouponTerms
+    promotion_code_id: str | None
+
+
+@dataclass(frozen=True)
+class Redeeming:
+    """What a redemption is for: the customer, the subscription and its items' terms."""
+
+    customer_id: str
+    subscription_id: str
+    currency: str
+    plan_ids: list[str]
+    recurring_total: int  # per period, before discounts (for `minimum_amount`)
+    now: datetime  # the subscription's time (its test clock's, if it has one)
+
+
+async def redeem(
+    session: AsyncSession,
+    target: Redeeming,
+    *,
+    coupon_id: str | None = None,
+    promotion_code: str | None = None,
+    status: str = "reserved",
+) -> Redemption:
+    """Check and count one redemption in `session`'s transaction (not committed). Raises
+    the API's DomainError when the coupon or code may not be redeemed for `target`; the
+    session is then rolled back."""
+    code = None
+    if promotion_code is not None:
+        code = await repo.find_code(session, promotion_code.lower())
+        if code is None:
+            raise code_not_found(promotion_code)
+        coupon_id = code.coupon_id
+    assert coupon_id is not None, "a redemption names a coupon or a promotion code"
+    coupon = await repo.get_coupon(session, coupon_id)
+    if coupon is None:
+        raise coupon_not_found(coupon_id)
+    terms = await _check(session, coupon, code, target)
+    redemption_id = new_id("redemption")
+    refusal = await repo.reserve(
+        session,
+        redemption_id=redemption_id,
+        coupon_id=coupon.id,
+        promotion_code_id=code.id if code else None,
+        customer_id=target.customer_id,
+        subscription_id=target.subscription_id,
+        now=target.now,
+        status=status,
+    )
+    if refusal is not None:
+        # Another redemption took the last one (or a deletion came) since the check: read
+        # the rows again for the precise reason.
+        await session.rollback()
+        coupon = await repo.get_coupon(session, coupon.id) or coupon
+        code = await repo.get_code(session, code.id) if code else None
+        await _check(session, coupon, code, target)
+        raise DomainError(
+            "coupon_exhausted" if refusal == repo.Refusal.COUPON else "promotion_code_inactive",
+            f"Coupon {coupon.id} can no longer be redeemed",
+            409,
+        )
+    log.info(
+        "coupon.redeemed",
+        coupon_id=coupon.id,
+        promotion_code_id=code.id if code else None,
+        subscription_id=target.subscription_id,
+        status=status,
+    )
+    return Redemption(id=redemption_id, coupon=terms, promotion_code_id=code.id if code else None)
+
+
+async def _check(
+    session: AsyncSession, coupon: Coupon, code: PromotionCode | None, target: Redeeming
+) -> CouponTerms:
+    if code is not None:
+        check_code_active(code_state(code), target.now)
+    check_coupon(coupon_state(coupon), target.now)
+    if code is not None:
+        state = code_state(code)
+        paid_before = state.first_time_transaction and await repo.has_paid_before(
+            session, target.customer_id
+        )
+        check_code_eligible(
+            state,
+            customer_id=target.customer_id,
+            has_paid_before=paid_before,
+            recurring_total=target.recurring_total,
+        )
+    terms = coupon_terms(coupon)
+    check_applicable(terms, currency=target.currency, plan_ids=target.plan_ids)
+    return terms
+
+
+async def release(sessions: async_sessionmaker[AsyncSession], redemption_id: str) -> None:
+    """Give back a reservation whose request failed, in a session of its own (the request's
+    may be in a failed transaction)."""
+    try:
+        async with sessions() as session:
+            released = await repo.release(session, redemption_id)
+            await session.commit()
+    except Exception:
+        # The reservation stays counted; `stale_reservations` lists it for a sweep.
+        log.exception("coupon.release_failed", redemption_id=redemption_id)
+        return
+    if released:
+        log.info("coupon.redemption_released", redemption_id=redemption_id)
+
+
+async def confirm(session: AsyncSession, redemption_id: str) -> None:
+    await repo.confirm(session, redemption_id)
+    await session.commit()
