@@ -41,12 +41,13 @@ WITH view AS (
     INSERT INTO subscriptions (id, customer_id, plan_id, status, current_period_start,
         current_period_end, billing_cycle_anchor, trial_end, cancel_at_period_end,
         canceled_at, pause, pending_change, latest_invoice_id, dunning, test_clock_id,
-        created_at, updated_at, state_version)
+        created_at, updated_at, state_version, discount)
     VALUES (%(id)s, %(customer_id)s, %(plan_id)s, %(status)s, %(current_period_start)s,
         %(current_period_end)s, %(billing_cycle_anchor)s, %(trial_end)s,
         %(cancel_at_period_end)s, %(canceled_at)s, CAST(%(pause)s AS json),
         CAST(%(pending_change)s AS json), %(latest_invoice_id)s, CAST(%(dunning)s AS json),
-        %(test_clock_id)s, %(created_at)s, %(now)s, %(state_version)s)
+        %(test_clock_id)s, %(created_at)s, %(now)s, %(state_version)s,
+        CAST(%(discount)s AS json))
     ON CONFLICT (id) DO UPDATE SET
         customer_id = excluded.customer_id, plan_id = excluded.plan_id,
         status = excluded.status, current_period_start = excluded.current_period_start,
@@ -58,7 +59,7 @@ WITH view AS (
         pending_change = excluded.pending_change,
         latest_invoice_id = excluded.latest_invoice_id, dunning = excluded.dunning,
         test_clock_id = excluded.test_clock_id, updated_at = excluded.updated_at,
-        state_version = excluded.state_version
+        state_version = excluded.state_version, discount = excluded.discount
     WHERE subscriptions.state_version < excluded.state_version
 ), drafts AS (
     SELECT * FROM unnest(
@@ -147,6 +148,7 @@ async def write_projection(
         "test_clock_id": view.test_clock_id,
         "created_at": view.created_at,
         "state_version": view.state_version,
+        "discount": view.discount.model_dump_json() if view.discount else None,
         "now": now,
         "event_ids": [e.id for e in events],
         "event_subscriptions": [e.subscription_id for e in events],

@@ -113,6 +113,15 @@ class PendingChangeView(BaseModel):
     proration: str = "none"
 
 
+class DiscountView(BaseModel):
+    """A subscription's discount as the API shows it (`end` None: until removed or used)."""
+
+    coupon_id: str
+    promotion_code_id: str | None = None
+    start: datetime
+    end: datetime | None = None
+
+
 class SubscriptionView(BaseModel):
     """What the API returns for a subscription, and what the read model stores."""
 
@@ -133,6 +142,7 @@ class SubscriptionView(BaseModel):
     test_clock_id: str | None = None
     created_at: datetime
     state_version: int = 0
+    discount: DiscountView | None = None
 
 
 class EntitlementGrant(BaseModel):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, exists, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -200,6 +200,28 @@ async def release(session: AsyncSession, redemption_id: str) -> bool:
             .values(times_redeemed=_CODES.c.times_redeemed - 1)
         )
     return True
+
+
+async def settle_stale(session: AsyncSession, *, older_than: datetime, limit: int) -> list[str]:
+    """Settle reservations older than `older_than` that their request left behind (its
+    process died, or the workflow did not answer in time): one whose subscription recorded
+    it (a `subscription.discount_applied` event naming it) is confirmed, every other one
+    released. Returns the ids released."""
+    await session.execute(
+        text(
+            "UPDATE coupon_redemptions r SET status = 'redeemed' "
+            "WHERE r.status = 'reserved' AND r.created_at < :older_than AND EXISTS ("
+            "SELECT FROM events e WHERE e.subscription_id = r.subscription_id "
+            "AND e.type = 'subscription.discount_applied' "
+            "AND e.data ->> 'redemption_id' = r.id)"
+        ),
+        {"older_than": older_than},
+    )
+    released = []
+    for redemption_id, _ in await stale_reservations(session, older_than=older_than, limit=limit):
+        if await release(session, redemption_id):
+            released.append(redemption_id)
+    return released
 
 
 async def stale_reservations(

@@ -177,3 +177,49 @@ async def test_the_database_refuses_a_count_past_the_cap(scratch: AsyncEngine) -
             await conn.execute(
                 text("UPDATE coupons SET times_redeemed = 2 WHERE id = :id"), {"id": coupon_id}
             )
+
+
+async def _reserve(engine: AsyncEngine, coupon_id: str, redemption_id: str, sub_id: str) -> None:
+    async with session_factory(engine)() as session:
+        refusal = await repo.reserve(
+            session,
+            redemption_id=redemption_id,
+            coupon_id=coupon_id,
+            promotion_code_id=None,
+            customer_id="cus_x",
+            subscription_id=sub_id,
+            now=NOW,
+            status="reserved",
+        )
+        assert refusal is None
+        await session.commit()
+
+
+async def test_stale_reservations_are_confirmed_if_applied_else_released(
+    scratch: AsyncEngine,
+) -> None:
+    coupon_id, code_id = await _setup(scratch, coupon_max=5, code_max=None)
+    await _reserve(scratch, coupon_id, "redemption_kept", "sub_kept")
+    await _reserve(scratch, coupon_id, "redemption_lost", "sub_lost")
+    await _reserve(scratch, coupon_id, "redemption_young", "sub_young")
+    async with scratch.begin() as conn:
+        await conn.execute(
+            text("UPDATE coupon_redemptions SET created_at = :t WHERE id <> 'redemption_young'"),
+            {"t": NOW - timedelta(hours=1)},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO events (id, subscription_id, customer_id, type, data, occurred_at, "
+                "created_at) VALUES ('evt_1', 'sub_kept', 'cus_x', "
+                "'subscription.discount_applied', CAST(:data AS json), :t, :t)"
+            ),
+            {"data": '{"redemption_id": "redemption_kept"}', "t": NOW},
+        )
+    async with session_factory(scratch)() as session:
+        released = await repo.settle_stale(session, older_than=NOW - timedelta(minutes=5), limit=10)
+        await session.commit()
+    assert released == ["redemption_lost"]
+    async with scratch.connect() as conn:
+        rows = dict((await conn.execute(text("SELECT id, status FROM coupon_redemptions"))).all())
+    assert rows == {"redemption_kept": "redeemed", "redemption_young": "reserved"}
+    assert (await _counts(scratch, coupon_id, code_id))[0] == 2
