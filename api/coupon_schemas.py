@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, field_serializer
+from pydantic import BaseModel, Field, StringConstraints, field_serializer, model_validator
 
 from api.schemas import Currency, Input, Name, Token, UtcTime
 
@@ -79,3 +79,16 @@ class PromotionCodeOut(BaseModel):
     first_time_transaction: bool
     minimum_amount: int | None
     created_at: datetime
+
+
+class DiscountIn(Input):
+    """The discount a subscription is to hold: a coupon, or a promotion code's text."""
+
+    coupon_id: CouponId | None = None
+    promotion_code: CodeText | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DiscountIn:
+        if (self.coupon_id is None) == (self.promotion_code is None):
+            raise ValueError("give exactly one of coupon_id and promotion_code")
+        return self

@@ -21,6 +21,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from domain._time import as_utc
+from domain.contracts import DiscountView
 from domain.coupons import FULL_PERCENT, CouponTerms, Duration
 from domain.invoices import InvoiceLine, LineKind
 from domain.money import div_round_half_up
@@ -40,12 +41,45 @@ class Discount(BaseModel):
     promotion_code_id: str | None = None
     start: datetime
     end: datetime | None = None
+    # The redemption that counted it (settles a reservation its request left behind).
+    redemption_id: str | None = None
     # `once`: the invoice it was applied to (it applies to no other).
     used_on: str | None = None
 
+    def view(self) -> DiscountView:
+        return DiscountView(
+            coupon_id=self.coupon.coupon_id,
+            promotion_code_id=self.promotion_code_id,
+            start=self.start,
+            end=self.end,
+        )
+
+    def event_data(self) -> dict[str, object]:
+        """What the discount's timeline events say about it."""
+        return {
+            "coupon_id": self.coupon.coupon_id,
+            "promotion_code_id": self.promotion_code_id,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat() if self.end else None,
+            "redemption_id": self.redemption_id,
+        }
+
+
+class DiscountGrant(BaseModel):
+    """A redeemed coupon on its way to a subscription, which starts it at its own time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    coupon: CouponTerms
+    promotion_code_id: str | None = None
+    redemption_id: str | None = None
+
 
 def start_discount(
-    coupon: CouponTerms, at: datetime, promotion_code_id: str | None = None
+    coupon: CouponTerms,
+    at: datetime,
+    promotion_code_id: str | None = None,
+    redemption_id: str | None = None,
 ) -> Discount:
     """The discount a redemption at `at` gives: a repeating one ends its duration in calendar
     months later (a start on the 31st ends on the last day of a shorter month)."""
@@ -54,7 +88,17 @@ def start_discount(
     if coupon.duration == Duration.REPEATING:
         assert coupon.duration_in_months is not None  # CouponTerms guarantees it
         end = add_months_clamped(start, coupon.duration_in_months)
-    return Discount(coupon=coupon, promotion_code_id=promotion_code_id, start=start, end=end)
+    return Discount(
+        coupon=coupon,
+        promotion_code_id=promotion_code_id,
+        start=start,
+        end=end,
+        redemption_id=redemption_id,
+    )
+
+
+def grant_discount(grant: DiscountGrant, at: datetime) -> Discount:
+    return start_discount(grant.coupon, at, grant.promotion_code_id, grant.redemption_id)
 
 
 def is_active(discount: Discount, at: datetime) -> bool:
