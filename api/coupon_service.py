@@ -9,14 +9,18 @@ creation never keeps a redemption.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import WorkflowUpdateFailedError
 
 from api.coupon_schemas import CouponOut, PromotionCodeOut
+from api.errors import ApiError
 from api.ids import new_id
 from db.models import Coupon, PromotionCode
 from db.repositories import coupons as repo
@@ -33,6 +37,7 @@ from domain.coupons import (
     coupon_valid,
     percent_to_hundredths,
 )
+from domain.discounts import DiscountGrant
 from domain.errors import DomainError
 
 log = structlog.get_logger()
@@ -128,6 +133,13 @@ class Redemption:
     id: str
     coupon: CouponTerms
     promotion_code_id: str | None
+
+    @property
+    def grant(self) -> DiscountGrant:
+        """The discount it gives, for the subscription to start at its own time."""
+        return DiscountGrant(
+            coupon=self.coupon, promotion_code_id=self.promotion_code_id, redemption_id=self.id
+        )
 
 
 @dataclass(frozen=True)
@@ -234,6 +246,27 @@ async def release(sessions: async_sessionmaker[AsyncSession], redemption_id: str
         log.info("coupon.redemption_released", redemption_id=redemption_id)
 
 
-async def confirm(session: AsyncSession, redemption_id: str) -> None:
-    await repo.confirm(session, redemption_id)
+@asynccontextmanager
+async def kept_if_applied(
+    sessions: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+    redemption: Redemption | None,
+) -> AsyncIterator[None]:
+    """Around the workflow call that applies a reserved redemption: confirmed if it
+    succeeds, released if the workflow refused it (or never got it); kept reserved when the
+    outcome is unknown (the workflow did not answer in time, the request was cut off), for
+    the redemption sweeper to settle from what the subscription recorded."""
+    if redemption is None:
+        yield
+        return
+    try:
+        yield
+    except WorkflowUpdateFailedError:
+        await release(sessions, redemption.id)
+        raise
+    except ApiError as err:
+        if err.code != "workflow_unavailable":
+            await release(sessions, redemption.id)
+        raise
+    await repo.confirm(session, redemption.id)
     await session.commit()
