@@ -189,19 +189,21 @@ async def redeem(
     )
     if refusal is not None:
         # Another redemption took the last one (or a deletion came) since the check: read
-        # the rows again for the precise reason.
+        # the rows again for the precise reason (the rollback expires the rows read).
+        coupon_id, code_id = coupon.id, code.id if code else None
         await session.rollback()
-        coupon = await repo.get_coupon(session, coupon.id) or coupon
-        code = await repo.get_code(session, code.id) if code else None
-        await _check(session, coupon, code, target)
+        fresh = await repo.get_coupon(session, coupon_id)
+        fresh_code = await repo.get_code(session, code_id) if code_id else None
+        if fresh is not None:
+            await _check(session, fresh, fresh_code, target)
         raise DomainError(
             "coupon_exhausted" if refusal == repo.Refusal.COUPON else "promotion_code_inactive",
-            f"Coupon {coupon.id} can no longer be redeemed",
+            f"Coupon {coupon_id} can no longer be redeemed",
             409,
         )
     log.info(
         "coupon.redeemed",
-        coupon_id=coupon.id,
+        coupon_id=terms.coupon_id,
         promotion_code_id=code.id if code else None,
         subscription_id=target.subscription_id,
         status=status,
