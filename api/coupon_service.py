@@ -161,10 +161,12 @@ async def redeem(
     coupon_id: str | None = None,
     promotion_code: str | None = None,
     status: str = "reserved",
+    redemption_id: str | None = None,
 ) -> Redemption:
     """Check and count one redemption in `session`'s transaction (not committed). Raises
     the API's DomainError when the coupon or code may not be redeemed for `target`; the
-    session is then rolled back."""
+    session is then rolled back. `redemption_id` names the redemption (a request sent
+    again with its `Idempotency-Key` names the same one, counted once)."""
     code = None
     if promotion_code is not None:
         code = await repo.find_code(session, promotion_code.lower())
@@ -176,7 +178,7 @@ async def redeem(
     if coupon is None:
         raise coupon_not_found(coupon_id)
     terms = await _check(session, coupon, code, target)
-    redemption_id = new_id("redemption")
+    redemption_id = redemption_id or new_id("redemption")
     refusal = await repo.reserve(
         session,
         redemption_id=redemption_id,

@@ -118,7 +118,11 @@ async def reserve(
     """Count one redemption of the coupon (and code) and record it, unless the coupon is
     deleted, past `redeem_by` or exhausted, or the code deactivated, expired or exhausted
     (at `now`). On a refusal nothing is recorded but the coupon's count may have gone up in
-    this transaction: the caller rolls back."""
+    this transaction: the caller rolls back. A redemption id already recorded (the same
+    request sent again) is not counted twice."""
+    again = select(_REDEMPTIONS.c.id).where(_REDEMPTIONS.c.id == redemption_id)
+    if (await session.execute(again)).first() is not None:
+        return None
     counted = await session.execute(
         update(_COUPONS)
         .where(

@@ -223,3 +223,22 @@ async def test_stale_reservations_are_confirmed_if_applied_else_released(
         rows = dict((await conn.execute(text("SELECT id, status FROM coupon_redemptions"))).all())
     assert rows == {"redemption_kept": "redeemed", "redemption_young": "reserved"}
     assert (await _counts(scratch, coupon_id, code_id))[0] == 2
+
+
+async def test_the_same_redemption_id_counts_once(scratch: AsyncEngine) -> None:
+    coupon_id, code_id = await _setup(scratch, coupon_max=5, code_max=5)
+    for _ in range(2):
+        async with session_factory(scratch)() as session:
+            refusal = await repo.reserve(
+                session,
+                redemption_id="redemption_same",
+                coupon_id=coupon_id,
+                promotion_code_id=code_id,
+                customer_id="cus_x",
+                subscription_id="sub_same",
+                now=NOW,
+                status="reserved",
+            )
+            assert refusal is None
+            await session.commit()
+    assert await _counts(scratch, coupon_id, code_id) == (1, 1, 1)
