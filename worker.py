@@ -10,6 +10,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypedDict
 
 import structlog
 from temporalio.client import Client
@@ -19,14 +20,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.dispatcher import OutboxDispatcher
 from activities.ledger import LedgerActivities
-from activities.notifications import Deliveries, NotificationActivities
+from activities.notifications import Deliveries
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
 from activities.stripe_inbox import StripeInbox
 from config import Settings, configure_gc, configure_logging, get_settings, run_loop
 from db.engine import get_worker_engine
 from workflows.converter import data_converter
-from workflows.notifier import NotifierWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 log = structlog.get_logger()
@@ -53,9 +53,9 @@ def metrics_runtime(settings: Settings) -> Runtime | None:
 # Modules imported once and shared with every workflow run's sandbox instead of being
 # re-imported per run (continue-as-new makes a run per renewal). Only pure, deterministic
 # modules without mutable module state belong here: the sandbox's import-time checks do
-# not apply to them. The workflow modules themselves (subscription, notifier) stay
-# sandboxed. Measured in bench/RESULTS.md (renewal storm, "original" vs default sandbox):
-# about half the worker CPU per renewal and a third less worker memory.
+# not apply to them. The workflow definitions themselves stay sandboxed. Measured in
+# bench/RESULTS.md (renewal storm, "original" vs default sandbox): about half the worker
+# CPU per renewal and a third less worker memory.
 SANDBOX_PASSTHROUGH = (
     "domain",
     "pydantic",
@@ -86,13 +86,31 @@ def workflow_runner(settings: Settings) -> WorkflowRunner:
     )
 
 
+class WorkerOptions(TypedDict):
+    """How a worker runs workflows, as `temporalio.worker.Worker` keyword arguments."""
+
+    workflow_runner: WorkflowRunner
+    max_cached_workflows: int
+    graceful_shutdown_timeout: timedelta
+
+
+def worker_options(settings: Settings) -> WorkerOptions:
+    """Recur's worker settings: the workflow runner, the sticky cache, the drain on
+    shutdown. The benchmarks' bare baseline workers run with these too (bench/worker_proc.py),
+    so a ratio compares workflow code, not worker configurations."""
+    return WorkerOptions(
+        workflow_runner=workflow_runner(settings),
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
 @dataclass
 class WorkerParts:
     payments: PaymentActivities
     ledger: LedgerActivities
     deliveries: Deliveries
     dispatcher: OutboxDispatcher
-    notifications: NotificationActivities
     stripe_inbox: StripeInbox
 
 
@@ -108,26 +126,18 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
         ledger=ledger,
         deliveries=deliveries,
         dispatcher=dispatcher,
-        notifications=NotificationActivities(deliveries, engine),
         stripe_inbox=StripeInbox.from_settings(engine, client, settings, dispatcher.wake),
     )
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        # NotifierWorkflow: only for runs that earlier versions started (nothing starts
-        # one now); they finish their queues through the same deliveries.
-        workflows=[SubscriptionWorkflow, NotifierWorkflow],
+        workflows=[SubscriptionWorkflow],
         activities=[
             parts.payments.charge_invoice,
             parts.payments.refund_invoice,
             parts.ledger.sync_subscription,
-            parts.notifications.route_events,
-            parts.notifications.deliver_webhook,
-            parts.notifications.send_email,
         ],
-        workflow_runner=workflow_runner(settings),
-        max_cached_workflows=settings.worker_max_cached_workflows,
-        graceful_shutdown_timeout=timedelta(seconds=30),
+        **worker_options(settings),
     )
     return worker, parts
 
@@ -156,7 +166,7 @@ async def run_worker(settings: Settings | None = None) -> None:
         await parts.stripe_inbox.stop()
         await parts.dispatcher.stop()
     log.info("worker.stopped")
-    # After the worker: the notifier workflow's activities share these deliveries.
+    # After the dispatcher: it sends through these deliveries.
     await parts.deliveries.aclose()
     await parts.payments.aclose()
     await get_worker_engine(settings.effective_database_url).dispose()

@@ -1,8 +1,9 @@
 """Plain-text email templates for customer notifications.
 
-Each template gets an `EmailContext` built by the `send_email` activity from the event and
-the read model. Only what a customer needs goes in: names, plan, amounts, dates, what to do.
-No payment-method details, card data, API keys or internal secrets ever reach a template.
+Each template gets an `EmailContext` built by `Deliveries` (`activities/notifications.py`)
+from the event and the read model. Only what a customer needs goes in: names, plan,
+amounts, dates, what to do. No payment-method details, card data, API keys or internal
+secrets ever reach a template.
 """
 
 from __future__ import annotations

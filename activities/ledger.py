@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from db.projection import write_projection
+from db.repositories.projection import write_projection
 from domain.contracts import SyncRequest
 
 FAILURES = "recur_projection_failures"
@@ -27,7 +27,8 @@ log = structlog.get_logger()
 
 class LedgerActivities:
     def __init__(self, engine: AsyncEngine, queued: Callable[[], None] | None = None) -> None:
-        # The projection is one statement (db.projection): run on its own, it is atomic.
+        # The projection is one statement (db.repositories.projection): run on its own, it
+        # is atomic.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # Called after a commit that queued deliveries: wakes this process's dispatcher.
         self._queued = queued

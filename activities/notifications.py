@@ -5,9 +5,8 @@ again later), `failed` (the last attempt failed: given up), `duplicate` (done be
 `skipped` (nothing to send). Each attempt is safe to repeat: a delivery already recorded as
 delivered (an email recorded as sent) is not made again, and every attempt is recorded in
 the delivery log (the email record). The outbox dispatcher (`activities/dispatcher.py`)
-calls it; so do the activities of the notifier workflow that earlier versions started per
-subscription, kept so that runs still open finish their queues. Nothing secret (signing
-secrets, API keys, card data) goes into a log line or an email.
+calls it. Nothing secret (signing secrets, API keys, card data) goes into a log line or an
+email.
 """
 
 from __future__ import annotations
@@ -29,28 +28,18 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.email_templates import EmailContext, render
 from activities.smtp_relay import SmtpRelay
+from activities.webhook_signing import signed_headers
 from activities.webhook_transport import GuardedTransport, Resolver, TargetRefused, system_resolver
 from config import Settings
 from db.engine import session_factory
 from db.models import Customer, Event, Subscription
 from db.models import WebhookEndpoint as Endpoint
 from db.repositories import notifications as repo
-from domain import webhook_signature
 from domain.money import format_amount
-from domain.notifications import (
-    EMAIL_TEMPLATES,
-    DeliveryRequest,
-    EmailRequest,
-    NotificationOutcome,
-    RoutedEvent,
-    RouteRequest,
-    targets_for,
-)
+from domain.notifications import EMAIL_TEMPLATES, NotificationOutcome
 from domain.timestamps import rfc3339, with_z_times
 
 log = structlog.get_logger()
@@ -137,7 +126,7 @@ class Deliveries:
         self, endpoint_id: str, event_id: str, *, attempt: int, max_attempts: int
     ) -> NotificationOutcome:
         async with self._sessions() as session:
-            endpoint = await session.get(Endpoint, endpoint_id)
+            endpoint = await repo.get_endpoint(session, endpoint_id)
             event = (await repo.events_by_id(session, [event_id])).get(event_id)
             if endpoint is None or event is None:
                 return NotificationOutcome(status="skipped")
@@ -152,9 +141,7 @@ class Deliveries:
         body = webhook_body(event)
         headers = {
             "Content-Type": "application/json",
-            webhook_signature.HEADER: webhook_signature.header_value(
-                secret, int(time.time()), body
-            ),
+            **signed_headers(secret, event.id, datetime.now(UTC), body),
             "Recur-Event-Id": event.id,
             "Recur-Event-Type": event.type,
             "Recur-Delivery-Attempt": str(attempt),
@@ -216,9 +203,6 @@ class Deliveries:
         return attempts
 
     # ------------------------------------------------------------------ email
-
-    async def email(self, event_id: str, *, attempt: int, max_attempts: int) -> NotificationOutcome:
-        return (await self.emails([(event_id, attempt)], max_attempts=max_attempts))[event_id]
 
     async def emails(
         self, batch: Sequence[tuple[str, int]], *, max_attempts: int
@@ -443,52 +427,3 @@ def _status(error: str | None, success: str, last: bool) -> str:
     if error is None:
         return success
     return "failed" if last else "retrying"
-
-
-class NotificationActivities:
-    """The activities of the notifier workflow that earlier versions started for each
-    subscription. Nothing starts that workflow any more; runs still open call these until
-    their queues are empty."""
-
-    def __init__(self, deliveries: Deliveries, engine: AsyncEngine) -> None:
-        self._deliveries = deliveries
-        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
-
-    @activity.defn(name="route_events")
-    async def route_events(self, req: RouteRequest) -> list[RoutedEvent]:
-        """Which endpoints (registered before the event, enabled, subscribed to its type)
-        and whether the customer's email get each event, in the order asked."""
-        async with self._sessions() as session:
-            found = await repo.events_by_id(session, req.event_ids)
-            endpoints = await repo.endpoint_filters(session)
-        routed: list[RoutedEvent] = []
-        for event_id in req.event_ids:
-            event = found.get(event_id)
-            if event is None:
-                log.warning("notify.event_missing", event_id=event_id)
-                continue
-            targets = targets_for(event.type, event.created_at, endpoints)
-            routed.append(RoutedEvent(event_id=event_id, targets=targets))
-        return routed
-
-    @activity.defn(name="deliver_webhook")
-    async def deliver_webhook(self, req: DeliveryRequest) -> NotificationOutcome:
-        outcome = await self._deliveries.webhook(
-            req.endpoint_id,
-            req.event_id,
-            attempt=activity.info().attempt,
-            max_attempts=req.max_attempts,
-        )
-        if outcome.status == "retrying":
-            message = f"webhook delivery failed: {outcome.error}"
-            raise ApplicationError(message, type="webhook_failed")
-        return outcome
-
-    @activity.defn(name="send_email")
-    async def send_email(self, req: EmailRequest) -> NotificationOutcome:
-        outcome = await self._deliveries.email(
-            req.event_id, attempt=activity.info().attempt, max_attempts=req.max_attempts
-        )
-        if outcome.status == "retrying":
-            raise ApplicationError(f"email failed: {outcome.error}", type="email_failed")
-        return outcome

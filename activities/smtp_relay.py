@@ -9,8 +9,8 @@ A pooled connection that has sat idle may have been closed by the relay (RFC 532
 server drop a client after a few minutes). It is checked with NOOP before reuse once it
 has been idle for `check_after_seconds`, and dropped unused after `max_idle_seconds`, so a
 stale connection costs one round trip instead of a failed send. A send that fails for any
-reason drops its connection and raises: the `send_email` activity records the attempt and
-Temporal retries it, exactly as with a fresh connection per email.
+reason drops its connection and raises: `Deliveries` records the attempt and the outbox
+dispatcher tries it again after its backoff, exactly as with a fresh connection per email.
 
 Every header value goes out on one line (folding aside): a CR or LF in a value, from a name
 stored before the API refused them, would otherwise start a header of its own (a `Bcc:`

@@ -16,7 +16,6 @@ import stripe
 import structlog
 
 from config import Settings
-from domain.dunning import is_hard_decline
 
 log = structlog.get_logger()
 
@@ -47,10 +46,6 @@ class PaymentResult:
     decline_code: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
-
-    @property
-    def hard_decline(self) -> bool:
-        return is_hard_decline(self.decline_code)
 
 
 TRANSIENT_ERRORS = (stripe.RateLimitError, stripe.APIConnectionError)

@@ -52,14 +52,13 @@ from db.engine import transaction
 from db.repositories import stripe_inbox
 from db.repositories.stripe_inbox import Item
 from domain.notifications import DeliveryRetry
-from domain.status import SubscriptionStatus
+from domain.status import TERMINAL
 from workflows.messages import PaymentSucceeded, workflow_id_for
 
 log = structlog.get_logger()
 
 # The name `SubscriptionWorkflow.payment_succeeded` is registered under (its method name).
 PAYMENT_SUCCEEDED_SIGNAL = "payment_succeeded"
-ENDED = frozenset({SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED})
 GAUGE_SECONDS = 30.0
 _REQUEST_IDS = uuid.UUID("6f1c2a4e-5b1d-4f0e-9a57-2f3c8e1d7b90")
 
@@ -264,7 +263,7 @@ class StripeInbox:
     async def _ended(self, item: Item) -> bool:
         async with transaction(self._engine) as session:
             state = await stripe_inbox.subscription_state(session, item.subscription_id)
-        return state is not None and state[0] in ENDED
+        return state is not None and state[0] in TERMINAL
 
     async def _later(self, item: Item, error: str) -> None:
         delay = self._retry.delay_after(item.attempts)

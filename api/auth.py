@@ -3,8 +3,14 @@
 Verified keys are cached in-process for `api_key_cache_seconds`, so the hot paths
 (entitlement checks) make no database round trip for auth. A revoke through this
 process takes effect at once; other processes see it within the cache window. The cache
-holds at most `api_key_cache_size` keys, and never an unknown one: random keys would fill
-it (failed attempts are throttled instead, `api.auth_throttle`).
+holds at most `api_key_cache_size` keys.
+
+Unknown keys are remembered too, in a cache of their own: for a few seconds
+(`api_key_unknown_cache_seconds`), so a client repeating a wrong key costs one lookup, and
+at most `api_key_unknown_cache_size` of them, so a flood of random keys evicts only other
+unknown keys, never a verified one, and memory stays bounded whatever the traffic (the
+addresses sending them are throttled as well, `api.auth_throttle`). The window is short
+because a key unknown now may be created a moment later by another process.
 """
 
 from __future__ import annotations
@@ -15,11 +21,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cachetools import TTLCache
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config import Settings
-from db.models import ApiKey
+from db.repositories import api_keys
 
 
 class Role(StrEnum):
@@ -49,15 +54,36 @@ def new_raw_key(role: Role) -> str:
 
 
 class KeyCache:
-    def __init__(self, ttl_seconds: float, max_keys: int) -> None:
+    """Verified keys (by hash) and, separately, recently unknown ones; both bounded."""
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        max_keys: int,
+        *,
+        unknown_ttl_seconds: float,
+        max_unknown: int,
+    ) -> None:
         self._entries: TTLCache[str, Principal] = TTLCache(maxsize=max_keys, ttl=ttl_seconds)
+        self._unknown: TTLCache[str, bool] = TTLCache(maxsize=max_unknown, ttl=unknown_ttl_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyCache:
-        return cls(settings.api_key_cache_seconds, settings.api_key_cache_size)
+        return cls(
+            settings.api_key_cache_seconds,
+            settings.api_key_cache_size,
+            unknown_ttl_seconds=settings.api_key_unknown_cache_seconds,
+            max_unknown=settings.api_key_unknown_cache_size,
+        )
 
     def __len__(self) -> int:
+        """How many verified keys are cached."""
         return len(self._entries)
+
+    @property
+    def unknown(self) -> int:
+        """How many unknown keys are remembered."""
+        return len(self._unknown)
 
     def cached(self, raw: str) -> Principal | None:
         """The principal of `raw` if this process verified it recently (no lookup)."""
@@ -66,25 +92,25 @@ class KeyCache:
     async def resolve(self, session_factory: object, raw: str) -> Principal | None:
         digest = hash_key(raw)
         principal = self._entries.get(digest)
-        if principal is not None:
+        if principal is not None or digest in self._unknown:
             return principal
         async with session_factory() as session:  # type: ignore[operator]
             principal = await lookup(session, digest)
-        if principal is not None:
+        if principal is None:
+            self._unknown[digest] = True
+        else:
             self._entries[digest] = principal
         return principal
 
     def forget(self, key_hash: str | None = None) -> None:
         if key_hash is None:
             self._entries.clear()
+            self._unknown.clear()
         else:
             self._entries.pop(key_hash, None)
+            self._unknown.pop(key_hash, None)
 
 
 async def lookup(session: AsyncSession, digest: str) -> Principal | None:
-    row = (
-        await session.exec(
-            select(ApiKey).where(ApiKey.key_hash == digest, col(ApiKey.revoked_at).is_(None))
-        )
-    ).first()
+    row = await api_keys.active_by_hash(session, digest)
     return Principal(row.id, Role(row.role)) if row else None

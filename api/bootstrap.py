@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import hash_key
 from db.engine import transaction
-from db.models import ApiKey, Plan
+from db.repositories import api_keys, plans
 
 # Three membership tiers of a creator, each granting more features.
 DEMO_PLANS = [
@@ -33,25 +32,15 @@ async def ensure_admin_key(
     engine: AsyncEngine, raw_key: str, key_id: str = "key_admin_bootstrap"
 ) -> None:
     """Create (or re-point) the bootstrap admin key so `RECUR_ADMIN_KEY` always works."""
-    now = datetime.now(UTC)
-    statement = insert(ApiKey).values(
-        id=key_id,
-        name="bootstrap admin",
-        role="admin",
-        key_hash=hash_key(raw_key),
-        prefix=raw_key[:12],
-        created_at=now,
-    )
     async with transaction(engine) as session:
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["id"],
-                set_={
-                    "key_hash": statement.excluded.key_hash,
-                    "prefix": statement.excluded.prefix,
-                    "revoked_at": None,
-                },
-            )
+        await api_keys.ensure(
+            session,
+            key_id=key_id,
+            name="bootstrap admin",
+            role="admin",
+            key_hash=hash_key(raw_key),
+            prefix=raw_key[:12],
+            now=datetime.now(UTC),
         )
 
 
@@ -59,16 +48,15 @@ async def seed_demo_catalog(engine: AsyncEngine) -> None:
     now = datetime.now(UTC)
     async with transaction(engine) as session:
         for plan in DEMO_PLANS:
-            await session.execute(
-                insert(Plan)
-                .values(
-                    currency="usd",
-                    interval="month",
-                    interval_count=1,
-                    trial_days=7,
-                    creator_id="creator_demo",
-                    created_at=now,
+            await plans.insert_missing(
+                session,
+                {
+                    "currency": "usd",
+                    "interval": "month",
+                    "interval_count": 1,
+                    "trial_days": 7,
+                    "creator_id": "creator_demo",
+                    "created_at": now,
                     **plan,
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
+                },
             )

@@ -19,6 +19,7 @@ from temporalio.client import Client
 from api.lifecycle import drive_advance
 from api.periodic import Periodic
 from config import Settings
+from db.engine import unit_of_work
 from db.repositories import test_clocks
 
 log = structlog.get_logger()
@@ -39,16 +40,17 @@ class ClockSweeper(Periodic):
     async def sweep(self) -> int:
         """Drive the stale advances; returns how many were finished."""
         now = datetime.now(UTC)
-        async with self._sessions() as session:
+        async with unit_of_work(self._sessions) as session:
             claimed = [
                 (clock.id, clock.frozen_time)
                 for clock in await test_clocks.claim_stale_advances(
                     session, driven_before=now - self._grace, now=now, limit=10
                 )
             ]
-            await session.commit()
         finished = 0
         for clock_id, to in claimed:
+            # drive_advance commits what it does itself (it must not hold a transaction
+            # while the workflows catch up).
             async with self._sessions() as session:
                 failures = await drive_advance(session, self._client, self._settings, clock_id, to)
             log.info("test_clock.advance_resumed", test_clock_id=clock_id, behind=len(failures))

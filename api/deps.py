@@ -1,4 +1,20 @@
-"""FastAPI dependencies: database session, Temporal client, Stripe, and the caller's key."""
+"""FastAPI dependencies: database session, Temporal client, Stripe, and the caller's key.
+
+The unit of work (the one rule for transactions in the API): a request's work is the
+transaction of its session, `SessionDep`. The dependency commits it when the route has
+returned and rolls it back when the route raises; it is declared with scope "function", so
+FastAPI runs that commit after the route function and before the response is sent (the exit
+code of a dependency of the default scope "request" runs after the response went out: a
+failed commit could follow a 2xx). tests/api/test_unit_of_work.py holds FastAPI to this.
+
+Routes and repositories never commit. A service (`api/services/`, `api.lifecycle`,
+`api.key_admin`, `api.reconcile`) that must make the work durable before it calls out of
+the process (Temporal, Stripe, the key cache) commits the session it was given, says so in
+its docstring, and leaves what it writes after the call to the dependency. The reservations
+and answers of `Idempotency-Key` (`api.idempotency`) are short transactions of their own, by
+design. Background loops (the sweepers) run each step in a `db.engine.unit_of_work` block,
+or hand a session to such a service (`api.lifecycle.drive_advance`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +30,10 @@ from temporalio.client import Client
 from activities.stripe_gateway import StripeGateway
 from api.auth import KeyCache, Principal, Role
 from api.auth_throttle import AuthThrottle
-from api.errors import ApiError
 from api.lifecycle import LifecycleCalls
 from api.start_sweeper import StartSweeper
 from config import Settings
+from domain import errors
 
 
 def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
@@ -25,8 +41,15 @@ def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed once the route has returned, rolled back if it
+    raised (see the module's docstring)."""
     async with _sessions(request)() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
 
 # Every dependency is `async def`: FastAPI runs a plain `def` dependency in a thread pool,
@@ -37,7 +60,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 async def get_temporal(request: Request) -> Client:
     client: Client | None = request.app.state.temporal
     if client is None:
-        raise ApiError(503, "temporal_unavailable", "Temporal is not reachable right now")
+        raise errors.TEMPORAL_UNAVAILABLE("Temporal is not reachable right now")
     return client
 
 
@@ -70,23 +93,21 @@ async def current_principal(
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
-        raise ApiError(401, "unauthorized", "Send an API key as 'Authorization: Bearer <key>'")
+        raise errors.UNAUTHORIZED("Send an API key as 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.key_cache
     throttle: AuthThrottle = request.app.state.auth_throttle
     client = request.client.host if request.client else "unknown"
     # A throttled address may still use a key this process verified recently (the clients
     # sharing a proxy or NAT with a guesser keep working); anything else is not looked up.
     if (wait := throttle.retry_after(client)) is not None and cache.cached(raw.strip()) is None:
-        raise ApiError(
-            429,
-            "too_many_requests",
+        raise errors.TOO_MANY_REQUESTS(
             f"Too many failed authentications from this address; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
     principal = await cache.resolve(_sessions(request), raw.strip())
     if principal is None:
         throttle.failed(client)  # a key was presented and is wrong: a guess, perhaps
-        raise ApiError(401, "unauthorized", "Unknown or revoked API key")
+        raise errors.UNAUTHORIZED("Unknown or revoked API key")
     request.state.principal = principal
     return principal
 
@@ -97,13 +118,14 @@ def require(*roles: Role) -> Callable[..., object]:
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if principal.role not in allowed:
-            raise ApiError(403, "forbidden", f"The {principal.role.value} role may not do this")
+            raise errors.FORBIDDEN(f"The {principal.role.value} role may not do this")
         return principal
 
     return check
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# Scope "function": the commit runs before the response is sent (tests/api/test_unit_of_work.py).
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 GatewayDep = Annotated[StripeGateway, Depends(get_gateway)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

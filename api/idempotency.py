@@ -34,9 +34,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth import Principal
 from api.deps import CurrentKey, SessionDep
-from api.errors import ApiError
 from config import Settings
 from db.repositories import idempotency as records
+from domain import errors
 
 log = structlog.get_logger()
 
@@ -64,9 +64,7 @@ class Idempotency:
         if self.key is None:
             return None
         if not 1 <= len(self.key) <= 255:
-            raise ApiError(
-                400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters"
-            )
+            raise errors.INVALID_IDEMPOTENCY_KEY("Idempotency-Key must be 1-255 characters")
         body = await self._request.body()
         self._hash = hashlib.sha256(self._request.url.path.encode() + b"\0" + body).hexdigest()
         settings: Settings = self._request.app.state.settings
@@ -95,18 +93,14 @@ class Idempotency:
                     return None
                 continue
             if seen.request_hash != self._hash:
-                raise ApiError(
-                    409,
-                    "idempotency_key_reused",
-                    "This Idempotency-Key was used with a different request",
+                raise errors.IDEMPOTENCY_KEY_REUSED(
+                    "This Idempotency-Key was used with a different request"
                 )
             if seen.status_code is not None:
                 return _replayed(seen)
             if time.monotonic() >= give_up:
-                raise ApiError(
-                    409,
-                    "idempotency_in_progress",
-                    "A request with this Idempotency-Key is still in progress; retry later",
+                raise errors.IDEMPOTENCY_IN_PROGRESS(
+                    "A request with this Idempotency-Key is still in progress; retry later"
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LONGEST_POLL)
@@ -188,4 +182,5 @@ async def idempotency(
         await idem.release(sessions)
 
 
-IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+# Scope "function", as the session it uses (FastAPI refuses a longer-lived dependant).
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency, scope="function")]

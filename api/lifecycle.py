@@ -22,13 +22,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import Principal
-from api.errors import ApiError, from_rpc_error
+from api.errors import from_rpc_error
 from api.ids import new_id
 from config import Settings
-from db.projection import write_projection
 from db.repositories import starts, subscriptions, test_clocks
+from db.repositories.projection import write_projection
+from domain import errors
 from domain.contracts import PlanSnapshot, SubscriptionView
 from domain.dunning import DunningPolicy, ExhaustedAction
+from domain.errors import DomainError
 from domain.plan_change import PlanChangePolicy
 from workflows import search_attributes as sa
 from workflows.details import next_billing_at
@@ -287,9 +289,7 @@ class LifecycleCalls:
     ) -> Any:
         key = self.idempotency_key
         if key is not None and not 1 <= len(key) <= 255:
-            raise ApiError(
-                400, "invalid_idempotency_key", "Idempotency-Key must be 1-255 characters"
-            )
+            raise errors.INVALID_IDEMPOTENCY_KEY("Idempotency-Key must be 1-255 characters")
         update_id = f"{update_fn.__name__}:{principal.key_id}:{key}" if key is not None else None
         return await update(
             self.client,
@@ -302,12 +302,10 @@ class LifecycleCalls:
         )
 
 
-def _unavailable(subscription_id: str) -> ApiError:
-    return ApiError(
-        503,
-        "workflow_unavailable",
+def _unavailable(subscription_id: str) -> DomainError:
+    return errors.WORKFLOW_UNAVAILABLE(
         f"{subscription_id}'s workflow did not answer in time; the request may still "
-        "complete: read the subscription before sending it again",
+        "complete: read the subscription before sending it again"
     )
 
 
@@ -353,7 +351,7 @@ async def advance_subscription(
         if result.caught_up:
             return result
         if asyncio.get_running_loop().time() > deadline:
-            raise ApiError(409, "advance_incomplete", f"{subscription_id} did not catch up")
+            raise errors.ADVANCE_INCOMPLETE(f"{subscription_id} did not catch up")
         await asyncio.sleep(0.01)
 
 
@@ -382,7 +380,7 @@ async def advance_all(
                 await advance_subscription(client, subscription_id, to, deadline)
             except WorkflowUpdateFailedError as err:
                 return AdvanceFailure(subscription_id, "advance_rejected", str(err.cause))
-            except ApiError as err:
+            except DomainError as err:
                 return AdvanceFailure(subscription_id, err.code, err.message)
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
                 return AdvanceFailure(
@@ -407,7 +405,8 @@ async def drive_advance(
     session: AsyncSession, temporal: Client, settings: Settings, clock_id: str, to: datetime
 ) -> list[AdvanceFailure]:
     """Send the advance to every live subscription on the clock; the clock is ready again
-    once none is behind."""
+    once none is behind. Commits the session's work before the workflows are sent the
+    advance (no transaction stays open while they catch up), and the clock's readiness."""
     ids = list(await subscriptions.ids_on_clock(session, clock_id))
     await session.commit()  # do not hold a transaction open while workflows catch up
     failures = await advance_all(temporal, ids, to, settings.clock_advance_deadline_seconds)

@@ -28,81 +28,80 @@ from api.deps import (
 )
 from api.errors import ErrorResponse
 from api.idempotency import IdempotencyDep
+from domain.errors import DECLARED
 
 BEARER = "bearer"  # the security scheme's name (api.deps.bearer)
 
-# Every error code a route may answer with: its status and an example message.
-CODES: dict[str, tuple[int, str]] = {
-    "invalid_json": (400, "The request body is not valid JSON"),
-    "invalid_idempotency_key": (400, "Idempotency-Key must be 1-255 characters"),
-    "test_clocks_disabled": (400, "Test clocks exist only when RECUR_SANDBOX=true"),
-    "invalid_signature": (400, "no signature matches"),
-    "invalid_payload": (400, "Not a Stripe event"),
-    "unauthorized": (401, "Send an API key as 'Authorization: Bearer <key>'"),
-    "forbidden": (403, "The support role may not do this"),
-    "resource_missing": (404, "No subscription with id 'sub_0123'"),
-    "not_found": (404, "Test clocks exist only when RECUR_SANDBOX=true"),
-    "idempotency_key_reused": (409, "This Idempotency-Key was used with a different request"),
+# Every error code a route may answer with, and an example message; its status is the one
+# declared with the code (domain.errors).
+_EXAMPLES: dict[str, str] = {
+    "invalid_json": "The request body is not valid JSON",
+    "invalid_idempotency_key": "Idempotency-Key must be 1-255 characters",
+    "test_clocks_disabled": "Test clocks exist only when RECUR_SANDBOX=true",
+    "invalid_signature": "no signature matches",
+    "invalid_payload": "Not a Stripe event",
+    "unauthorized": "Send an API key as 'Authorization: Bearer <key>'",
+    "forbidden": "The support role may not do this",
+    "resource_missing": "No subscription with id 'sub_0123'",
+    "not_found": "Test clocks exist only when RECUR_SANDBOX=true",
+    "idempotency_key_reused": "This Idempotency-Key was used with a different request",
     "idempotency_in_progress": (
-        409,
-        "A request with this Idempotency-Key is still in progress; retry later",
+        "A request with this Idempotency-Key is still in progress; retry later"
     ),
-    "subscription_canceled": (409, "Subscription sub_0123 is canceled"),
-    "subscription_not_running": (409, "The subscription's workflow has ended"),
-    "update_rejected": (409, "The subscription's workflow refused the request"),
-    "already_exists": (409, "Workflow execution already started"),
-    "no_stripe_customer": (409, "Customer has no Stripe customer"),
-    "same_plan": (409, "Subscription is already on plan plan_demo_insider"),
-    "too_many_changes": (409, "At most 3 plan changes are allowed per period"),
-    "subscription_past_due": (409, "Settle the outstanding invoice before changing plans"),
-    "subscription_not_changeable": (409, "A paused subscription cannot change plans"),
-    "period_renewing": (409, "The billing period is renewing; try again"),
-    "payment_failed": (409, "The change was not applied: the charge was declined"),
-    "not_pending_cancel": (409, "Subscription has no pending cancellation to undo"),
-    "subscription_not_pausable": (409, "Only an active subscription can be paused"),
-    "subscription_cancel_pending": (409, "The subscription cancels at period end"),
-    "subscription_not_paused": (409, "Subscription is active, not paused"),
-    "nothing_to_retry": (409, "Subscription is active with no open invoice"),
-    "subscription_not_trialing": (409, "Subscription is active, not trialing"),
-    "advance_incomplete": (409, "sub_0123 did not catch up"),
-    "validation_error": (422, "plan_id: Field required"),
-    "invalid_characters": (422, "name: control characters (NUL, CR, LF, ...) are not allowed"),
+    "subscription_canceled": "Subscription sub_0123 is canceled",
+    "subscription_not_running": "The subscription's workflow has ended",
+    "update_rejected": "The subscription's workflow refused the request",
+    "already_exists": "Workflow execution already started",
+    "no_stripe_customer": "Customer has no Stripe customer",
+    "same_plan": "Subscription is already on plan plan_demo_insider",
+    "too_many_changes": "At most 3 plan changes are allowed per period",
+    "subscription_past_due": "Settle the outstanding invoice before changing plans",
+    "subscription_not_changeable": "A paused subscription cannot change plans",
+    "period_renewing": "The billing period is renewing; try again",
+    "payment_failed": "The change was not applied: the charge was declined",
+    "not_pending_cancel": "Subscription has no pending cancellation to undo",
+    "subscription_not_pausable": "Only an active subscription can be paused",
+    "subscription_cancel_pending": "The subscription cancels at period end",
+    "subscription_not_paused": "Subscription is active, not paused",
+    "nothing_to_retry": "Subscription is active with no open invoice",
+    "subscription_not_trialing": "Subscription is active, not trialing",
+    "advance_incomplete": "sub_0123 did not catch up",
+    "validation_error": "plan_id: Field required",
+    "invalid_characters": "name: control characters (NUL, CR, LF, ...) are not allowed",
     "time_out_of_range": (
-        422,
         "frozen_time: times must be from 1970-01-01T00:00:00+00:00 and before "
-        "2200-01-01T00:00:00+00:00",
+        "2200-01-01T00:00:00+00:00"
     ),
-    "duplicate_features": (422, "features: features are repeated: archive"),
-    "card_declined": (402, "The card was declined: Your card was declined."),
+    "duplicate_features": "features: features are repeated: archive",
+    "card_declined": "The card was declined: Your card was declined.",
     "payment_method_invalid": (
-        422,
-        "Stripe refused the request (resource_missing): No such PaymentMethod",
+        "Stripe refused the request (resource_missing): No such PaymentMethod"
     ),
-    "stripe_request_invalid": (422, "Stripe refused the request (parameter_invalid): ..."),
+    "stripe_request_invalid": "Stripe refused the request (parameter_invalid): ...",
     "invalid_billing_cycle_anchor": (
-        422,
-        "billing_cycle_anchor must be between now and one period ahead",
+        "billing_cycle_anchor must be between now and one period ahead"
     ),
-    "currency_mismatch": (422, "Cannot change from a usd plan to a eur plan"),
-    "invalid_refund": (422, "A prorated refund applies only to an immediate cancel"),
-    "invalid_resumes_at": (422, "resumes_at must be in the future"),
-    "invalid_trial_end": (422, "trial_end must be a UTC time after the current trial end"),
-    "invalid_frozen_time": (422, "frozen_time must not be before the clock's current time"),
-    "webhook_target_not_allowed": (422, "url: webhooks may not target a loopback address"),
-    "coupon_not_found": (404, "No coupon with id 'coupon_0123'"),
-    "promotion_code_not_found": (404, "No promotion code 'LAUNCH25'"),
-    "coupon_expired": (409, "Coupon coupon_0123 was deleted"),
-    "coupon_exhausted": (409, "Coupon coupon_0123 has been redeemed 100 times"),
-    "promotion_code_inactive": (409, "Promotion code LAUNCH25 was deactivated"),
-    "coupon_not_applicable": (
-        422,
-        "Coupon coupon_0123 applies to none of the subscription's plans",
-    ),
-    "promotion_code_not_eligible": (422, "Promotion code LAUNCH25 belongs to another customer"),
-    "too_many_requests": (429, "Too many failed authentications from this address"),
-    "temporal_unavailable": (503, "Temporal is not reachable right now"),
-    "workflow_unavailable": (503, "sub_0123's workflow did not answer in time"),
-    "stripe_unavailable": (503, "Stripe could not be reached; try again later"),
+    "currency_mismatch": "Cannot change from a usd plan to a eur plan",
+    "invalid_refund": "A prorated refund applies only to an immediate cancel",
+    "invalid_resumes_at": "resumes_at must be in the future",
+    "invalid_trial_end": "trial_end must be a UTC time after the current trial end",
+    "invalid_frozen_time": "frozen_time must not be before the clock's current time",
+    "webhook_target_not_allowed": "url: webhooks may not target a loopback address",
+    "coupon_not_found": "No coupon with id 'coupon_0123'",
+    "promotion_code_not_found": "No promotion code 'LAUNCH25'",
+    "coupon_expired": "Coupon coupon_0123 was deleted",
+    "coupon_exhausted": "Coupon coupon_0123 has been redeemed 100 times",
+    "promotion_code_inactive": "Promotion code LAUNCH25 was deactivated",
+    "no_discount": "The subscription has no discount",
+    "coupon_not_applicable": "Coupon coupon_0123 applies to none of the subscription's plans",
+    "promotion_code_not_eligible": "Promotion code LAUNCH25 belongs to another customer",
+    "too_many_requests": "Too many failed authentications from this address",
+    "temporal_unavailable": "Temporal is not reachable right now",
+    "workflow_unavailable": "sub_0123's workflow did not answer in time",
+    "stripe_unavailable": "Stripe could not be reached; try again later",
+}
+CODES: dict[str, tuple[int, str]] = {
+    code: (DECLARED[code].http_status, example) for code, example in _EXAMPLES.items()
 }
 
 _LIFECYCLE = (

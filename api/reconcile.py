@@ -20,8 +20,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.ids import new_id
-from db.projection import write_projection
 from db.repositories import entitlements, invoices, subscriptions, test_clocks
+from db.repositories.projection import write_projection
 from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
 from workflows.messages import workflow_id_for
 
@@ -43,7 +43,8 @@ class Orphan:
 
 
 async def find(client: Client, session: AsyncSession, limit: int = 10_000) -> list[Orphan]:
-    """Live subscriptions (in the read model) whose latest workflow run is closed."""
+    """Live subscriptions (in the read model) whose latest workflow run is closed. Ends the
+    session's (read) transaction before asking Temporal about each."""
     closed: set[str] = set()
     async for execution in client.list_workflows(QUERY, limit=limit):
         if execution.id.startswith(_PREFIX):

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.periodic import Periodic
+from db.engine import unit_of_work
 from db.repositories import coupons
 
 log = structlog.get_logger()
@@ -43,9 +44,8 @@ class RedemptionSweeper(Periodic):
     async def sweep(self) -> int:
         """Settle what is overdue now; returns how many reservations were released."""
         older_than = datetime.now(UTC) - self._grace
-        async with self._sessions() as session:
+        async with unit_of_work(self._sessions) as session:
             released = await coupons.settle_stale(session, older_than=older_than, limit=self._batch)
-            await session.commit()
         for redemption_id in released:
             log.info("coupon.stale_reservation_released", redemption_id=redemption_id)
         return len(released)

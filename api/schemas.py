@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from api import input_guard
 from api.auth import Role
+from domain.notifications import EVENT_PATTERN
 from domain.plan_change import ChangeWhen, ProrationBehavior
 from domain.plans import duplicate_features
 from domain.timestamps import with_z_times
@@ -277,10 +278,7 @@ class ApiKeyCreated(ApiKeyOut):
     key: str
 
 
-EventPattern = Annotated[
-    str,
-    StringConstraints(pattern=r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$"),
-]
+EventPattern = Annotated[str, StringConstraints(pattern=EVENT_PATTERN.pattern)]
 
 
 class WebhookEndpointCreate(Input):

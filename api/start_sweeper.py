@@ -23,6 +23,7 @@ from temporalio.client import Client
 from api import lifecycle
 from api.periodic import Periodic
 from config import Settings
+from db.engine import unit_of_work
 from db.repositories import starts
 from workflows.messages import SubscriptionInput
 
@@ -69,9 +70,8 @@ class StartSweeper(Periodic):
         ids, self._forgotten = sorted(self._forgotten), set()
         self._flush = None
         try:
-            async with self._sessions() as session:
+            async with unit_of_work(self._sessions) as session:
                 await starts.done(session, ids)
-                await session.commit()
         except Exception:
             log.exception("start_sweeper.forget_failed", count=len(ids))
 
@@ -79,7 +79,9 @@ class StartSweeper(Periodic):
         """Start what is overdue now; returns how many workflows were started."""
         older_than = datetime.now(UTC) - self._grace
         started = 0
-        async with self._sessions() as session:
+        # One transaction: the records stay locked (other processes skip them) while their
+        # workflows are started.
+        async with unit_of_work(self._sessions) as session:
             for row in await starts.overdue(session, older_than=older_than, limit=self._batch):
                 start_input = SubscriptionInput.model_validate(row.input)
                 error = await lifecycle.launch(self._client, self._settings, start_input)
@@ -89,5 +91,4 @@ class StartSweeper(Periodic):
                     log.info("subscription.start_recovered", subscription_id=row.subscription_id)
                 else:
                     await starts.failed(session, row.subscription_id, error)
-            await session.commit()
         return started

@@ -7,7 +7,9 @@ the API exactly as `recur api` serves it (uvicorn, one process, no access log) i
 process of its own. Then, one phase after the other, each with `--clients` concurrent
 clients (default 20) sending `--requests` requests in all after a short warm-up:
 
-* bare: `client.start_workflow` of a trivial workflow, from this process (the baseline),
+* bare: `client.start_workflow` of a trivial workflow, from this process (the baseline;
+  the trivial workflow runs on the bare worker, with Recur's worker settings: the same
+  workflow runner, sticky cache and event loop, `bench.worker_proc`),
   once before and once after the create row: the VM's speed drifts within minutes, and
   the baseline is the requests of both rows over the time of both;
 * `POST /v1/subscriptions` with a 14-day trial (a new subscription workflow each);
@@ -58,6 +60,7 @@ from bench.common import (
     top_frames,
     wait_quiet,
 )
+from config import Settings, run_loop
 from db.engine import get_engine
 from devstack.process import free_port, wait_until
 from worker import connect_temporal
@@ -303,6 +306,7 @@ def bare_rate(results: list[dict[str, Any]]) -> float:
 
 def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     bare = bare_rate(results)
+    settings = Settings()  # what the worker and API processes read from the same environment
     data = [
         [
             r["name"],
@@ -320,7 +324,9 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> None:
     body = [
         f"{args.clients} concurrent clients, {args.requests} requests per row after "
         f"{args.warmup} warm-up requests; API: uvicorn, one process, as `recur api`; worker "
-        f"tuning: {' '.join(args.tune) or 'as in worker.py'}; sandbox: {args.sandbox}; "
+        f"tuning: {' '.join(args.tune) or 'as in worker.py'}; sandbox (both workers): "
+        f"{args.sandbox} (RECUR_WORKFLOW_SANDBOX={str(settings.workflow_sandbox).lower()}); "
+        f"event loop {settings.event_loop}; "
         f"log level {args.log_level}"
         f"{'; no cached bytecode' if args.no_bytecode else ''}.",
         "",
@@ -371,7 +377,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-record", action="store_true")
-    raise SystemExit(asyncio.run(run(parser.parse_args())))
+    # The driver (the bare rows' Temporal client, and the HTTP clients of Recur's rows) runs
+    # on the event loop Recur's processes run on (RECUR_EVENT_LOOP), for both sides alike.
+    raise SystemExit(run_loop(run(parser.parse_args()), Settings()))
 
 
 if __name__ == "__main__":

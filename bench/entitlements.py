@@ -53,6 +53,7 @@ from bench.common import (
     table,
     top_frames,
 )
+from config import Settings
 from devstack.process import free_port, wait_until
 
 FEATURES = ["posts", "archive", "discord", "merch", "live_qa"]
@@ -81,6 +82,8 @@ class Server:
     def start(self, ready_path: str) -> Server:
         argv = [sys.executable, "-m", "uvicorn", *self.target]
         argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        # Both apps on the event loop `recur api` runs on (RECUR_EVENT_LOOP).
+        argv += ["--loop", Settings().event_loop]
         argv += ["--no-access-log", "--log-level", "warning"]
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(

@@ -4,7 +4,8 @@
 
 Starts its own stack on free loopback ports (PostgreSQL, Temporal dev server, localstripe,
 SMTP sink) and one worker process (`bench.worker_proc`: Recur's worker plus the bare
-baseline worker on its own task queue). Creates N customers (`pm_card_visa`) and N monthly
+baseline worker on its own task queue, with Recur's worker settings: the same workflow
+runner, sticky cache and event loop). Creates N customers (`pm_card_visa`) and N monthly
 subscriptions on one test clock through the API app in-process, and 2N bare workflows.
 Three phases run, one after the other, each in a freshly restarted worker process so that
 each starts cold (nothing in the sticky cache, as a month after the subscriptions were
@@ -23,7 +24,7 @@ of one run swing by a few tenths.
 
 Then it checks the database (exactly two paid invoices per subscription, no failed or
 duplicated attempt) and localstripe (one succeeded PaymentIntent per paid invoice), waits
-for the renewal receipts the notifier sends, prints the figures and appends them to
+for the renewal receipts the outbox dispatcher sends, prints the figures and appends them to
 bench/RESULTS.md.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,7 @@ from bench.common import (
     wait_stack_quiet,
 )
 from bench.timeline import renewal_timeline
+from config import Settings, run_loop
 from db.engine import get_engine
 from worker import connect_temporal
 from workflows.messages import workflow_id_for
@@ -82,9 +85,20 @@ def month_after(t: datetime, months: int) -> datetime:
     return t.replace(year=t.year + month // 12, month=month % 12 + 1)
 
 
+def warm_cache_room(n: int) -> None:
+    """With `--warm` one worker process keeps both bare sets (2n workflows) and Recur's n
+    subscriptions: a sticky cache of at least 2n for both workers (one setting, read by
+    `worker.worker_options`), so that neither side evicts its own workflows."""
+    size = max(Settings().worker_max_cached_workflows, 2 * n)
+    os.environ["RECUR_WORKER_MAX_CACHED_WORKFLOWS"] = str(size)
+    log(f"--warm: sticky cache of {size} workflows for both workers")
+
+
 async def run(args: argparse.Namespace) -> int:
     quiet_driver_logs()
     deadline = time.monotonic() + args.timeout
+    if args.warm:
+        warm_cache_room(args.n)
     stack = start_stack(args.log_level, bytecode=not args.no_bytecode)
     worker: WorkerProcess | None = None
     try:
@@ -273,6 +287,7 @@ def report(
     timeline: list[str],
 ) -> None:
     n = args.n
+    settings = Settings()  # what the worker process read from the same environment
     data: list[list[Any]] = []
     cpu: list[list[Any]] = []
     for i, rd in enumerate(rounds, 1):
@@ -311,7 +326,9 @@ def report(
         f"{ADVANCE_CONCURRENCY} renewals in flight (the advance endpoint's concurrency) for both "
         f"sides; {'warm' if args.warm else 'cold'} sticky cache; "
         f"{args.workers} worker process{'es' if args.workers > 1 else ''}; worker tuning: "
-        f"{' '.join(args.tune) or 'as in worker.py'}; sandbox: {args.sandbox}; "
+        f"{' '.join(args.tune) or 'as in worker.py'}; sandbox (both workers): {args.sandbox} "
+        f"(RECUR_WORKFLOW_SANDBOX={str(settings.workflow_sandbox).lower()}); event loop "
+        f"{settings.event_loop}; sticky cache {settings.worker_max_cached_workflows}; "
         f"log level {args.log_level}"
         f"{'; no cached bytecode' if args.no_bytecode else ''}.",
         "",
@@ -390,7 +407,9 @@ def main() -> None:
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(run(args)))
+    # The driver (the in-process API sending Recur's updates, and the bare ticks) runs on
+    # the event loop Recur's processes run on (RECUR_EVENT_LOOP), for both sides alike.
+    raise SystemExit(run_loop(run(args), Settings()))
 
 
 if __name__ == "__main__":

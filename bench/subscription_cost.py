@@ -9,10 +9,9 @@ Starts its own stack on free loopback ports and a worker process (`bench.worker_
    clock are created and the clock is advanced one month at a time, twelve times. Before
    and after, every table's row count and `pg_total_relation_size`: rows and bytes per
    subscription-year (creation plus twelve renewals). The histories of every run of a few
-   subscriptions (`--sample`) and of their notifier workflows (which versions before the
-   notification outbox started; none now) are fetched: events per
-   renewal period (each `advance_clock` update starts one: from the workflow task that
-   delivered it to the next one), per run and per year.
+   subscriptions (`--sample`) are fetched: events per renewal period (each `advance_clock`
+   update starts one: from the workflow task that delivered it to the next one), per run
+   and per year.
 2. **Worker memory.** The worker is restarted (empty caches) and `--live` subscriptions
    (default 10,000) are created on a second test clock; the worker's RSS is sampled
    throughout (peak) and once they are all live and the worker idles. `--renew-live`
@@ -58,7 +57,6 @@ from bench.common import (
 )
 from bench.renewal_storm import month_after
 from db.engine import get_engine
-from domain.notifications import notifier_workflow_id
 from worker import connect_temporal
 from workflows.messages import workflow_id_for
 
@@ -197,8 +195,7 @@ async def measure(args: argparse.Namespace, stack: Stack, worker: WorkerProcess)
 
             sample = subs[: args.sample]
             sub_runs = [await histories(client, workflow_id_for(x)) for x in sample]
-            notifier_runs = [await histories(client, notifier_workflow_id(x)) for x in sample]
-            body += history_section(sub_runs, notifier_runs)
+            body += history_section(sub_runs)
 
             audit = await charge_audit(
                 engine, settings.effective_stripe_api_base or "", settings.stripe_api_key
@@ -331,9 +328,7 @@ def year_section(
     ]
 
 
-def history_section(
-    sub_runs: list[list[dict[str, Any]]], notifier_runs: list[list[dict[str, Any]]]
-) -> list[str]:
+def history_section(sub_runs: list[list[dict[str, Any]]]) -> list[str]:
     # A run holds the creation and up to PERIODS_PER_RUN renewals; a renewal period is
     # what one month's advance adds to a run (the last one of a run ends in its
     # continue-as-new). The last run is open, waiting for the next period.
@@ -342,8 +337,6 @@ def history_section(
     per_year = [sum(r["events"] for r in runs) for runs in sub_runs]
     bytes_year = [sum(r["bytes"] for r in runs) for runs in sub_runs]
     n_runs = [len(runs) for runs in sub_runs]
-    notif_year = [sum(r["events"] for r in runs) for runs in notifier_runs]
-    notif_runs = [len(runs) for runs in notifier_runs]
     first = [runs[0] for runs in sub_runs if runs]
     opening = [r["events"] - sum(r["periods"]) for r in first]
     out = [
@@ -373,12 +366,6 @@ def history_section(
                     f"one year (creation + 12 renewals, {statistics.median(n_runs):.0f} runs)",
                     f"{statistics.median(per_year):.0f}",
                     f"{statistics.median(bytes_year):,.0f}",
-                ],
-                [
-                    f"notifier workflow (before the outbox), one year "
-                    f"({statistics.median(notif_runs):.0f} runs)",
-                    f"{statistics.median(notif_year):.0f}" if notif_year else "-",
-                    "",
                 ],
             ],
         ),

@@ -3,11 +3,14 @@
     python -m bench.worker_proc [--tune max_cached_workflows=2000 ...]
 
 Settings come from the `RECUR_*` environment (the harness sets them). Both workers share
-this process, its Temporal client and its event loop, so a Recur figure and its bare
-baseline are measured on the same server, the same worker process and the same cores.
+this process, its Temporal client and its event loop (`config.run_loop`, as `recur worker`),
+and both take their worker settings from `worker.worker_options`: the same workflow runner
+(unsandboxed unless RECUR_WORKFLOW_SANDBOX=true), sticky cache size and shutdown, so a Recur
+figure and its bare baseline are measured on the same server, the same worker process, the
+same cores and the same configuration. `--sandbox` changes the runner of both.
 `--tune NAME=VALUE` passes extra keyword arguments to Recur's `temporalio.worker.Worker`
-(what a tuning of `worker.py` would change) without editing it. Prints `READY` once both
-workers poll; SIGTERM or SIGINT stops them.
+only (what a tuning of `worker.py` would change) without editing it. Prints `READY` once
+both workers poll; SIGTERM or SIGINT stops them.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def _is_number(raw: str) -> bool:
 
 
 def sandbox_runner(spec: str) -> Any:
-    """`--sandbox`: `default` (worker.py's), `original` (only `domain` and `pydantic`
+    """`--sandbox`, for Recur's worker and the bare one alike: `default` (worker.py's,
+    from the settings), `original` (only `domain` and `pydantic`
     passed through, as worker.py had it before the benchmarks), `unsandboxed`, `all`
     (pass every module through), or a comma-separated list of modules to pass through
     besides `domain` and `pydantic`."""
@@ -89,10 +93,21 @@ def _with_tuning(tuning: dict[str, Any]) -> None:
     recur_worker.Worker = tuned  # type: ignore[assignment,misc]
 
 
-async def main(tuning: dict[str, Any], bare_queue: str) -> None:
+def bare_options(settings: Settings, sandbox: str) -> recur_worker.WorkerOptions:
+    """The bare worker's settings: Recur's (`worker.worker_options`), with the runner
+    `--sandbox` names when it names one."""
+    options = recur_worker.worker_options(settings)
+    if (runner := sandbox_runner(sandbox)) is not None:
+        options["workflow_runner"] = runner
+    return options
+
+
+async def main(tuning: dict[str, Any], bare_queue: str, sandbox: str) -> None:
     settings = Settings()
     configure_logging(settings)
     client = await recur_worker.connect_temporal(settings)
+    if (runner := sandbox_runner(sandbox)) is not None:
+        tuning = {**tuning, "workflow_runner": runner}
     _with_tuning(tuning)
     recur, parts = recur_worker.build_worker(client, settings)
     bare = Worker(
@@ -100,9 +115,7 @@ async def main(tuning: dict[str, Any], bare_queue: str) -> None:
         task_queue=bare_queue,
         workflows=[BareRenewalWorkflow, TrivialWorkflow],
         activities=[bench_noop],
-        # Room for both of the storm's bare sets (`--warm` keeps them all cached, as
-        # Recur's cache keeps its N subscriptions).
-        max_cached_workflows=2 * settings.worker_max_cached_workflows,
+        **bare_options(settings, sandbox),
     )
     configure_gc(settings.worker_gc_threshold)
     stop = asyncio.Event()
@@ -123,11 +136,8 @@ if __name__ == "__main__":
     parser.add_argument("--bare-queue", default=BARE_TASK_QUEUE)
     parser.add_argument("--sandbox", default="default", help=sandbox_runner.__doc__)
     args = parser.parse_args()
-    tuning = parse_tuning(args.tune)
-    if (runner := sandbox_runner(args.sandbox)) is not None:
-        tuning["workflow_runner"] = runner
     # On the event loop `recur worker` runs on (config.run_loop): the bare workers share
     # this process, so they run on it too.
-    run_loop(main(tuning, args.bare_queue), Settings())
+    run_loop(main(parse_tuning(args.tune), args.bare_queue, args.sandbox), Settings())
     sys.stdout.flush()
     os._exit(0)

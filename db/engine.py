@@ -65,7 +65,15 @@ def session_factory(engine: AsyncEngine | None = None) -> async_sessionmaker[Asy
 
 
 @asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session of `sessions` whose work commits when the block ends and rolls back if it
+    raises (the rule of `db`)."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+@asynccontextmanager
 async def transaction(engine: AsyncEngine | None = None) -> AsyncIterator[AsyncSession]:
-    """A session whose work commits on success and rolls back on error."""
-    async with session_factory(engine)() as session, session.begin():
+    """`unit_of_work` on a session of `engine` (default: the API's)."""
+    async with unit_of_work(session_factory(engine)) as session:
         yield session

@@ -16,6 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from domain import errors
 from domain._time import as_utc
 from domain.errors import DomainError
 from domain.money import format_amount
@@ -123,7 +124,7 @@ def check_terms(
 
 
 def _invalid(message: str) -> DomainError:
-    return DomainError("validation_error", message, 422)
+    return errors.VALIDATION_ERROR(message)
 
 
 def normalize_code(code: str) -> str:
@@ -170,18 +171,14 @@ def check_coupon(coupon: CouponState, now: datetime) -> None:
     """409 `coupon_expired` (deleted, or past `redeem_by`) or `coupon_exhausted`."""
     moment = as_utc(now, "now")
     if coupon.deleted:
-        raise DomainError("coupon_expired", f"Coupon {coupon.coupon_id} was deleted", 409)
+        raise errors.COUPON_EXPIRED(f"Coupon {coupon.coupon_id} was deleted")
     if coupon.redeem_by is not None and moment >= as_utc(coupon.redeem_by, "redeem_by"):
-        raise DomainError(
-            "coupon_expired",
-            f"Coupon {coupon.coupon_id} could be redeemed until {coupon.redeem_by.isoformat()}",
-            409,
+        raise errors.COUPON_EXPIRED(
+            f"Coupon {coupon.coupon_id} could be redeemed until {coupon.redeem_by.isoformat()}"
         )
     if coupon.max_redemptions is not None and coupon.times_redeemed >= coupon.max_redemptions:
-        raise DomainError(
-            "coupon_exhausted",
-            f"Coupon {coupon.coupon_id} has been redeemed {coupon.max_redemptions} times",
-            409,
+        raise errors.COUPON_EXHAUSTED(
+            f"Coupon {coupon.coupon_id} has been redeemed {coupon.max_redemptions} times"
         )
 
 
@@ -205,7 +202,7 @@ def check_code_active(code: CodeState, now: datetime) -> None:
     elif code.max_redemptions is not None and code.times_redeemed >= code.max_redemptions:
         why = f"has been redeemed {code.max_redemptions} times"
     if why is not None:
-        raise DomainError("promotion_code_inactive", f"Promotion code {code.code} {why}", 409)
+        raise errors.PROMOTION_CODE_INACTIVE(f"Promotion code {code.code} {why}")
 
 
 def check_code_eligible(
@@ -222,23 +219,19 @@ def check_code_eligible(
     elif code.minimum_amount is not None and recurring_total < code.minimum_amount:
         why = f"needs a subscription of at least {code.minimum_amount} per period"
     if why is not None:
-        raise DomainError("promotion_code_not_eligible", f"Promotion code {code.code} {why}", 422)
+        raise errors.PROMOTION_CODE_NOT_ELIGIBLE(f"Promotion code {code.code} {why}")
 
 
 def check_applicable(coupon: CouponTerms, *, currency: str, plan_ids: list[str]) -> None:
     """422 `coupon_not_applicable`: an amount off in another currency, or no item of a plan
     the coupon applies to."""
     if coupon.currency is not None and coupon.currency != currency.lower():
-        raise DomainError(
-            "coupon_not_applicable",
+        raise errors.COUPON_NOT_APPLICABLE(
             f"Coupon {coupon.coupon_id} is in {coupon.currency}, the subscription in "
-            f"{currency.lower()}",
-            422,
+            f"{currency.lower()}"
         )
     plans = coupon.applies_to_plans
     if plans is not None and not set(plans) & set(plan_ids):
-        raise DomainError(
-            "coupon_not_applicable",
-            f"Coupon {coupon.coupon_id} applies to none of the subscription's plans",
-            422,
+        raise errors.COUPON_NOT_APPLICABLE(
+            f"Coupon {coupon.coupon_id} applies to none of the subscription's plans"
         )

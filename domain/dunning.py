@@ -3,7 +3,6 @@
 from datetime import datetime, timedelta
 from enum import StrEnum
 from itertools import pairwise
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -71,8 +70,6 @@ class DunningPolicy(BaseModel):
         default_factory=lambda: list(_DEFAULT_RETRY_SCHEDULE_HOURS)
     )
     exhausted_action: ExhaustedAction = ExhaustedAction.CANCEL
-    # Entitlements are kept this long while dunning runs.
-    grace_days: Annotated[int, Field(ge=0)] = 14
 
     @field_validator("retry_schedule_hours")
     @classmethod

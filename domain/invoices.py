@@ -1,14 +1,13 @@
 """Invoice lines and proration line items."""
 
-from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from domain import errors
 from domain._time import as_utc
-from domain.errors import DomainError
 from domain.periods import interval_months
 from domain.plans import PlanTerms
 from domain.proration import prorate
@@ -52,11 +51,6 @@ class InvoiceLine(BaseModel):
         return self
 
 
-def invoice_total(lines: Iterable[InvoiceLine]) -> int:
-    """Sum of line amounts in minor units."""
-    return sum(line.amount for line in lines)
-
-
 def proration_lines(
     old: PlanTerms,
     new: PlanTerms,
@@ -75,9 +69,7 @@ def proration_lines(
     prorating a yearly price over a monthly period would charge the wrong amount.
     """
     if old.currency != new.currency:
-        raise DomainError(
-            "currency_mismatch", f"Cannot prorate {old.currency} against {new.currency}", 422
-        )
+        raise errors.CURRENCY_MISMATCH(f"Cannot prorate {old.currency} against {new.currency}")
     if interval_months(old.interval, old.interval_count) != interval_months(
         new.interval, new.interval_count
     ):

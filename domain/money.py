@@ -1,6 +1,6 @@
 """Money as integer minor units: currency codes, exact rounding and display."""
 
-from domain.errors import DomainError
+from domain import errors
 
 # ISO 4217 currencies whose minor unit is the major unit (no decimals).
 _ZERO_DECIMAL = frozenset(
@@ -29,13 +29,13 @@ _THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
 
 
 def normalize_currency(currency: str) -> str:
-    """Lowercase a currency code; raise DomainError unless it is three ASCII letters."""
+    """Lowercase a currency code; raise `INVALID_CURRENCY` unless it is three ASCII letters."""
     if (
         not isinstance(currency, str)
         or len(currency) != 3
         or not (currency.isascii() and currency.isalpha())
     ):
-        raise DomainError("invalid_currency", f"Invalid currency code: {currency!r}", 422)
+        raise errors.INVALID_CURRENCY(f"Invalid currency code: {currency!r}")
     return currency.lower()
 
 

@@ -1,20 +1,18 @@
-"""Outbound notifications: which events go where, when a failed delivery is tried again,
-and the messages of the notifier workflow that earlier versions used.
+"""Outbound notifications: which events send an email, what a webhook endpoint may subscribe
+to, and when a failed delivery is tried again.
 
-Pure data and rules (no I/O): the projection activity, the outbox dispatcher, the notifier
-workflow, its activities and the API share them.
+Pure data and rules (no I/O): the projection, the outbox dispatcher, the deliveries and the
+API share them.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
-# The lane of a notifier that sends customer emails; every other lane is a webhook endpoint id.
+# The outbox lane of a subscription's customer emails; every other lane is a webhook endpoint id.
 EMAIL_LANE = "email"
 
 # Event type -> email template. Only these events send the customer an email.
@@ -26,45 +24,9 @@ EMAIL_TEMPLATES: dict[str, str] = {
     "subscription.canceled": "canceled",
 }
 
-# What an endpoint may subscribe to: `*`, `<prefix>.*` or one exact event type.
+# What an endpoint may subscribe to: `*`, `<prefix>.*` or one exact event type (the API
+# refuses anything else; `db.repositories.outbox.endpoint_wants` routes by them).
 EVENT_PATTERN = re.compile(r"^(\*|[a-z][a-z0-9_]*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$")
-
-
-def wants(patterns: Sequence[str], event_type: str) -> bool:
-    """Does an endpoint subscribed to `patterns` want an event of `event_type`?"""
-    for pattern in patterns:
-        if pattern == "*" or pattern == event_type:
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
-
-
-@dataclass(frozen=True)
-class EndpointFilter:
-    """What routing needs to know of a webhook endpoint."""
-
-    id: str
-    events: Sequence[str]
-    created_at: datetime
-
-
-def targets_for(
-    event_type: str, written_at: datetime, endpoints: Sequence[EndpointFilter]
-) -> list[str]:
-    """Where one event goes: each enabled endpoint registered before the event was written
-    (real time, not a test clock's) that wants its type, in registration order, then the
-    customer's email if the event has a template."""
-    targets = [
-        ep.id for ep in endpoints if ep.created_at <= written_at and wants(ep.events, event_type)
-    ]
-    if event_type in EMAIL_TEMPLATES:
-        targets.append(EMAIL_LANE)
-    return targets
-
-
-def notifier_workflow_id(subscription_id: str) -> str:
-    return f"notify/{subscription_id}"
 
 
 class DeliveryRetry(BaseModel):
@@ -80,47 +42,6 @@ class DeliveryRetry(BaseModel):
         """How long to wait after failed attempt number `attempt` (1-based) before the next."""
         ms = self.initial_ms * self.backoff ** max(attempt - 1, 0)
         return timedelta(milliseconds=min(ms, self.max_ms))
-
-
-class NotifyBatch(BaseModel):
-    """Signal: these timeline events were written, in this order."""
-
-    event_ids: list[str]
-
-
-class NotifierInput(BaseModel):
-    """The notifier's input; the queue, lanes and seen ids carry over through continue-as-new."""
-
-    subscription_id: str
-    retry: DeliveryRetry = Field(default_factory=DeliveryRetry)
-    idle_seconds: int = 600
-    max_deliveries_per_run: int = 500
-    queue: list[str] = Field(default_factory=list)
-    lanes: dict[str, list[str]] = Field(default_factory=dict)
-    seen: list[str] = Field(default_factory=list)
-
-
-class RouteRequest(BaseModel):
-    subscription_id: str
-    event_ids: list[str]
-
-
-class RoutedEvent(BaseModel):
-    """Where one event goes: endpoint ids, and `EMAIL_LANE` if the customer gets an email."""
-
-    event_id: str
-    targets: list[str]
-
-
-class DeliveryRequest(BaseModel):
-    event_id: str
-    endpoint_id: str
-    max_attempts: int
-
-
-class EmailRequest(BaseModel):
-    event_id: str
-    max_attempts: int
 
 
 class NotificationOutcome(BaseModel):

@@ -50,17 +50,6 @@ def add_months_clamped(anchor: datetime, months: int) -> datetime:
     return base.replace(year=year, month=month, day=day)
 
 
-def period_boundary(
-    anchor: datetime, interval: Interval, interval_count: int, index: int
-) -> datetime:
-    """The `index`-th period boundary counted from the anchor (index 0 is the anchor).
-
-    Always computed from the anchor, never from the previous boundary, so a clamped
-    month end (Jan 31 -> Feb 29) springs back afterwards (-> Mar 31).
-    """
-    return add_months_clamped(anchor, index * interval_months(interval, interval_count))
-
-
 def period_containing(
     anchor: datetime, interval: Interval, interval_count: int, at: datetime
 ) -> tuple[datetime, datetime]:

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.errors import DomainError
+from domain import errors
 from domain.periods import interval_months
 from domain.plans import PlanTerms, compare_price_per_time
-from domain.status import SubscriptionStatus
+from domain.status import TERMINAL, SubscriptionStatus
 
 
 class ChangeWhen(StrEnum):
@@ -62,16 +62,12 @@ class ChangeDecision:
 
 DEFAULT_PLAN_CHANGE_POLICY = PlanChangePolicy()
 
-_NOT_CHANGEABLE = frozenset(
-    {
-        SubscriptionStatus.CANCELED,
-        SubscriptionStatus.INCOMPLETE,
-        SubscriptionStatus.INCOMPLETE_EXPIRED,
-        SubscriptionStatus.PAUSED,
-        # Dunning gave up and access is revoked; the debt must be settled first.
-        SubscriptionStatus.UNPAID,
-    }
-)
+_NOT_CHANGEABLE = TERMINAL | {
+    SubscriptionStatus.INCOMPLETE,
+    SubscriptionStatus.PAUSED,
+    # Dunning gave up and access is revoked; the debt must be settled first.
+    SubscriptionStatus.UNPAID,
+}
 
 
 def classify_change(current: PlanTerms, new: PlanTerms) -> ChangeKind:
@@ -98,12 +94,10 @@ def _check_guardrails(
     except ValueError:
         raise ValueError(f"unknown subscription status: {status!r}") from None
     if state == SubscriptionStatus.PAST_DUE:
-        raise DomainError(
-            "subscription_past_due", "Settle the outstanding invoice before changing plans", 409
-        )
+        raise errors.SUBSCRIPTION_PAST_DUE("Settle the outstanding invoice before changing plans")
     if state in _NOT_CHANGEABLE:
-        raise DomainError(
-            "subscription_not_changeable", f"A {state.value} subscription cannot change plans", 409
+        raise errors.SUBSCRIPTION_NOT_CHANGEABLE(
+            f"A {state.value} subscription cannot change plans"
         )
     check_plan_and_count(current, new, changes_this_period, limit)
 
@@ -114,17 +108,13 @@ def check_plan_and_count(
     """The guardrails that hold in every status: a different plan, the same currency, and
     no more than `limit` changes in the period."""
     if current.plan_id == new.plan_id:
-        raise DomainError("same_plan", f"Subscription is already on plan {new.plan_id}", 409)
+        raise errors.SAME_PLAN(f"Subscription is already on plan {new.plan_id}")
     if current.currency != new.currency:
-        raise DomainError(
-            "currency_mismatch",
-            f"Cannot change from a {current.currency} plan to a {new.currency} plan",
-            422,
+        raise errors.CURRENCY_MISMATCH(
+            f"Cannot change from a {current.currency} plan to a {new.currency} plan"
         )
     if changes_this_period >= limit:
-        raise DomainError(
-            "too_many_changes", f"At most {limit} plan changes are allowed per period", 409
-        )
+        raise errors.TOO_MANY_CHANGES(f"At most {limit} plan changes are allowed per period")
 
 
 def decide_plan_change(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from domain import errors
 from domain.errors import DomainError
 from domain.money import normalize_currency
 from domain.periods import Interval, interval_months
@@ -48,9 +49,7 @@ def distinct_features(features: Iterable[str]) -> list[str]:
 def compare_price_per_time(a: PlanTerms, b: PlanTerms) -> int:
     """Compare price per month of `a` and `b`: -1, 0 or 1 (exact, by cross-multiplication)."""
     if a.currency != b.currency:
-        raise DomainError(
-            "currency_mismatch", f"Cannot compare {a.currency} and {b.currency} prices", 422
-        )
+        raise errors.CURRENCY_MISMATCH(f"Cannot compare {a.currency} and {b.currency} prices")
     left = a.amount * interval_months(b.interval, b.interval_count)
     right = b.amount * interval_months(a.interval, a.interval_count)
     return (left > right) - (left < right)

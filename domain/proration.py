@@ -16,11 +16,6 @@ class Proration:
     remaining_seconds: int
     period_seconds: int
 
-    @property
-    def net(self) -> int:
-        """Amount owed (positive) or credited (negative) for the change."""
-        return self.credit + self.debit
-
 
 def prorate(
     old_amount: int,

@@ -13,6 +13,7 @@ class Exit(IntEnum):
     REJECTED = 4  # the API refused: a conflict (409), invalid input (422), auth (401/403)
     DECLINED = 5  # the card was declined (a retry that failed, a refused payment method)
     UNREACHABLE = 6  # the API, the database or what the API needs could not be reached
+    OPEN_RUNS = 7  # `recur ops open-runs` found open runs (a deploy that drops their code waits)
 
 
 class CliError(Exception):

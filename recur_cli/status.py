@@ -23,15 +23,14 @@ def _api_state(base: str) -> str:
 
 
 def _database_state() -> str:
-    from sqlalchemy import text
-
     from db.engine import get_engine
+    from db.repositories import health
 
     async def ping() -> None:
         engine = get_engine(get_settings().effective_database_url)
         try:
             async with engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                await health.ping(conn)
         finally:
             await engine.dispose()
 

@@ -12,24 +12,22 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from temporalio.client import Client
 
-from api.app import create_app
-from api.bootstrap import ensure_admin_key
-from config import Settings
-from db.engine import get_engine
-from db.migrate import upgrade
-from devstack.postgres import start_postgres
-from devstack.process import Child, free_port
-from devstack.smtp_sink import start_smtp_sink
-from devstack.stripe_fake import start_localstripe
-from devstack.temporal import start_temporal
-from worker import WorkerParts, build_worker, connect_temporal
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+    from temporalio.client import Client
+
+    from config import Settings
+    from devstack.process import Child
+    from worker import WorkerParts
+
+# The stack's modules (the API, the worker, the dev stack) are imported by the fixtures
+# that start it, so tests that need none of it (tests/workflows/fast, tests/domain) do
+# not pay for importing it.
 
 ADMIN_KEY = "rk_test_admin_0123456789abcdef0123456789"
 
@@ -42,6 +40,14 @@ class Stack:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from config import Settings
+    from db.migrate import upgrade
+    from devstack.postgres import start_postgres
+    from devstack.process import free_port
+    from devstack.smtp_sink import start_smtp_sink
+    from devstack.stripe_fake import start_localstripe
+    from devstack.temporal import start_temporal
+
     base = tmp_path_factory.mktemp("stack")
     children: list[Child] = []
     try:
@@ -88,11 +94,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 async def temporal_client(stack: Stack) -> Client:
+    from worker import connect_temporal
+
     return await connect_temporal(stack.settings)
 
 
 @pytest.fixture(scope="session")
 async def worker_parts(stack: Stack, temporal_client: Client) -> AsyncIterator[WorkerParts]:
+    from worker import build_worker
+
     worker, parts = build_worker(temporal_client, stack.settings)
     task = asyncio.create_task(worker.run())
     parts.dispatcher.start()
@@ -109,6 +119,10 @@ async def app_client(
     stack: Stack, temporal_client: Client, worker_parts: WorkerParts
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An API client authenticated as the bootstrap admin."""
+    from api.app import create_app
+    from api.bootstrap import ensure_admin_key
+    from db.engine import get_engine
+
     await ensure_admin_key(get_engine(stack.settings.effective_database_url), ADMIN_KEY)
     app = create_app(stack.settings, temporal=temporal_client)
     async with app.router.lifespan_context(app):
@@ -126,6 +140,11 @@ async def app_client(
 async def scratch(stack: Stack) -> AsyncIterator[AsyncEngine]:
     """A fresh, migrated database on the session's server, dropped afterwards: for tests
     whose rows the session's worker must not touch (or see)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from db.migrate import upgrade
+
     url = stack.settings.effective_database_url
     name = f"recur_scratch_{uuid.uuid4().hex[:8]}"
     admin = create_async_engine(url, isolation_level="AUTOCOMMIT")

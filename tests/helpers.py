@@ -1,17 +1,136 @@
-"""Small API helpers shared by integration tests (each asserts the status it expects)."""
+"""Small helpers shared by integration tests: API calls (each asserts the status it
+expects), waiting for a condition (`eventually`), reading workflow histories."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import httpx
+import stripe
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
+
+T = TypeVar("T")
+
+
+class _Poll:
+    """The rules every wait in the tests follows; see `eventually`."""
+
+    def __init__(self, until: Callable[[Any], object] | None, timeout: float, what: str) -> None:
+        self._until = until
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+        self._what = what
+        self._last: object = None
+
+    def reached(self, value: object) -> bool:
+        self._last = value
+        return bool(self._until(value) if self._until is not None else value)
+
+    def not_yet(self, err: AssertionError) -> None:
+        self._last = err
+
+    def check_deadline(self) -> None:
+        if time.monotonic() >= self._deadline:
+            raise AssertionError(
+                f"{self._what} not reached within {self._timeout}s; last: {self._last!r}"
+            )
+
+
+@overload
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    until: Callable[[T], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T],
+    until: Callable[[T], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any],
+    until: Callable[[Any], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
+    """Call `probe` (sync or async) until its value satisfies `until` (or, without `until`,
+    is truthy) and return that value. An AssertionError from `probe` counts as "not yet",
+    so a probe may assert; any other error ends the wait at once. After `timeout` seconds,
+    fail with the last value or assertion."""
+    poll = _Poll(until, timeout, what)
+    while True:
+        try:
+            value = probe()
+            if inspect.isawaitable(value):
+                value = await value
+            if poll.reached(value):
+                return value
+        except AssertionError as err:
+            poll.not_yet(err)
+        poll.check_deadline()
+        await asyncio.sleep(interval)
+
+
+def eventually_blocking(
+    probe: Callable[[], T],
+    until: Callable[[T], object] | None = None,
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
+    """`eventually` for synchronous tests (those driving subprocesses with blocking calls),
+    by the same rules."""
+    poll = _Poll(until, timeout, what)
+    while True:
+        try:
+            value = probe()
+            if poll.reached(value):
+                return value
+        except AssertionError as err:
+            poll.not_yet(err)
+        poll.check_deadline()
+        time.sleep(interval)
+
+
+async def serving(base_url: str, timeout: float = 20.0) -> None:
+    """Wait until an API started in the background answers `/healthz`."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+
+        async def healthy() -> bool:
+            try:
+                return (await client.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False  # not listening yet
+
+        await eventually(healthy, timeout=timeout, what=f"{base_url} serving")
+
+
+def stripe_signature(body: bytes, secret: str, at: int | None = None) -> str:
+    """The `Stripe-Signature` header Stripe sends for `body` (at `at`, default now)."""
+    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, timestamp=at)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

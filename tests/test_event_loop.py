@@ -26,6 +26,13 @@ def test_uvloop_by_default() -> None:
     assert issubclass(_loop_of(Settings()), uvloop.Loop)
 
 
+def test_run_loop_returns_what_main_returns() -> None:
+    async def main() -> int:
+        return 7
+
+    assert run_loop(main(), Settings()) == 7
+
+
 def test_the_standard_loop_on_request() -> None:
     loop = _loop_of(Settings(event_loop="asyncio"))
     assert not issubclass(loop, uvloop.Loop)

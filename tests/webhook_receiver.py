@@ -1,22 +1,21 @@
 """A real HTTP webhook receiver for tests: aiohttp on 127.0.0.1, a free port, loopback only.
 
-It verifies every request's `Recur-Signature` with the endpoint secret, can answer 500 for
-the first N requests (of one customer's events), and records what it accepted in order.
+It verifies every request's Standard Webhooks signature with the endpoint secret, as a
+receiver would, with the `standardwebhooks` library; it can answer 500 for the first N
+requests (of one customer's events), and records what it accepted in order.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from devstack.process import free_port
-from domain import webhook_signature
+from tests.helpers import eventually
 
 
 @dataclass
@@ -52,16 +51,17 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.read()
-        header = request.headers.get(webhook_signature.HEADER, "")
-        if not webhook_signature.verify(header, body, self.secret, now=int(time.time())):
+        try:
+            payload = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
             self.bad_signatures += 1
             return web.Response(status=400, text="bad signature")
-        payload = json.loads(body)
         targeted = self.fail_customer in (None, payload["data"].get("customer_id"))
         if targeted and self.failed_on_purpose < self.fail_first:
             self.failed_on_purpose += 1
             return web.Response(status=500, text="try again")
         payload["_attempt"] = request.headers.get("Recur-Delivery-Attempt")
+        payload["_webhook_id"] = request.headers.get("webhook-id")
         self.accepted.append(payload)
         return web.Response(status=204)
 
@@ -73,8 +73,4 @@ class Receiver:
         return list(dict.fromkeys(p["id"] for p in self.for_subscription(subscription_id)))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver timed out; accepted {len(self.accepted)}")
-            await asyncio.sleep(0.05)
+        await eventually(predicate, timeout=timeout, what="a condition on the webhooks received")

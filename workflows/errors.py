@@ -1,7 +1,8 @@
 """How business-rule rejections leave a workflow: as non-retryable application errors.
 
-The error `type` carries the domain code and the first detail the HTTP status, so the API
-can answer with the same `{"error": {"code", "message"}}` whoever raised it.
+The error `type` carries the domain code and the first detail the HTTP status, both taken
+from the `DomainError` (`domain.errors`), so the API answers with the same
+`{"error": {"code", "message"}}` and status whoever raised it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,5 @@ from temporalio.exceptions import ApplicationError
 from domain.errors import DomainError
 
 
-def rejected(code: str, message: str, http_status: int = 409) -> ApplicationError:
-    return ApplicationError(message, http_status, type=code, non_retryable=True)
-
-
-def from_domain(err: DomainError) -> ApplicationError:
-    return rejected(err.code, err.message, err.http_status)
+def rejected(err: DomainError) -> ApplicationError:
+    return ApplicationError(err.message, err.http_status, type=err.code, non_retryable=True)

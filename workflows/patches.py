@@ -11,6 +11,19 @@ A run records the newest bundle (BUNDLES), asked once as the workflow is constru
 without asking for it. A run recorded with an older bundle finds that bundle's marker on
 replay and asks for each newer patch on its own where it first needs it; runs recorded
 before any bundle ask for each patch exactly where they always did.
+
+Where runs branch on a patch (`patches.use`), each with the behaviour of runs recorded
+before it beside the current one:
+
+- `workflows/lifecycle/context.py`, section "patched behaviour": LEAN_RENEWALS (local or
+  remote activities), DURABLE_UPDATE_CHARGES, CANCEL_REQUEST_CANCELS (an activity in
+  flight runs to its end), SEARCH_ATTRIBUTES_ON_CHANGE; and `charge_opening`, which the
+  steps that open a period call with their patch: CHARGE_PROJECTS_FIRST_PAYMENT
+  (`lifecycle/start.py`, `lifecycle/trial.py`), CHARGE_PROJECTS_RENEWAL
+  (`lifecycle/renewal.py`).
+- `workflows/subscription.py`: CANCEL_REQUEST_CANCELS (`run`), LEAN_RENEWALS
+  (`_run_is_full`: a run per period), ADVANCE_WAITS_FOR_FINAL_PROJECTION
+  (`advance_clock`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from api import key_admin
-from api.auth import KeyCache
 from api.deps import AdminKey, SessionDep
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
@@ -20,9 +19,7 @@ async def create_key(
 ) -> object:
     if (replay := await idem.replay()) is not None:
         return replay
-    row, raw = key_admin.mint(body.role, body.name)
-    session.add(row)
-    await session.commit()
+    row, raw = await key_admin.create(session, body.role, body.name)
     out = ApiKeyCreated(**ApiKeyOut.model_validate(row, from_attributes=True).model_dump(), key=raw)
     # The key is shown once: a replay of this request answers with `key: null`.
     return await idem.respond(201, out, secret="key")
@@ -35,10 +32,7 @@ async def list_keys(session: SessionDep, _: AdminKey) -> object:
 
 @router.delete("/{key_id}", response_model=ApiKeyOut)
 async def revoke_key(key_id: str, request: Request, session: SessionDep, _: AdminKey) -> object:
-    row = await key_admin.revoke(session, key_id)
+    row = await key_admin.revoke_now(session, request.app.state.key_cache, key_id)
     if row is None:
         raise not_found("API key", key_id)
-    await session.commit()
-    cache: KeyCache = request.app.state.key_cache
-    cache.forget(row.key_hash)
     return row

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Query
-from sqlmodel import col, select
 
 from api.coupon_schemas import CouponCreate, CouponOut
-from api.coupon_service import coupon_not_found, coupon_out
 from api.deps import CurrentKey, ProductKey, SessionDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
-from db.models import Coupon, Plan
+from api.services.coupons import coupon_not_found, coupon_out
+from db.models import Coupon
 from db.repositories import coupons as repo
+from domain import errors
 from domain.coupons import Duration, check_terms
 
 router = APIRouter(prefix="/v1/coupons", tags=["coupons"])
@@ -39,10 +39,8 @@ async def create_coupon(
         duration_in_months=body.duration_in_months,
     )
     plans = list(dict.fromkeys(body.applies_to_plans)) if body.applies_to_plans else None
-    if plans:
-        found = set((await session.exec(select(Plan.id).where(col(Plan.id).in_(plans)))).all())
-        if missing := [p for p in plans if p not in found]:
-            raise not_found("plan", missing[0])
+    if plans and (missing := await repo.missing_plans(session, plans)):
+        raise not_found("plan", missing[0])
     now = datetime.now(UTC)
     coupon = Coupon(
         id=body.id or new_id("coupon"),
@@ -58,8 +56,7 @@ async def create_coupon(
         created_at=now,
     )
     if not await repo.add_coupon(session, coupon):
-        raise ApiError(409, "already_exists", f"A coupon with id {coupon.id!r} exists")
-    await session.commit()
+        raise errors.ALREADY_EXISTS(f"A coupon with id {coupon.id!r} exists")
     log.info("coupon.created", coupon_id=coupon.id, actor=key.actor)
     return await idem.respond(201, coupon_out(coupon, now))
 
@@ -87,8 +84,7 @@ async def delete_coupon(coupon_id: str, session: SessionDep, key: ProductKey) ->
         raise coupon_not_found(coupon_id)
     now = datetime.now(UTC)
     await repo.delete_coupon(session, coupon_id, now)
-    await session.commit()
-    coupon = await repo.get_coupon(session, coupon_id)
+    coupon = await repo.get_coupon(session, coupon_id, fresh=True)
     assert coupon is not None  # coupons are never removed
     log.info("coupon.deleted", coupon_id=coupon_id, actor=key.actor)
     return coupon_out(coupon, now)

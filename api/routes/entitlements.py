@@ -7,10 +7,10 @@ from datetime import UTC
 from fastapi import APIRouter, Request, Response
 
 from api.deps import current_principal
-from api.errors import ApiError
 from api.schemas import EntitlementCheck
 from db.engine import get_read_engine
 from db.repositories import entitlements
+from domain import errors
 
 router = APIRouter(prefix="/v1/entitlements", tags=["entitlements"])
 
@@ -32,12 +32,10 @@ _PARAMETERS = {
 def _param(request: Request, name: str) -> str:
     value = request.query_params.get(name)
     if value is None:
-        raise ApiError(422, "validation_error", f"query.{name}: Field required")
+        raise errors.VALIDATION_ERROR(f"query.{name}: Field required")
     if not 1 <= len(value) <= _LIMITS[name]:
-        raise ApiError(
-            422,
-            "validation_error",
-            f"query.{name}: String should have 1 to {_LIMITS[name]} characters",
+        raise errors.VALIDATION_ERROR(
+            f"query.{name}: String should have 1 to {_LIMITS[name]} characters"
         )
     return value
 

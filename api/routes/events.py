@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import CurrentKey, SessionDep
-from api.errors import ApiError
 from api.schemas import EventOut
 from db.repositories import events
+from domain import errors
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -23,7 +23,7 @@ async def list_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> object:
     if not subscription_id and not customer_id:
-        raise ApiError(422, "validation_error", "Pass subscription_id or customer_id")
+        raise errors.VALIDATION_ERROR("Pass subscription_id or customer_id")
     return await events.timeline(
         session, subscription_id=subscription_id, customer_id=customer_id, limit=limit
     )

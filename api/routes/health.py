@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+
+from db.repositories import health
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +23,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
         async with request.app.state.sessions() as session:
-            await session.execute(text("SELECT 1"))
+            await health.ping(session)
         checks["postgres"] = "ok"
     except Exception as err:
         checks["postgres"] = f"error: {type(err).__name__}"

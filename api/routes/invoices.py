@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.deps import CurrentKey, SessionDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.schemas import InvoiceLineOut, InvoiceOut, PaymentAttemptOut
 from db.models import Invoice
 from db.repositories import invoices as repo
+from domain import errors
 
 router = APIRouter(prefix="/v1/invoices", tags=["invoices"])
 
@@ -27,7 +28,7 @@ async def list_invoices(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[InvoiceOut]:
     if not subscription_id and not customer_id:
-        raise ApiError(422, "validation_error", "Pass subscription_id or customer_id")
+        raise errors.VALIDATION_ERROR("Pass subscription_id or customer_id")
     rows = await repo.list_invoices(
         session, subscription_id=subscription_id, customer_id=customer_id, limit=limit
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
-from sqlmodel import col, select
 
 from api.deps import AdminKey, CurrentKey, SessionDep
 from api.errors import not_found
@@ -13,6 +12,7 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import PlanCreate, PlanOut
 from db.models import Plan
+from db.repositories import plans
 
 router = APIRouter(prefix="/v1/plans", tags=["plans"])
 
@@ -25,19 +25,18 @@ async def create_plan(
     if (replay := await idem.replay()) is not None:
         return replay
     plan = Plan(id=new_id("plan"), created_at=datetime.now(UTC), **body.model_dump())
-    session.add(plan)
-    await session.commit()
+    plans.add(session, plan)
     return await idem.respond(201, PlanOut.model_validate(plan, from_attributes=True))
 
 
 @router.get("", response_model=list[PlanOut])
 async def list_plans(session: SessionDep, _: CurrentKey) -> object:
-    return (await session.exec(select(Plan).order_by(col(Plan.amount), col(Plan.id)))).all()
+    return await plans.catalog(session)
 
 
 @router.get("/{plan_id}", response_model=PlanOut)
 async def get_plan(plan_id: str, session: SessionDep, _: CurrentKey) -> object:
-    plan = await session.get(Plan, plan_id)
+    plan = await plans.get(session, plan_id)
     if plan is None:
         raise not_found("plan", plan_id)
     return plan

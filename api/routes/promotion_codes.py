@@ -9,14 +9,15 @@ import structlog
 from fastapi import APIRouter, Query
 
 from api.coupon_schemas import CodeText, CouponId, PromotionCodeCreate, PromotionCodeOut
-from api.coupon_service import code_not_found, code_out, coupon_not_found
 from api.deps import CurrentKey, ProductKey, SessionDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
-from db.models import Customer, PromotionCode
+from api.services.coupons import code_not_found, code_out, coupon_not_found
+from db.models import PromotionCode
 from db.repositories import coupons as repo
-from domain.errors import DomainError
+from db.repositories import customers
+from domain import errors
 
 router = APIRouter(prefix="/v1/promotion_codes", tags=["promotion codes"])
 log = structlog.get_logger()
@@ -33,8 +34,8 @@ async def create_promotion_code(
     if coupon is None:
         raise coupon_not_found(body.coupon_id)
     if coupon.deleted_at is not None:
-        raise DomainError("coupon_expired", f"Coupon {coupon.id} was deleted", 409)
-    if body.customer_id is not None and await session.get(Customer, body.customer_id) is None:
+        raise errors.COUPON_EXPIRED(f"Coupon {coupon.id} was deleted")
+    if body.customer_id is not None and await customers.get(session, body.customer_id) is None:
         raise not_found("customer", body.customer_id)
     now = datetime.now(UTC)
     code = PromotionCode(
@@ -50,8 +51,7 @@ async def create_promotion_code(
         created_at=now,
     )
     if not await repo.add_code(session, code):
-        raise ApiError(409, "already_exists", f"The promotion code {body.code!r} exists")
-    await session.commit()
+        raise errors.ALREADY_EXISTS(f"The promotion code {body.code!r} exists")
     log.info("promotion_code.created", promotion_code_id=code.id, coupon_id=coupon.id)
     return await idem.respond(201, code_out(code, coupon, now))
 
@@ -88,13 +88,12 @@ async def deactivate_promotion_code(code_id: str, session: SessionDep, key: Prod
     if await repo.get_code(session, code_id) is None:
         raise code_not_found(code_id)
     await repo.deactivate_code(session, code_id)
-    await session.commit()
     log.info("promotion_code.deactivated", promotion_code_id=code_id, actor=key.actor)
     return await _out(session, code_id)
 
 
 async def _out(session: SessionDep, code_id: str) -> PromotionCodeOut:
-    code = await repo.get_code(session, code_id)
+    code = await repo.get_code(session, code_id, fresh=True)
     if code is None:
         raise code_not_found(code_id)
     coupon = await repo.get_coupon(session, code.coupon_id)

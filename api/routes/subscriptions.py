@@ -19,17 +19,19 @@ from api.deps import (
     SupportKey,
     TemporalDep,
 )
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
-from db.models import Plan
+from api.services.subscriptions import launch_trial
 from db.repositories import invoices as invoice_repo
-from db.repositories import starts as start_records
+from db.repositories import plans
 from db.repositories import subscriptions as repo
+from domain import errors
 from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
 from domain.periods import Interval, interval_months
+from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
 from workflows.messages import (
     ActorRequest,
@@ -45,16 +47,7 @@ from workflows.subscription import SubscriptionWorkflow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 
-STATUSES = {
-    "trialing",
-    "active",
-    "past_due",
-    "paused",
-    "canceled",
-    "incomplete",
-    "incomplete_expired",
-    "unpaid",
-}
+STATUSES = frozenset(s.value for s in S)
 
 
 def _out(view: SubscriptionView) -> dict[str, Any]:
@@ -84,9 +77,7 @@ async def create_subscription(
     now = datetime.now(UTC)
     if body.test_clock_id is not None:
         if not settings.sandbox:
-            raise ApiError(
-                400, "test_clocks_disabled", "Test clocks exist only when RECUR_SANDBOX=true"
-            )
+            raise errors.TEST_CLOCKS_DISABLED("Test clocks exist only when RECUR_SANDBOX=true")
         if clock is None:
             raise not_found("test clock", body.test_clock_id)
         now = clock.frozen_time
@@ -95,10 +86,8 @@ async def create_subscription(
         anchor = anchor.astimezone(UTC)
         horizon = timedelta(days=31 * interval_months(Interval(plan.interval), plan.interval_count))
         if not now <= anchor <= now + horizon:
-            raise ApiError(
-                422,
-                "invalid_billing_cycle_anchor",
-                "billing_cycle_anchor must be between now and one period ahead",
+            raise errors.INVALID_BILLING_CYCLE_ANCHOR(
+                "billing_cycle_anchor must be between now and one period ahead"
             )
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
@@ -117,16 +106,12 @@ async def create_subscription(
     if state.status != S.TRIALING:
         view = await lifecycle.start_subscription(temporal, settings, inp)
         return await idem.respond(201, _out(view))
-    # A trial: the subscription, its first state and the start to make commit together; the
-    # workflow is started after, here or (if Temporal cannot be reached) by the sweeper.
+    # A trial: the subscription, its first state, the start to make (and the answer, under an
+    # Idempotency-Key) commit together; the workflow is started after, here or (if Temporal
+    # cannot be reached) by the sweeper.
     view, start_input = await lifecycle.record_trial(session, inp, state)
     response = await idem.respond(201, _out(view))
-    await session.commit()
-    if (error := await lifecycle.launch(temporal, settings, start_input)) is None:
-        starts.forget(inp.subscription_id)
-    else:
-        await start_records.failed(session, inp.subscription_id, error)
-        await session.commit()
+    await launch_trial(session, temporal, settings, starts, start_input)
     return response
 
 
@@ -140,7 +125,7 @@ async def list_subscriptions(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
     if status is not None and status not in STATUSES:
-        raise ApiError(422, "validation_error", f"status must be one of {sorted(STATUSES)}")
+        raise errors.VALIDATION_ERROR(f"status must be one of {sorted(STATUSES)}")
     rows = await repo.list_filtered(
         session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit
     )
@@ -161,18 +146,13 @@ def _row_out(row: Any) -> dict[str, Any]:
     return _out(SubscriptionView.model_validate(row, from_attributes=True))
 
 
-ENDED = {"canceled", "incomplete_expired"}
-
-
 async def _require(session: SessionDep, subscription_id: str) -> None:
     """The subscription exists and its lifecycle is still running (it can take updates)."""
     row = await repo.get(session, subscription_id)
     if row is None:
         raise not_found("subscription", subscription_id)
-    if row.status in ENDED:
-        raise ApiError(
-            409, "subscription_canceled", f"Subscription {subscription_id} is {row.status}"
-        )
+    if row.status in TERMINAL:
+        raise errors.SUBSCRIPTION_CANCELED(f"Subscription {subscription_id} is {row.status}")
 
 
 def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
@@ -198,7 +178,7 @@ async def change_plan(
 ) -> dict[str, Any]:
     """Upgrade, downgrade or switch interval; `preview` answers without changing anything."""
     await _require(session, subscription_id)
-    plan = await session.get(Plan, body.plan_id)
+    plan = await plans.get(session, body.plan_id)
     if plan is None:
         raise not_found("plan", body.plan_id)
     req = ChangePlanRequest(

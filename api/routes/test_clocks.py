@@ -7,21 +7,22 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter
 
-from api import lifecycle
 from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
+from api.services import test_clocks as service
 from db.models import TestClock
 from db.repositories import test_clocks
+from domain import errors
 
 router = APIRouter(prefix="/v1/test_clocks", tags=["test clocks"])
 
 
 def _sandbox_only(settings: SettingsDep) -> None:
     if not settings.sandbox:
-        raise ApiError(404, "not_found", "Test clocks exist only when RECUR_SANDBOX=true")
+        raise errors.NOT_FOUND("Test clocks exist only when RECUR_SANDBOX=true")
 
 
 @router.post("", status_code=201, response_model=TestClockOut)
@@ -42,8 +43,7 @@ async def create_clock(
         frozen_time=(body.frozen_time or now).astimezone(UTC),
         created_at=now,
     )
-    session.add(clock)
-    await session.commit()
+    test_clocks.add(session, clock)
     return await idem.respond(201, TestClockOut.model_validate(clock, from_attributes=True))
 
 
@@ -52,7 +52,7 @@ async def get_clock(
     clock_id: str, session: SessionDep, settings: SettingsDep, _: ProductKey
 ) -> object:
     _sandbox_only(settings)
-    clock = await session.get(TestClock, clock_id)
+    clock = await test_clocks.get(session, clock_id)
     if clock is None:
         raise not_found("test clock", clock_id)
     return clock
@@ -78,13 +78,8 @@ async def advance_clock(
         raise not_found("test clock", clock_id)
     to = body.frozen_time.astimezone(UTC)
     if to < clock.frozen_time:
-        raise ApiError(
-            422, "invalid_frozen_time", "frozen_time must not be before the clock's current time"
-        )
-    await test_clocks.begin_advance(session, clock, to, datetime.now(UTC))
-    await session.commit()
-    failures = await lifecycle.drive_advance(session, temporal, settings, clock_id, to)
-    await session.refresh(clock)
+        raise errors.INVALID_FROZEN_TIME("frozen_time must not be before the clock's current time")
+    failures = await service.advance(session, temporal, settings, clock, to)
     out = TestClockOut.model_validate(clock, from_attributes=True)
     out.advance_failures = [AdvanceFailureOut(**asdict(f)) for f in failures]
     return out

@@ -5,14 +5,14 @@ names are checked again, resolved, at every delivery (domain/webhook_targets.py)
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from activities.webhook_signing import new_secret
 from api.deps import AdminKey, SessionDep, SettingsDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import (
@@ -23,6 +23,7 @@ from api.schemas import (
 )
 from db.models import WebhookEndpoint
 from db.repositories import notifications
+from domain import errors
 from domain.webhook_targets import refusal_for_host
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhook endpoints"])
@@ -41,10 +42,8 @@ async def create_endpoint(
     """Events are delivered from now on, signed with the returned secret (shown only here)."""
     reason = refusal_for_host(body.url.host or "")
     if reason is not None and not settings.allows_private_webhook_targets:
-        raise ApiError(
-            422,
-            "webhook_target_not_allowed",
-            f"url: webhooks may not target a {reason.replace('_', '-')} address",
+        raise errors.WEBHOOK_TARGET_NOT_ALLOWED(
+            f"url: webhooks may not target a {reason.replace('_', '-')} address"
         )
     if (replay := await idem.replay()) is not None:
         return replay
@@ -52,12 +51,11 @@ async def create_endpoint(
         id=new_id("we"),
         url=str(body.url),
         events=list(dict.fromkeys(body.events)),
-        secret=f"whsec_{secrets.token_hex(24)}",
+        secret=new_secret(),
         description=body.description,
         created_at=datetime.now(UTC),
     )
-    session.add(endpoint)
-    await session.commit()
+    notifications.add_endpoint(session, endpoint)
     out = WebhookEndpointCreated(
         **WebhookEndpointOut.model_validate(endpoint, from_attributes=True).model_dump(),
         secret=endpoint.secret,
@@ -73,7 +71,7 @@ async def list_endpoints(session: SessionDep, _: AdminKey) -> object:
 
 @router.get("/{endpoint_id}", response_model=WebhookEndpointOut)
 async def get_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
-    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    endpoint = await notifications.get_endpoint(session, endpoint_id)
     if endpoint is None:
         raise not_found("webhook endpoint", endpoint_id)
     return endpoint
@@ -82,12 +80,10 @@ async def get_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> ob
 @router.delete("/{endpoint_id}", response_model=WebhookEndpointOut)
 async def disable_endpoint(endpoint_id: str, session: SessionDep, _: AdminKey) -> object:
     """Stop delivering to this endpoint (pending deliveries are skipped); the log stays."""
-    endpoint = await session.get(WebhookEndpoint, endpoint_id)
+    endpoint = await notifications.get_endpoint(session, endpoint_id)
     if endpoint is None:
         raise not_found("webhook endpoint", endpoint_id)
-    endpoint.disabled = True
-    session.add(endpoint)
-    await session.commit()
+    notifications.disable_endpoint(session, endpoint)
     return endpoint
 
 
@@ -102,7 +98,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> object:
     """The delivery log of one endpoint, newest first."""
-    if await session.get(WebhookEndpoint, endpoint_id) is None:
+    if await notifications.get_endpoint(session, endpoint_id) is None:
         raise not_found("webhook endpoint", endpoint_id)
     return await notifications.deliveries(
         session,

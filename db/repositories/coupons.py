@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Coupon, CouponRedemption, Invoice, PromotionCode
+from db.models import Coupon, CouponRedemption, Invoice, Plan, PromotionCode
 
 _COUPONS = Coupon.__table__  # type: ignore[attr-defined]
 _CODES = PromotionCode.__table__  # type: ignore[attr-defined]
@@ -33,13 +33,23 @@ async def add_coupon(session: AsyncSession, coupon: Coupon) -> bool:
     return (await session.execute(statement)).first() is not None
 
 
-async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
-    return await session.get(Coupon, coupon_id)
+async def get_coupon(
+    session: AsyncSession, coupon_id: str, *, fresh: bool = False
+) -> Coupon | None:
+    """The coupon; `fresh` reads it again after this unit of work changed it."""
+    return await session.get(Coupon, coupon_id, populate_existing=fresh)
 
 
 async def list_coupons(session: AsyncSession, *, limit: int) -> Sequence[Coupon]:
     query = select(Coupon).order_by(col(Coupon.created_at), col(Coupon.id)).limit(limit)
     return (await session.execute(query)).scalars().all()
+
+
+async def missing_plans(session: AsyncSession, plan_ids: Sequence[str]) -> list[str]:
+    """Those of `plan_ids` that name no plan, in their order."""
+    query = select(col(Plan.id)).where(col(Plan.id).in_(plan_ids))
+    found = set((await session.execute(query)).scalars())
+    return [plan_id for plan_id in plan_ids if plan_id not in found]
 
 
 async def delete_coupon(session: AsyncSession, coupon_id: str, now: datetime) -> None:
@@ -59,8 +69,11 @@ async def add_code(session: AsyncSession, code: PromotionCode) -> bool:
     return (await session.execute(statement)).first() is not None
 
 
-async def get_code(session: AsyncSession, code_id: str) -> PromotionCode | None:
-    return await session.get(PromotionCode, code_id)
+async def get_code(
+    session: AsyncSession, code_id: str, *, fresh: bool = False
+) -> PromotionCode | None:
+    """The code; `fresh` reads it again after this unit of work changed it."""
+    return await session.get(PromotionCode, code_id, populate_existing=fresh)
 
 
 async def find_code(session: AsyncSession, code_key: str) -> PromotionCode | None:

@@ -24,20 +24,20 @@ from db.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from domain.notifications import EndpointFilter
-
-_FILTERS = (
-    sa_select(col(WebhookEndpoint.id), col(WebhookEndpoint.events), col(WebhookEndpoint.created_at))
-    .where(col(WebhookEndpoint.disabled).is_(False))
-    .order_by(col(WebhookEndpoint.created_at))
-)
 
 
-async def endpoint_filters(session: AsyncSession) -> list[EndpointFilter]:
-    """The enabled endpoints as routing sees them, in registration order (no ORM objects:
-    this runs in every projection that writes events)."""
-    rows = (await session.execute(_FILTERS)).all()
-    return [EndpointFilter(id=i, events=list(e), created_at=c) for i, e, c in rows]
+def add_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    session.add(endpoint)
+
+
+async def get_endpoint(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint | None:
+    return await session.get(WebhookEndpoint, endpoint_id)
+
+
+def disable_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:
+    """Deliveries to it stop (pending ones are skipped); its delivery log stays."""
+    endpoint.disabled = True
+    session.add(endpoint)
 
 
 async def all_endpoints(session: AsyncSession) -> Sequence[WebhookEndpoint]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import bindparam, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.driver import compact, fetch_all
 from db.models import NotificationOutbox as Outbox
 
 
@@ -24,53 +24,81 @@ class Claimed:
 
 
 _TABLE = Outbox.__table__  # type: ignore[attr-defined]
-_ENQUEUE = insert(_TABLE).on_conflict_do_nothing()
 _FINISH = delete(_TABLE).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)))
 
 
-async def enqueue(
-    session: AsyncSession, deliveries: Sequence[tuple[str, str, str]], now: datetime
-) -> None:
-    """Queue (subscription_id, target, event_id) deliveries; one already queued is kept.
-    (A projection queues its events' deliveries within its own statement: db.projection.)"""
-    if not deliveries:
-        return
-    rows = [
-        {
-            "subscription_id": sub,
-            "target": target,
-            "event_id": event_id,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for sub, target, event_id in deliveries
-    ]
-    await session.execute(_ENQUEUE, rows)
+def endpoint_wants(event_type: str, now: str) -> str:
+    """The routing rule of webhooks, as an SQL condition on the endpoint row `e`: the
+    endpoint gets an event of type `event_type` written at `now` (both SQL expressions)
+    when it is enabled, was registered by then (real time, not a test clock's) and one of
+    its patterns matches: `*`, `<prefix>.*` or the exact type (`domain.notifications.
+    EVENT_PATTERN` says which patterns exist). The projection's statement and
+    `queue_webhooks` both route with it; nothing else does."""
+    return f"""NOT e.disabled AND e.created_at <= {now} AND EXISTS (
+        SELECT FROM json_array_elements_text(e.events) AS p(pattern)
+        WHERE p.pattern = '*' OR p.pattern = {event_type}
+           OR (right(p.pattern, 2) = '.*' AND starts_with({event_type}, left(p.pattern, -1)))
+    )"""
+
+
+# Endpoints in registration order: the order their rows are queued in.
+_QUEUE_WEBHOOKS = text(
+    f"""
+    INSERT INTO notification_outbox (subscription_id, target, event_id, attempts,
+                                     next_attempt_at, created_at)
+    SELECT :subscription_id, e.id, :event_id, 0, :now, :now
+    FROM webhook_endpoints AS e
+    WHERE {endpoint_wants("CAST(:event_type AS text)", ":now")}
+    ORDER BY e.created_at, e.id
+    ON CONFLICT DO NOTHING
+    RETURNING target
+    """
+)
+
+
+async def queue_webhooks(
+    session: AsyncSession, subscription_id: str, event_id: str, event_type: str, now: datetime
+) -> list[str]:
+    """Queue one event's deliveries to the webhook endpoints that want it (a delivery already
+    queued is kept); the endpoint ids queued. A projection queues its events' deliveries
+    within its own statement (`db.projection`), by the same rule."""
+    params = {
+        "subscription_id": subscription_id,
+        "event_id": event_id,
+        "event_type": event_type,
+        "now": now,
+    }
+    result = await session.execute(_QUEUE_WEBHOOKS, params)
+    return [str(target) for (target,) in result.all()]
 
 
 # The head of each lane (its oldest row) is what may go out. Of the heads that are due and
 # not claimed by a live dispatcher, up to `limit` are locked and claimed until `until`;
 # SKIP LOCKED makes dispatchers claiming at the same moment take different rows, and the
 # lock re-checks the claim, so a row claimed and committed meanwhile is left alone.
-_CLAIM = text(
-    """
+# A claimed row is read as `Claimed`: each field from its column of the table model.
+_CLAIMED_FROM = {
+    f.name: _TABLE.c["attempts" if f.name == "attempt" else f.name].name for f in fields(Claimed)
+}
+_CLAIM = compact(
+    f"""
     WITH heads AS (
         SELECT DISTINCT ON (subscription_id, target) id
         FROM notification_outbox
         ORDER BY subscription_id, target, id
     ), due AS (
         SELECT o.id FROM notification_outbox AS o JOIN heads ON heads.id = o.id
-        WHERE o.next_attempt_at <= :now AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+        WHERE o.next_attempt_at <= %(now)s
+          AND (o.claimed_until IS NULL OR o.claimed_until < %(now)s)
         ORDER BY o.next_attempt_at, o.id
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE OF o SKIP LOCKED
     )
     UPDATE notification_outbox AS o
-    SET claimed_until = :until, attempts = o.attempts + 1
+    SET claimed_until = %(until)s, attempts = o.attempts + 1
     FROM due
     WHERE o.id = due.id
-    RETURNING o.id, o.subscription_id, o.target, o.event_id, o.attempts
+    RETURNING {", ".join(f"o.{column} AS {name}" for name, column in _CLAIMED_FROM.items())}
     """
 )
 
@@ -79,8 +107,8 @@ async def claim(
     session: AsyncSession, *, limit: int, now: datetime, until: datetime
 ) -> list[Claimed]:
     """Claim up to `limit` due lane heads until `until`, oldest due first."""
-    result = await session.execute(_CLAIM, {"now": now, "until": until, "limit": limit})
-    claimed = [Claimed(*row) for row in result.all()]
+    rows = await fetch_all(session, _CLAIM, {"now": now, "until": until, "limit": limit})
+    claimed = [Claimed(**row) for row in rows]
     claimed.sort(key=lambda c: c.id)
     return claimed
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Event, StripeEvent, Subscription, WebhookEndpoint
+from db.driver import compact, fetch_all
+from db.models import Event, StripeEvent, Subscription
 from db.repositories import outbox
-from domain.notifications import wants
 
 # Rows the drainer works on; `needs_support` rows wait for a person.
 DUE = ("pending", "refunding")
@@ -104,22 +103,24 @@ async def hand_off(
     )
 
 
-_CLAIM = text(
-    """
+_STRIPE_EVENTS = StripeEvent.__table__  # type: ignore[attr-defined]
+# A claimed row is read as an `Item`: its fields, each a column of the table model.
+_ITEM_COLUMNS = ", ".join(f"s.{_STRIPE_EVENTS.c[f.name].name}" for f in fields(Item))
+_CLAIM = compact(
+    f"""
     WITH due AS (
         SELECT id FROM stripe_events
         WHERE processed_at IS NULL AND status IN ('pending', 'refunding')
-          AND next_attempt_at <= :now AND (claimed_until IS NULL OR claimed_until < :now)
+          AND next_attempt_at <= %(now)s AND (claimed_until IS NULL OR claimed_until < %(now)s)
         ORDER BY next_attempt_at, id
-        LIMIT :limit
+        LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     )
     UPDATE stripe_events AS s
-    SET claimed_until = :until, attempts = s.attempts + 1
+    SET claimed_until = %(until)s, attempts = s.attempts + 1
     FROM due
     WHERE s.id = due.id
-    RETURNING s.id, s.status, s.subscription_id, s.invoice_id, s.payment_intent_id, s.amount,
-              s.currency, s.attempts, s.refund_key
+    RETURNING {_ITEM_COLUMNS}
     """
 )
 
@@ -127,8 +128,8 @@ _CLAIM = text(
 async def claim(session: AsyncSession, *, limit: int, now: datetime, until: datetime) -> list[Item]:
     """Claim up to `limit` due rows until `until`, oldest due first; several drainers (one
     per worker process) take different rows."""
-    result = await session.execute(_CLAIM, {"now": now, "until": until, "limit": limit})
-    return [Item(*row) for row in result.all()]
+    rows = await fetch_all(session, _CLAIM, {"now": now, "until": until, "limit": limit})
+    return [Item(**row) for row in rows]
 
 
 async def done(
@@ -232,31 +233,8 @@ async def write_event(
     )
     if inserted.first() is None:
         return []
-    endpoints = (
-        await session.execute(
-            select(col(WebhookEndpoint.id), col(WebhookEndpoint.events))
-            .where(~col(WebhookEndpoint.disabled), col(WebhookEndpoint.created_at) <= now)
-            .order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
-        )
-    ).all()
-    deliveries = [
-        (subscription_id, str(endpoint_id), event_id)
-        for endpoint_id, patterns in endpoints
-        if wants(patterns, event_type)
-    ]
-    await outbox.enqueue(session, deliveries, now)
-    return deliveries
-
-
-async def needing_support(session: AsyncSession, limit: int = 100) -> Sequence[StripeEvent]:
-    """Events nothing automatic can settle (for operators), oldest first."""
-    query = (
-        select(StripeEvent)
-        .where(col(StripeEvent.processed_at).is_(None), col(StripeEvent.status) == "needs_support")
-        .order_by(col(StripeEvent.received_at))
-        .limit(limit)
-    )
-    return (await session.execute(query)).scalars().all()
+    targets = await outbox.queue_webhooks(session, subscription_id, event_id, event_type, now)
+    return [(subscription_id, target, event_id) for target in targets]
 
 
 async def count_needing_support(session: AsyncSession) -> int:

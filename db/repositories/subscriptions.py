@@ -10,6 +10,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.models import Customer, Plan, Subscription, TestClock
+from domain.status import TERMINAL
+
+# Bound as plain text (a driver may bind an enum member by its name).
+_ENDED = sorted(s.value for s in TERMINAL)
 
 # Built once, with bound ids: every create runs it, and a statement built per call costs
 # SQLAlchemy its joins and a fresh cache key each time.
@@ -64,7 +68,7 @@ async def list_filtered(
 async def ids_on_clock(session: AsyncSession, test_clock_id: str) -> Sequence[str]:
     query = select(Subscription.id).where(
         Subscription.test_clock_id == test_clock_id,
-        col(Subscription.status).not_in(["canceled", "incomplete_expired"]),
+        col(Subscription.status).not_in(_ENDED),
     )
     return (await session.exec(query)).all()
 
@@ -75,6 +79,6 @@ async def live_statuses(session: AsyncSession, subscription_ids: Sequence[str]) 
         return {}
     query = select(Subscription.id, Subscription.status).where(
         col(Subscription.id).in_(subscription_ids),
-        col(Subscription.status).not_in(["canceled", "incomplete_expired"]),
+        col(Subscription.status).not_in(_ENDED),
     )
     return dict((await session.exec(query)).all())

@@ -11,6 +11,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db.models import TestClock
 
 
+def add(session: AsyncSession, clock: TestClock) -> None:
+    session.add(clock)
+
+
 async def get(session: AsyncSession, clock_id: str) -> TestClock | None:
     return await session.get(TestClock, clock_id)
 

@@ -168,3 +168,44 @@ async def test_racing_settlements_agree_on_the_first_answer(scratch: AsyncEngine
     )
     assert len(statuses) == 20
     assert all((a == "succeeded") == (i == "paid") for a, i in statuses)
+
+
+async def test_a_late_success_settles_a_failed_attempt_and_pays_the_invoice(
+    scratch: AsyncEngine,
+) -> None:
+    """Stripe's webhook reports a payment that needed 3-D Secure: the attempt recorded failed
+    is settled as succeeded (keeping why it failed at first) and its invoice is paid, by the
+    same statement as a charge's; without `late` a failed attempt keeps its answer."""
+    await _customer(scratch)
+    await _open(scratch, _invoice())
+    first = charges.Settlement("failed", "pi_3ds", failure_code="authentication_required")
+    await _settle(scratch, "in_1", 1, first)
+    assert await _rows(scratch, "SELECT status FROM invoices") == [("open",)]
+
+    async with scratch.begin() as conn:
+        found = await charges.attempt_of_intent(conn, "pi_3ds")
+        assert found is not None and found.subscription_id == "sub_1"
+        assert (found.attempt.status, found.clock_time) == ("failed", None)
+        ignored = await charges.settle_attempt(
+            conn,
+            key=found.attempt.idempotency_key,
+            invoice_id="in_1",
+            result=charges.Settlement("succeeded"),
+            now=T0 + timedelta(hours=1),
+        )
+        assert ignored.status == "failed", "a charge's settlement never overrides an answer"
+        settled = await charges.settle_attempt(
+            conn,
+            key=found.attempt.idempotency_key,
+            invoice_id="in_1",
+            result=charges.Settlement("succeeded"),
+            now=T0 + timedelta(hours=1),
+            late=True,
+        )
+    assert (settled.status, settled.stripe_payment_intent_id) == ("succeeded", "pi_3ds")
+    assert settled.failure_code == "authentication_required"
+    assert await _rows(scratch, "SELECT status, paid_at FROM invoices") == [
+        ("paid", T0 + timedelta(hours=1))
+    ]
+    async with scratch.connect() as conn:
+        assert await charges.attempt_of_intent(conn, "pi_unknown") is None

@@ -36,7 +36,9 @@ from db.repositories import notifications as repo
 from db.repositories import outbox
 from devstack.process import free_port
 from domain.notifications import EMAIL_LANE, DeliveryRetry
+from tests.activities.queue import queue_deliveries
 from tests.conftest import Stack
+from tests.helpers import eventually
 
 LEASE = timedelta(seconds=3)  # short, and still longer than the steps before the death
 
@@ -72,7 +74,7 @@ async def _queue_cancellations(engine: AsyncEngine, count: int) -> list[str]:
                     created_at=now,
                 )
             )
-        await outbox.enqueue(
+        await queue_deliveries(
             session, [(f"sub_once_{run}_{n}", EMAIL_LANE, e) for n, e in enumerate(event_ids)], now
         )
     return event_ids
@@ -107,11 +109,13 @@ async def test_a_worker_dying_mid_batch_resends_only_the_email_in_flight_with_it
     event_ids = await _queue_cancellations(scratch, 5)
     in_flight = event_ids[2]  # accepted by the relay, never recorded
     recorded = repo.record_email_attempts
+    died: list[str] = []
 
     async def dies_recording_the_third(
         session: Any, attempts: Sequence[repo.EmailAttempt], now: datetime
     ) -> dict[str, int]:
         if any(a.event_id == in_flight for a in attempts):
+            died.append(in_flight)
             raise WorkerDied
         return await recorded(session, attempts, now)
 
@@ -121,10 +125,10 @@ async def test_a_worker_dying_mid_batch_resends_only_the_email_in_flight_with_it
     dying = _dispatcher(scratch, first)
     dying.start()
     maildir = stack.settings.data_dir / "mail"
-    async with asyncio.timeout(15):
-        while in_flight not in _copies(maildir, event_ids):
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    # The relay accepted the third email, and the worker died recording it.
+    await eventually(
+        lambda: died and in_flight in _copies(maildir, event_ids), timeout=15, what="the death"
+    )
     await dying.stop(timeout=1)  # the process is gone; its claims stay until the lease ends
     await first.aclose()
     monkeypatch.setattr(repo, "record_email_attempts", recorded)
@@ -137,13 +141,13 @@ async def test_a_worker_dying_mid_batch_resends_only_the_email_in_flight_with_it
     second = Deliveries(scratch, stack.settings)
     survivor = _dispatcher(scratch, second)
     survivor.start()
+
+    async def pending() -> int:
+        async with transaction(scratch) as session:
+            return await outbox.pending(session)
+
     try:
-        async with asyncio.timeout(20):
-            while True:
-                async with transaction(scratch) as session:
-                    if await outbox.pending(session) == 0:
-                        break
-                await asyncio.sleep(0.1)
+        await eventually(pending, lambda left: left == 0, timeout=20, what="an empty outbox")
     finally:
         await survivor.stop()
         await second.aclose()

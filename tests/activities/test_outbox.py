@@ -26,10 +26,20 @@ from activities.notifications import Deliveries
 from db.engine import get_engine, transaction
 from db.models import EmailNotification, NotificationOutbox
 from db.repositories import outbox
+from db.repositories.outbox import Claimed
 from domain.contracts import EventDraft, SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, DeliveryRetry, NotificationOutcome
+from tests.activities.queue import queue_deliveries
 from tests.conftest import Stack
-from tests.helpers import advance, make_clock, make_customer, make_plan, ok, subscribe
+from tests.helpers import (
+    advance,
+    eventually,
+    make_clock,
+    make_customer,
+    make_plan,
+    ok,
+    subscribe,
+)
 from tests.webhook_receiver import Receiver
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -38,7 +48,7 @@ LEASE = timedelta(minutes=5)
 
 async def _queue(engine: AsyncEngine, rows: list[tuple[str, str, str]], at: datetime) -> None:
     async with transaction(engine) as session:
-        await outbox.enqueue(session, rows, at)
+        await queue_deliveries(session, rows, at)
 
 
 async def _claim(engine: AsyncEngine, now: datetime, limit: int = 100) -> list[outbox.Claimed]:
@@ -60,7 +70,7 @@ async def test_a_lane_goes_out_one_row_at_a_time_in_order(scratch: AsyncEngine) 
     assert all(c.attempt == 1 for c in first)
     assert await _claim(scratch, T0) == [], "claimed heads are not claimed again"
     async with transaction(scratch) as session:
-        await outbox.enqueue(session, [(a, "we_x", "evt_a1")], T0)  # queued twice: kept once
+        await queue_deliveries(session, [(a, "we_x", "evt_a1")], T0)  # queued twice: kept once
         assert await outbox.pending(session, a) == 3
 
     head = next(c for c in first if c.event_id == "evt_a1" and c.target == "we_x")
@@ -127,16 +137,15 @@ async def test_a_repeated_projection_queues_and_sends_nothing_twice(
         await ActivityEnvironment().run(ledger.sync_subscription, request)
     assert woken == [1], "only the attempt that wrote the event queued a delivery"
 
-    for _ in range(200):  # the session's dispatcher sends it
+    async def sent() -> EmailNotification | None:
         async with transaction(engine) as session:
             record = await session.get(EmailNotification, event.id)
             left = await outbox.pending(session, sub_id)
-        if record is not None and record.status == "sent" and left == 0:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"the cancellation email was not sent: {record}")
-    assert record.attempts == 1
+        return record if record is not None and record.status == "sent" and left == 0 else None
+
+    # The session's dispatcher sends it.
+    record = await eventually(sent, what="the cancellation email sent")
+    assert record is not None and record.attempts == 1
     maildir = stack.settings.data_dir / "mail"
     copies = [p for p in maildir.glob("*.eml") if f"<{event.id}@recur>" in p.read_text()]
     assert len(copies) == 1
@@ -190,20 +199,18 @@ async def test_dispatchers_sharing_the_outbox_deliver_each_event_once_in_order(
             await receiver.wait_for(lambda s=sub, e=expected: receiver.first_seen_ids(s["id"]) == e)
             got = [p["id"] for p in receiver.for_subscription(sub["id"])]
             assert got == expected, "each event once, in timeline order"
+
         # The receipts (email lane) may still be going out; then nothing may be left.
-        left: list[object] = []
-        for _ in range(100):
+        async def left() -> list[object]:
             async with transaction(engine) as session:
                 rows = await session.execute(
                     select(NotificationOutbox).where(
                         NotificationOutbox.subscription_id.in_([s["id"] for s in subs])  # type: ignore[attr-defined]
                     )
                 )
-                left = list(rows.all())
-            if not left:
-                break
-            await asyncio.sleep(0.1)
-        assert left == [], "nothing left in the outbox"
+                return list(rows.all())
+
+        await eventually(left, lambda rows: rows == [], what="nothing left in the outbox")
         assert sum(d.attempts for d in extra) > 0, "the extra dispatchers took a share"
     finally:
         for dispatcher in extra:
@@ -228,12 +235,24 @@ class _RecordingDeliveries(Deliveries):
         return {event_id: NotificationOutcome(status="sent", attempts=1) for event_id, _ in batch}
 
 
+class _CountingDispatcher(OutboxDispatcher):
+    """Counts its claims, so a test knows when it has looked at the outbox."""
+
+    claims = 0
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        try:
+            return await super()._claim(limit)
+        finally:
+            self.claims += 1
+
+
 @pytest.mark.parametrize("linger", [0.0, 0.6])
 async def test_a_burst_queued_row_by_row_goes_out_as_one_batch_after_the_linger(
     scratch: AsyncEngine, stack: Stack, linger: float
 ) -> None:
     deliveries = _RecordingDeliveries(scratch, stack)
-    dispatcher = OutboxDispatcher(
+    dispatcher = _CountingDispatcher(
         scratch,
         deliveries,
         DeliveryRetry(initial_ms=100, max_ms=500, max_attempts=3),
@@ -241,7 +260,8 @@ async def test_a_burst_queued_row_by_row_goes_out_as_one_batch_after_the_linger(
         linger=linger,
     )
     dispatcher.start()
-    await asyncio.sleep(0.3)  # its first look (at start, with nothing queued) is over
+    # Its first look (at start, with nothing queued) is over: it waits for a wake-up.
+    await eventually(lambda: dispatcher.claims >= 1, what="the dispatcher's first look")
     events = [f"evt_burst_{n}" for n in range(6)]
     try:
         # As projections queue receipts during a storm: one row at a time, each waking
@@ -250,9 +270,7 @@ async def test_a_burst_queued_row_by_row_goes_out_as_one_batch_after_the_linger(
             await _queue(scratch, [(f"sub_burst_{n}", EMAIL_LANE, event_id)], datetime.now(UTC))
             dispatcher.wake()
             await asyncio.sleep(0.05)
-        async with asyncio.timeout(10):
-            while dispatcher.attempts < len(events):
-                await asyncio.sleep(0.02)
+        await eventually(lambda: dispatcher.attempts >= len(events), what="every row sent")
     finally:
         await dispatcher.stop()
         await deliveries.aclose()

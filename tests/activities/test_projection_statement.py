@@ -1,8 +1,8 @@
-"""The one-statement projection (db/projection.py) against the real PostgreSQL, on a scratch
-database: the deliveries it queues agree with the routing rules of `domain.notifications`
-(written there in Python, here in SQL), in timeline order; a repeat writes and queues
-nothing; an older state never overwrites a newer one; entitlements end up exactly granted;
-invoices named in the request leave `open`."""
+"""The one-statement projection (db/repositories/projection.py) against the real
+PostgreSQL, on a scratch database: the deliveries it queues follow the routing rule
+(`outbox.endpoint_wants`, which `outbox.queue_webhooks` shares), in timeline order; a
+repeat writes and queues nothing; an older state never overwrites a newer one;
+entitlements end up exactly granted; invoices named in the request leave `open`."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.projection import write_projection
+from db.engine import session_factory
+from db.repositories import outbox
+from db.repositories.projection import write_projection
 from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
-from domain.notifications import EMAIL_LANE, EndpointFilter, targets_for
+from domain.notifications import EMAIL_LANE
 
 NOW = datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
 ENDPOINTS = [  # id, patterns, registered, disabled
@@ -25,7 +27,16 @@ ENDPOINTS = [  # id, patterns, registered, disabled
     ("we_off", ["*"], NOW - timedelta(days=1), True),
     ("we_later", ["*"], NOW + timedelta(seconds=1), False),  # registered after the event
 ]
-TYPES = ["invoice.paid", "subscription.renewed", "entitlement.granted", "invoice.payment_failed"]
+# Event type -> the webhook endpoints that get it, in registration order.
+ROUTES = {
+    "invoice.paid": ["we_all", "we_invoices"],
+    "subscription.renewed": ["we_all", "we_renewed"],
+    "entitlement.granted": ["we_all"],
+    "invoice.payment_failed": ["we_all", "we_invoices"],
+    "invoices.paid": ["we_all"],  # `invoice.*` is the prefix `invoice.`, not `invoice`
+    "subscription.renewed_twice": ["we_all"],  # an exact type matches only itself
+}
+TYPES = list(ROUTES)
 
 
 def _view(version: int, status: str = "active") -> SubscriptionView:
@@ -88,15 +99,13 @@ async def test_deliveries_follow_the_routing_rules_in_timeline_order(scratch: As
     events = _events("evt")
     queued = await _write(scratch, SyncRequest(subscription=_view(1), events=events))
 
-    filters = [
-        EndpointFilter(id=id_, events=patterns, created_at=registered)
-        for id_, patterns, registered, disabled in ENDPOINTS
-        if not disabled
+    emails = {"subscription.renewed", "invoice.payment_failed"}  # those with a template
+    expected = [
+        ("sub_p", target, e.id)
+        for e in events
+        for target in ROUTES[e.type] + ([EMAIL_LANE] if e.type in emails else [])
     ]
-    expected = [("sub_p", t, e.id) for e in events for t in targets_for(e.type, NOW, filters)]
-    assert sorted(queued) == sorted(expected), "the SQL routes as domain.notifications does"
-    assert ("sub_p", "we_invoices", "evt_0") in queued and ("sub_p", EMAIL_LANE, "evt_1") in queued
-    assert not any(t in ("we_off", "we_later", "we_bare_prefix") for _, t, _ in queued)
+    assert sorted(queued) == sorted(expected), "each event's webhooks, and its email"
 
     lanes = await _rows(
         scratch, "SELECT target, event_id FROM notification_outbox ORDER BY target, id"
@@ -161,3 +170,16 @@ async def test_a_repeat_writes_and_queues_nothing_and_old_states_lose(
     # No grant in the request: entitlements are left as they are.
     await _write(scratch, SyncRequest(subscription=_view(4), events=[]))
     assert await _rows(scratch, "SELECT count(*) FROM entitlements") == [(2,)]
+
+
+async def test_a_single_event_is_routed_by_the_same_rule(scratch: AsyncEngine) -> None:
+    """`queue_webhooks` (the Stripe inbox's timeline events) sends each type where the
+    projection does (no email: those events have no template)."""
+    await _endpoints(scratch)
+    async with session_factory(scratch)() as session:
+        for n, event_type in enumerate(TYPES):
+            queued = await outbox.queue_webhooks(session, "sub_q", f"evt_q{n}", event_type, NOW)
+            assert sorted(queued) == sorted(ROUTES[event_type]), event_type
+        again = await outbox.queue_webhooks(session, "sub_q", "evt_q0", TYPES[0], NOW)
+        assert again == [], "a delivery already queued is kept, not queued twice"
+        await session.commit()

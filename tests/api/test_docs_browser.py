@@ -23,6 +23,7 @@ from api.app import create_app
 from devstack.process import free_port
 from tests.browser import chromium_path
 from tests.conftest import ADMIN_KEY, Stack
+from tests.helpers import serving
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +42,7 @@ async def docs_server(stack: Stack, app_client: httpx.AsyncClient) -> AsyncItera
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        for _ in range(400):
-            try:
-                if (await client.get(f"{base}/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the API did not start")
+    await serving(base)
     yield base
     server.should_exit = True
     await asyncio.to_thread(thread.join, 10)

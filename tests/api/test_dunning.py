@@ -11,6 +11,7 @@ from tests.helpers import (
     advance,
     entitled,
     event_types,
+    eventually,
     get_sub,
     invoices,
     make_clock,
@@ -172,11 +173,6 @@ async def test_unpaid_first_charge_expires_after_23_hours(app_client: httpx.Asyn
 
 async def _wait_status(api: httpx.AsyncClient, sub_id: str, status: str) -> dict[str, Any]:
     """Signals are asynchronous: poll the read model briefly."""
-    import asyncio
-
-    for _ in range(100):
-        sub = await get_sub(api, sub_id)
-        if sub["status"] == status:
-            return sub
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{sub_id} never became {status}: {sub}")
+    return await eventually(
+        lambda: get_sub(api, sub_id), lambda sub: sub["status"] == status, what=status
+    )

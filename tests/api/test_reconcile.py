@@ -8,7 +8,6 @@ counts such subscriptions (/readyz, /metrics) and `reconcile.repair` (what
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import httpx
@@ -20,7 +19,7 @@ from api.orphan_check import OrphanCheck
 from db.engine import get_engine, session_factory
 from tests.api.billing_support import at, events_of, start_active
 from tests.conftest import Stack
-from tests.helpers import advance, get_sub, invoices, make_plan, ok
+from tests.helpers import advance, eventually, get_sub, invoices, make_plan, ok
 from workflows.messages import workflow_id_for
 
 START = at(2030, 4, 2, 15, 0)
@@ -43,12 +42,10 @@ async def test_a_terminated_workflow_is_found_and_repaired(
     await temporal_client.get_workflow_handle(workflow_id_for(sub["id"])).terminate("by hand")
 
     # Visibility is eventually consistent: the terminated run shows up within moments.
-    for _ in range(100):
-        if sub["id"] in await _orphan_ids(temporal_client, stack):
-            break
-        await asyncio.sleep(0.1)
-    found = await _orphan_ids(temporal_client, stack)
-    assert sub["id"] in found and kept["id"] not in found
+    found = await eventually(
+        lambda: _orphan_ids(temporal_client, stack), lambda ids: sub["id"] in ids
+    )
+    assert kept["id"] not in found
     metrics = ApiMetrics()
     registry = metrics.registry
     check = OrphanCheck(

@@ -4,7 +4,6 @@ made at once is made by the start sweeper."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,6 +18,7 @@ from tests.helpers import (
     advance,
     entitled,
     event_types,
+    eventually,
     get_sub,
     invoices,
     make_clock,
@@ -68,13 +68,13 @@ async def test_a_trial_is_readable_and_entitled_as_soon_as_it_is_created(
     description = await handle.describe()
     assert description.search_attributes["SubscriptionStatus"] == ["trialing"]
     sessions = session_factory(get_engine(stack.settings.effective_database_url))
-    for _ in range(100):  # the start record is deleted with the next batch
+
+    async def start_record_gone() -> bool:
         async with sessions() as session:
-            if await session.get(SubscriptionStart, sub["id"]) is None:
-                break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the start record of a started workflow was not deleted")
+            return await session.get(SubscriptionStart, sub["id"]) is None
+
+    # The start record is deleted with the next batch.
+    await eventually(start_record_gone, what="the start record of a started workflow deleted")
 
     # And it runs the rest of the lifecycle from there.
     await advance(api, clock["id"], START + timedelta(days=5))

@@ -3,17 +3,33 @@ queryable delivery log; a dead endpoint never holds up the subscription."""
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import json
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import col, update
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from activities.webhook_signing import SECRET_BYTES, new_secret, signed_headers
+from db.engine import get_engine
+from db.models import WebhookEndpoint
 from devstack.process import free_port
-from domain import webhook_signature
-from tests.helpers import advance, get_sub, make_clock, make_customer, make_plan, ok, subscribe
+from tests.conftest import Stack
+from tests.helpers import (
+    advance,
+    eventually,
+    get_sub,
+    make_clock,
+    make_customer,
+    make_plan,
+    ok,
+    subscribe,
+)
 from tests.webhook_receiver import Receiver
 
 START = datetime(2027, 5, 3, 9, 0, tzinfo=UTC)
@@ -38,6 +54,10 @@ async def _register(
 
 async def _timeline(api: httpx.AsyncClient, sub_id: str) -> list[dict[str, Any]]:
     return ok(await api.get("/v1/events", params={"subscription_id": sub_id}))  # type: ignore[no-any-return]
+
+
+async def _get(api: httpx.AsyncClient, path: str, params: dict[str, Any]) -> Any:
+    return ok(await api.get(path, params=params))
 
 
 async def test_signed_events_arrive_once_in_order_after_500s(
@@ -81,6 +101,7 @@ async def test_signed_events_arrive_once_in_order_after_500s(
 
         first = everything.for_subscription(sub["id"])[0]
         assert first["_attempt"] == "4", "answered 500 three times, accepted on the 4th"
+        assert first["_webhook_id"] == first["id"], "webhook-id is the event id"
         assert first["id"] == timeline[0]["id"]
         assert first["type"] == "subscription.created"
         assert first["data"]["subscription_id"] == sub["id"]
@@ -143,13 +164,12 @@ async def test_dead_endpoint_never_blocks_the_subscription(
     assert sum(d["status"] == "failed" for d in log) < len(timeline) - 2
     # The first event is retried with backoff (8 attempts in tests), then marked failed,
     # and the endpoint's lane moves on to the next event.
-    for _ in range(600):
-        log = ok(await api.get(path, params=params))
-        if any(d["status"] == "failed" for d in log) and len(log) >= 2:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"no failed delivery: {log}")
+    log = await eventually(
+        lambda: _get(api, path, params),
+        lambda log: any(d["status"] == "failed" for d in log) and len(log) >= 2,
+        timeout=60,
+        what="a failed delivery",
+    )
     oldest = log[-1]
     assert oldest["status"] == "failed"
     assert oldest["attempts"] == 8
@@ -194,13 +214,69 @@ async def test_endpoint_validation_and_roles(
     assert gone["disabled"] is True
 
 
-def test_signature_verification() -> None:
-    secret, body, now = "whsec_test", b'{"id":"evt_1"}', 1_800_000_000
-    header = webhook_signature.header_value(secret, now, body)
-    assert header.startswith(f"t={now},v1=")
-    assert webhook_signature.verify(header, body, secret, now=now + 10)
-    assert not webhook_signature.verify(header, body + b" ", secret, now=now)
-    assert not webhook_signature.verify(header, body, "whsec_other", now=now)
-    assert not webhook_signature.verify(header, body, secret, now=now + 301), "too old"
-    assert not webhook_signature.verify("v1=abc", body, secret, now=now)
-    assert not webhook_signature.verify("", body, secret, now=now)
+def _headers(secret: str, body: bytes, at: datetime, message_id: str = "evt_1") -> Any:
+    return signed_headers(secret, message_id, at, body)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [new_secret(), "whsec_" + secrets.token_hex(24)],
+    ids=["issued", "hex-before-standard-webhooks"],
+)
+def test_a_receiver_verifies_with_standardwebhooks(secret: str) -> None:
+    """Both secret forms sign what a receiver's `standardwebhooks.Webhook(secret)` accepts;
+    anything altered, signed with another secret or too old is refused."""
+    body = json.dumps({"id": "evt_1", "type": "invoice.paid"}).encode()
+    now = datetime.now(UTC)
+    receiver = Webhook(secret)
+    headers = _headers(secret, body, now)
+    assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert headers["webhook-timestamp"] == str(int(now.timestamp()))
+    assert headers["webhook-signature"].startswith("v1,")
+    assert receiver.verify(body, headers) == {"id": "evt_1", "type": "invoice.paid"}
+
+    refused = [
+        (body + b" ", headers),
+        (body, {**headers, "webhook-id": "evt_2"}),
+        (body, _headers(new_secret(), body, now)),
+        (body, _headers(secret, body, now - timedelta(minutes=6))),
+        (body, {k: v for k, v in headers.items() if k != "webhook-signature"}),
+    ]
+    for data, sent in refused:
+        with pytest.raises(WebhookVerificationError):
+            receiver.verify(data, sent)
+
+
+def test_issued_secrets_are_standard_webhooks_keys() -> None:
+    first, second = new_secret(), new_secret()
+    assert first != second
+    assert first.startswith("whsec_")
+    assert len(base64.b64decode(first.removeprefix("whsec_"), validate=True)) == SECRET_BYTES
+
+
+async def test_an_endpoint_with_a_hex_secret_keeps_receiving(
+    app_client: httpx.AsyncClient, endpoints: list[str], stack: Stack
+) -> None:
+    """An endpoint registered when secrets were `whsec_` and hex digits: deliveries to it
+    still verify with the library and that same secret string."""
+    api = app_client
+    receiver = await Receiver().start()
+    try:
+        ep = await _register(api, endpoints, receiver.url, ["subscription.created"])
+        legacy = "whsec_" + secrets.token_hex(24)
+        engine = get_engine(stack.settings.effective_database_url)
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(WebhookEndpoint)
+                .where(col(WebhookEndpoint.id) == ep["id"])
+                .values(secret=legacy)
+            )
+        receiver.secret = legacy
+        plan = await make_plan(api, amount=900)
+        sub = await subscribe(api, customer_id=(await make_customer(api))["id"], plan_id=plan["id"])
+        await receiver.wait_for(lambda: bool(receiver.for_subscription(sub["id"])))
+        assert receiver.bad_signatures == 0
+        [delivered] = receiver.for_subscription(sub["id"])
+        assert delivered["type"] == "subscription.created"
+    finally:
+        await receiver.stop()

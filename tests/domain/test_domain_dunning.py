@@ -24,7 +24,6 @@ def test_default_schedule_has_eight_retries_within_fourteen_days() -> None:
     assert hours[0] > 0
     assert hours[-1] <= 14 * 24
     assert policy.exhausted_action is ExhaustedAction.CANCEL
-    assert policy.grace_days == 14
 
 
 def test_retries_are_offsets_from_the_first_failure() -> None:
@@ -44,7 +43,7 @@ def test_schedule_exhaustion_returns_none() -> None:
 
 
 def test_custom_policy() -> None:
-    policy = DunningPolicy(retry_schedule_hours=[1, 5], exhausted_action="unpaid", grace_days=3)
+    policy = DunningPolicy(retry_schedule_hours=[1, 5], exhausted_action="unpaid")
     assert policy.exhausted_action is ExhaustedAction.UNPAID
     assert next_retry_at(FIRST_FAILURE, 1, policy) == FIRST_FAILURE + timedelta(hours=5)
     assert next_retry_at(FIRST_FAILURE, 2, policy) is None
@@ -67,8 +66,6 @@ def test_invalid_arguments() -> None:
         next_retry_at(datetime(2024, 3, 10), 0, DunningPolicy())
     with pytest.raises(ValueError):
         next_retry_at(FIRST_FAILURE, -1, DunningPolicy())
-    with pytest.raises(ValidationError):
-        DunningPolicy(grace_days=-1)
 
 
 @pytest.mark.parametrize(

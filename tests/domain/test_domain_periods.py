@@ -13,12 +13,20 @@ from domain.periods import (
     add_months_clamped,
     interval_months,
     next_boundary_after,
-    period_boundary,
     period_containing,
 )
 
 SETTINGS = settings(max_examples=200, deadline=None)
 US = timedelta(microseconds=1)
+
+
+def period_boundary(
+    anchor: datetime, interval: Interval, interval_count: int, index: int
+) -> datetime:
+    """The `index`-th boundary as `period_containing` computes it: always from the anchor,
+    never from the previous boundary, so a clamped month end (Jan 31 -> Feb 29) springs
+    back afterwards (-> Mar 31)."""
+    return add_months_clamped(anchor, index * interval_months(interval, interval_count))
 
 
 def utc(

@@ -15,6 +15,7 @@ import uvicorn
 from api.app import create_app
 from devstack.process import free_port
 from tests.conftest import ADMIN_KEY, Stack
+from tests.helpers import serving
 from worker import WorkerParts
 
 
@@ -35,14 +36,7 @@ async def live_api(
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    async with httpx.AsyncClient() as client:
-        for _ in range(200):
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
+    await serving(f"http://127.0.0.1:{port}")
     s = stack.settings
     env = {
         **os.environ,

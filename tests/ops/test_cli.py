@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from devstack.process import free_port
-from tests.helpers import make_clock, make_customer, make_plan, ok, subscribe
+from tests.helpers import eventually, make_clock, make_customer, make_plan, ok, subscribe
 from tests.ops.conftest import LiveApi
 
 RECUR = str(Path(sys.executable).parent / "recur")
@@ -243,12 +243,11 @@ async def test_subs_reconcile_lists_and_repairs_a_terminated_workflow(
         live_api.env["RECUR_TEMPORAL_ADDRESS"], data_converter=data_converter
     )
     await temporal.get_workflow_handle(workflow_id_for(sub["id"])).terminate("cli test")
-    found: list[dict[str, Any]] = []
-    for _ in range(100):  # the visibility store catches up within moments
-        found = await recur_json(live_api, "subs", "reconcile")
-        if any(r["subscription_id"] == sub["id"] for r in found):
-            break
-        await asyncio.sleep(0.1)
+    # The visibility store catches up within moments.
+    found: list[dict[str, Any]] = await eventually(
+        lambda: recur_json(live_api, "subs", "reconcile"),
+        lambda rows: any(r["subscription_id"] == sub["id"] for r in rows),
+    )
     mine = next(r for r in found if r["subscription_id"] == sub["id"])
     assert mine["workflow_status"] == "terminated" and mine["repaired"] is False
 

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from devstack.process import free_port, port_open
 from devstack.restarts import Backoff
+from tests.helpers import eventually_blocking
 
 RECUR = str(Path(sys.executable).parent / "recur")
 STARTUP_SECONDS = 180  # two cores shared by several test runs: PostgreSQL's initdb, Temporal
@@ -39,14 +39,17 @@ class Dev:
         return self.out_path.read_text(errors="replace")
 
     def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = re.search(pattern, self.out())
-            if found:
-                return found
-            assert self.process.poll() is None, f"recur dev exited:\n{self.out()}"
-            time.sleep(0.2)
-        raise AssertionError(f"no {pattern!r} within {timeout:.0f} s:\n{self.out()}")
+        def said() -> re.Match[str] | None:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"recur dev exited:\n{self.out()}")
+            return re.search(pattern, self.out())
+
+        try:
+            found = eventually_blocking(said, timeout=timeout, what=repr(pattern))
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{self.out()}") from None
+        assert found is not None
+        return found
 
 
 def _children(parent: int) -> dict[int, str]:
@@ -161,7 +164,31 @@ def test_a_killed_worker_is_started_again_and_the_infrastructure_stays_up(
     worker_log = (dev.data_dir / "logs" / "worker.log").read_text()
     assert said.group(0) in worker_log, "the restart is in the worker's log too"
 
-    time.sleep(3)  # it keeps running (it did not die again at once)
+    # The restarted worker, the only one, serves: a subscription charged at creation is
+    # answered by its workflow.
+    key = re.search(r"export RECUR_ADMIN_KEY=(\S+)", dev.out())
+    assert key is not None
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{dev.api_port}",
+        headers={"Authorization": f"Bearer {key.group(1)}"},
+        timeout=60,
+    )
+    with api:
+        customer = api.post(
+            "/v1/customers",
+            json={"email": "fan@example.com", "name": "A Fan", "payment_method": "pm_card_visa"},
+        )
+        assert customer.status_code == 201, customer.text
+        sub = api.post(
+            "/v1/subscriptions",
+            json={
+                "customer_id": customer.json()["id"],
+                "plan_id": "plan_demo_supporter",
+                "trial_days": 0,  # charged now, by the workflow, not a trial the API records
+            },
+        )
+        assert sub.status_code == 201, sub.text
+        assert sub.json()["status"] == "active"
     children = _children(dev.process.pid)
     assert _one(children, lambda cmd: "-m worker" in cmd) == restarted
     assert _alive(restarted)
@@ -180,7 +207,9 @@ def test_infra_only_starts_no_worker_or_api_and_one_can_be_run_by_hand(
 ) -> None:
     dev = start_dev("--infra-only")
     dev.wait_for(r"Infrastructure is up", timeout=STARTUP_SECONDS)
-    time.sleep(2)  # a worker or API would be started right after the migrations
+    # The last line of what --infra-only says, printed where the whole stack would start
+    # its worker and API: from here on nothing starts them.
+    dev.wait_for(r"Ctrl-C stops everything")
     children = _children(dev.process.pid)
     assert not [cmd for cmd in children.values() if "-m worker" in cmd or "cli api" in cmd]
     assert len(children) == 4, children  # PostgreSQL, Temporal, localstripe, SMTP sink
@@ -209,10 +238,13 @@ def test_infra_only_starts_no_worker_or_api_and_one_can_be_run_by_hand(
         [RECUR, "api"], env=by_hand, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", dev.api_port):
-            assert api.poll() is None and time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.2)
+
+        def listening() -> bool:
+            if api.poll() is not None:
+                raise RuntimeError("the API run by hand exited")
+            return port_open("127.0.0.1", dev.api_port)
+
+        eventually_blocking(listening, timeout=60, what="the API run by hand listening")
         plans = httpx.get(
             f"http://127.0.0.1:{dev.api_port}/v1/plans",
             headers={"Authorization": f"Bearer {exports['RECUR_ADMIN_KEY']}"},
@@ -223,7 +255,8 @@ def test_infra_only_starts_no_worker_or_api_and_one_can_be_run_by_hand(
     finally:
         api.kill()
         api.wait()
-    time.sleep(1.5)
+    # The stack does not watch what was run by hand, so nothing reacts to its end: the next
+    # step shows it, as the stack's next look at its children finds only the SMTP sink dead.
     assert dev.process.poll() is None, "killing a process run by hand leaves the stack up"
     assert _children(dev.process.pid).keys() == children.keys()
 
@@ -232,6 +265,7 @@ def test_infra_only_starts_no_worker_or_api_and_one_can_be_run_by_hand(
     os.kill(smtp, signal.SIGKILL)
     assert dev.process.wait(timeout=60) == 1
     assert re.search(r"smtp was killed by SIGKILL after \d+ s\. The stack cannot run", dev.out())
+    assert dev.out().count("The stack cannot run") == 1, "stopped for the SMTP sink alone"
     assert not [pid for pid in children if _alive(pid)], "every child stopped"
 
 

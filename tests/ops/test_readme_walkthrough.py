@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.process import free_port
+from tests.helpers import eventually_blocking
 
 RECUR = str(Path(sys.executable).parent / "recur")
 STARTUP_SECONDS = 90
@@ -89,12 +89,14 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Iter
             stdin=subprocess.DEVNULL,
         )
     try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while "Recur is up" not in out_path.read_text(errors="replace"):
+
+        def up() -> bool:
             output = out_path.read_text(errors="replace")
-            assert process.poll() is None, f"recur dev exited:\n{output}"
-            assert time.monotonic() < deadline, f"recur dev not up in time:\n{output}"
-            time.sleep(0.2)
+            if process.poll() is not None:
+                raise RuntimeError(f"recur dev exited:\n{output}")
+            return "Recur is up" in output
+
+        eventually_blocking(up, timeout=STARTUP_SECONDS, what="recur dev up")
         # The reader's shell, in the clone's directory: `.venv` is this test run's venv.
         workdir = tmp / "clone"
         workdir.mkdir()

@@ -9,7 +9,7 @@ from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_
 from temporalio.converter import WorkflowSerializationContext
 
 from domain.contracts import ChargeOutcome, EventDraft
-from workflows.converter import SharedPydanticPayloadConverter, data_converter
+from workflows.converter import SHARED_JSON, PayloadConverter, data_converter
 
 OUTCOME = ChargeOutcome(status="paid", invoice_id="in_1", attempt_number=2, amount=1999)
 EVENT = EventDraft(
@@ -31,8 +31,8 @@ async def test_payloads_are_the_stock_pydantic_encoding() -> None:
 
 
 def test_every_instance_shares_one_json_converter() -> None:
-    first, second = SharedPydanticPayloadConverter(), SharedPydanticPayloadConverter()
-    assert first.converters[b"json/plain"] is second.converters[b"json/plain"]
+    first, second = PayloadConverter(), PayloadConverter()
+    assert first.converters[b"json/plain"] is second.converters[b"json/plain"] is SHARED_JSON
     assert list(first.converters) == list(PydanticPayloadConverter().converters)
     context = WorkflowSerializationContext(namespace="default", workflow_id="subscription/sub_1")
     in_context = data_converter.with_context(context).payload_converter

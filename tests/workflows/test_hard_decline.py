@@ -7,7 +7,6 @@ task queue beside the real projection activity and a real Temporal server.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
@@ -16,6 +15,7 @@ from temporalio.client import Client
 from api import lifecycle
 from domain.contracts import ChargeOutcome, ChargeRequest
 from tests.conftest import Stack
+from tests.helpers import eventually
 from tests.workflows.own_queue import own_queue, worker_for
 from workflows.messages import (
     AdvanceClock,
@@ -89,12 +89,9 @@ async def test_hard_decline_waits_for_a_new_payment_method(
             SubscriptionWorkflow.payment_method_changed,
             PaymentMethodChanged(payment_method="pm_new"),
         )
-        for _ in range(100):
-            state = await handle.query(SubscriptionWorkflow.state)
-            if state.status == "active":
-                break
-            await asyncio.sleep(0.05)
-        assert state.status == "active"
+        state = await eventually(
+            lambda: handle.query(SubscriptionWorkflow.state), lambda s: s.status == "active"
+        )
         assert card.attempts == [1, 2]
         assert state.dunning.attempts == 0
         # The clock still works after recovery: the next renewal is charged normally.

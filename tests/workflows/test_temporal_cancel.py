@@ -19,7 +19,7 @@ from api import lifecycle
 from domain.contracts import ChargeOutcome, ChargeRequest, SubscriptionView
 from tests.api.billing_support import at, events_of, start_active
 from tests.conftest import Stack
-from tests.helpers import advance, get_sub, make_plan, ok
+from tests.helpers import advance, eventually, get_sub, make_plan, ok
 from tests.workflows.own_queue import own_queue, worker_for
 from workflows.messages import workflow_id_for
 
@@ -108,8 +108,7 @@ async def test_a_charge_in_flight_finishes_before_the_cancel(
                 temporal_client, inp.subscription_id, start + timedelta(days=31)
             )
         )
-        while card.started < 2:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: card.started >= 2, what="the renewal's charge started")
         await handle.cancel(reason="mid-charge")  # while the renewal is at "Stripe"
         final = await handle.result()
         await asyncio.gather(renewing, return_exceptions=True)

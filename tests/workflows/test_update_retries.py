@@ -19,9 +19,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from api import lifecycle
-from api.errors import ApiError
+from domain.errors import DomainError
 from tests.conftest import Stack
-from tests.helpers import make_customer, make_plan, ok, subscribe
+from tests.helpers import eventually, make_customer, make_plan, ok, subscribe
 from tests.workflows.own_queue import own_queue, worker_for
 from tests.workflows.test_hard_decline import DecliningCard
 from workflows.messages import AdvanceClock, workflow_id_for
@@ -30,10 +30,26 @@ from workflows.subscription import SubscriptionWorkflow
 START = datetime(2031, 3, 1, 12, 0, tzinfo=UTC)
 
 
+class RetryLog:
+    """Stands in for `api.lifecycle`'s logger: the update id of every retried try."""
+
+    def __init__(self) -> None:
+        self.update_ids: list[str] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        if event == "workflow.update_retried":
+            self.update_ids.append(fields["update_id"])
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda *args, **fields: None
+
+
 async def test_an_update_is_sent_again_until_a_worker_answers(
     temporal_client: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(lifecycle, "TRY_SECONDS", 1.0)
+    retried = RetryLog()
+    monkeypatch.setattr(lifecycle, "log", retried)
     queue = own_queue(stack, "update-retries", START, 700)
     inp = queue.inp
     handle = await temporal_client.start_workflow(
@@ -52,8 +68,10 @@ async def test_an_update_is_sent_again_until_a_worker_answers(
             deadline=loop.time() + 60,
         )
     )
-    await asyncio.sleep(3.5)  # several tries time out meanwhile
+    # Several tries time out meanwhile, each logged as retried, and none is answered.
+    await eventually(lambda: len(retried.update_ids) >= 2, what="two tries timed out")
     assert not sending.done()
+    assert len(set(retried.update_ids)) == 1, "every try is the same update"
     async with worker_for(temporal_client, queue, DecliningCard().charge_invoice):
         result = await asyncio.wait_for(sending, 30)
         assert result.caught_up
@@ -79,7 +97,7 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
         task_queue=f"nobody-{uuid.uuid4().hex[:6]}",
     )
     settings = stack.settings.model_copy(update={"update_deadline_seconds": 3.0})
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(DomainError) as raised:
         await lifecycle.update(
             temporal_client,
             settings,
@@ -87,7 +105,7 @@ async def test_no_worker_at_all_is_a_503_at_the_deadline(
             SubscriptionWorkflow.advance_clock,
             AdvanceClock(to=START + timedelta(days=1)),
         )
-    assert (raised.value.status, raised.value.code) == (503, "workflow_unavailable")
+    assert (raised.value.http_status, raised.value.code) == (503, "workflow_unavailable")
     await handle.terminate("test over")
 
 

@@ -1,10 +1,12 @@
 """Coupons and promotion codes as the API shows them, and redeeming one for a subscription.
 
 A redemption is checked (404, 409, 422, in that order of what it names) and then counted in
-the caller's transaction (`db.repositories.coupons.reserve`). The caller either commits it
-with the subscription's creation record (a trial), or commits it `reserved` before asking
-the workflow and then `confirm`s it, or `release`s it if the request fails: a refused
-creation never keeps a redemption.
+the caller's unit of work (`db.repositories.coupons.reserve`). With a trial it commits with
+the subscription's creation record. Before a workflow decides (a first charge, a discount
+added later) it is committed `reserved` (`redeem_for` commits: the work is made durable
+before calling out), then confirmed, or released if the workflow refused it: a refused
+creation never keeps a redemption. One whose outcome is unknown is the redemption
+sweeper's (`api.redemption_sweeper`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import WorkflowUpdateFailedError
 
 from api.coupon_schemas import CouponOut, PromotionCodeOut
-from api.errors import ApiError
 from api.ids import new_id
+from db.engine import unit_of_work
 from db.models import Coupon, PromotionCode
 from db.repositories import coupons as repo
+from domain import errors
 from domain.coupons import (
     CodeState,
     CouponState,
@@ -119,11 +122,11 @@ def code_out(code: PromotionCode, coupon: Coupon, now: datetime) -> PromotionCod
 
 
 def coupon_not_found(coupon_id: str) -> DomainError:
-    return DomainError("coupon_not_found", f"No coupon with id {coupon_id!r}", 404)
+    return errors.COUPON_NOT_FOUND(f"No coupon with id {coupon_id!r}")
 
 
 def code_not_found(what: str) -> DomainError:
-    return DomainError("promotion_code_not_found", f"No promotion code {what!r}", 404)
+    return errors.PROMOTION_CODE_NOT_FOUND(f"No promotion code {what!r}")
 
 
 @dataclass(frozen=True)
@@ -198,11 +201,9 @@ async def redeem(
         fresh_code = await repo.get_code(session, code_id) if code_id else None
         if fresh is not None:
             await _check(session, fresh, fresh_code, target)
-        raise DomainError(
-            "coupon_exhausted" if refusal == repo.Refusal.COUPON else "promotion_code_inactive",
-            f"Coupon {coupon_id} can no longer be redeemed",
-            409,
-        )
+        if refusal == repo.Refusal.COUPON:
+            raise errors.COUPON_EXHAUSTED(f"Coupon {coupon_id} can no longer be redeemed")
+        raise errors.PROMOTION_CODE_INACTIVE(f"Promotion code {code_id} can no longer be redeemed")
     log.info(
         "coupon.redeemed",
         coupon_id=terms.coupon_id,
@@ -239,9 +240,8 @@ async def release(sessions: async_sessionmaker[AsyncSession], redemption_id: str
     """Give back a reservation whose request failed, in a session of its own (the request's
     may be in a failed transaction)."""
     try:
-        async with sessions() as session:
+        async with unit_of_work(sessions) as session:
             released = await repo.release(session, redemption_id)
-            await session.commit()
     except Exception:
         # The reservation stays counted; `stale_reservations` lists it for a sweep.
         log.exception("coupon.release_failed", redemption_id=redemption_id)
@@ -268,9 +268,8 @@ async def kept_if_applied(
     except WorkflowUpdateFailedError:
         await release(sessions, redemption.id)
         raise
-    except ApiError as err:
-        if err.code != "workflow_unavailable":
+    except DomainError as err:
+        if err.code != errors.WORKFLOW_UNAVAILABLE.code:
             await release(sessions, redemption.id)
         raise
-    await repo.confirm(session, redemption.id)
-    await session.commit()
+    await repo.confirm(session, redemption.id)  # committed with the caller's unit of work

@@ -12,9 +12,9 @@ What the statement does, as one snapshot:
 * inserts the events in timeline order (`seq` follows it), skipping ids already written;
 * queues a delivery for each event *it* inserted (so a repeated projection — a retried
   activity, a replayed task — queues nothing twice): one per enabled webhook endpoint that
-  was registered before now (real time) and wants the event's type (`domain.notifications.
-  wants`, written here in SQL), and one for the customer's email when the type has a
-  template. A lane's rows are inserted in timeline order, which is the order they go out;
+  was registered before now (real time) and wants the event's type (the rule of
+  `db.repositories.outbox.endpoint_wants`), and one for the customer's email when the type
+  has a template. A lane's rows are inserted in timeline order, which is the order they go out;
 * when the request grants entitlements, makes the subscription's rows exactly those
   features (each once: a plan stored with a repeated feature, from before the API refused
   one, would otherwise make the upsert touch a row twice and fail for ever);
@@ -25,42 +25,93 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
+from sqlalchemy import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.driver import compact, fetch_all
-from domain.contracts import SyncRequest
+from db.driver import columns, compact, fetch_all
+from db.models import Entitlement, Event, NotificationOutbox, Subscription
+from db.repositories.outbox import endpoint_wants
+from domain.contracts import SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES
 from domain.plans import distinct_features
 
+_SUBSCRIPTIONS = Subscription.__table__  # type: ignore[attr-defined]
+# Every column of the read model, as the table model declares it, from the view's field of
+# the same name (JSON columns as the JSON of their model; `updated_at` is the write's time).
+_VIEW_COLUMNS: list[str] = [c.name for c in _SUBSCRIPTIONS.c]
+_JSON_COLUMNS = frozenset(c.name for c in _SUBSCRIPTIONS.c if isinstance(c.type, JSON))
+_KEPT_ON_UPDATE = frozenset({"id", "created_at"})
+
+
+def _placeholder(column: str) -> str:
+    if column == "updated_at":
+        return "%(now)s"
+    return f"CAST(%({column})s AS json)" if column in _JSON_COLUMNS else f"%({column})s"
+
+
+# Upserts the read model unless a newer state (higher `state_version`) is already stored.
+_UPSERT_VIEW = (
+    f"INSERT INTO subscriptions ({', '.join(_VIEW_COLUMNS)})"
+    f" VALUES ({', '.join(_placeholder(c) for c in _VIEW_COLUMNS)})"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _VIEW_COLUMNS if c not in _KEPT_ON_UPDATE)
+    + " WHERE subscriptions.state_version < excluded.state_version"
+)
+
+
+def _view_params(view: SubscriptionView) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for column in _VIEW_COLUMNS:
+        if column == "updated_at":
+            continue
+        value = getattr(view, column)
+        if column in _JSON_COLUMNS:
+            value = value.model_dump_json() if value is not None else None
+        elif isinstance(value, Enum):
+            value = value.value
+        params[column] = value
+    return params
+
+
+# What the other inserts write, in the order of their values.
+_EVENT_COLUMNS = columns(
+    Event,
+    "id",
+    "subscription_id",
+    "customer_id",
+    "type",
+    "data",
+    "actor",
+    "occurred_at",
+    "created_at",
+)
+_OUTBOX_COLUMNS = columns(
+    NotificationOutbox,
+    "subscription_id",
+    "target",
+    "event_id",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_GRANT_COLUMNS = columns(
+    Entitlement,
+    "customer_id",
+    "feature",
+    "subscription_id",
+    "plan_id",
+    "active_until",
+    "granted_at",
+)
+
 _PROJECT = compact(
-    """
+    f"""
 WITH view AS (
-    INSERT INTO subscriptions (id, customer_id, plan_id, status, current_period_start,
-        current_period_end, billing_cycle_anchor, trial_end, cancel_at_period_end,
-        canceled_at, pause, pending_change, latest_invoice_id, dunning, test_clock_id,
-        created_at, updated_at, state_version, discount)
-    VALUES (%(id)s, %(customer_id)s, %(plan_id)s, %(status)s, %(current_period_start)s,
-        %(current_period_end)s, %(billing_cycle_anchor)s, %(trial_end)s,
-        %(cancel_at_period_end)s, %(canceled_at)s, CAST(%(pause)s AS json),
-        CAST(%(pending_change)s AS json), %(latest_invoice_id)s, CAST(%(dunning)s AS json),
-        %(test_clock_id)s, %(created_at)s, %(now)s, %(state_version)s,
-        CAST(%(discount)s AS json))
-    ON CONFLICT (id) DO UPDATE SET
-        customer_id = excluded.customer_id, plan_id = excluded.plan_id,
-        status = excluded.status, current_period_start = excluded.current_period_start,
-        current_period_end = excluded.current_period_end,
-        billing_cycle_anchor = excluded.billing_cycle_anchor,
-        trial_end = excluded.trial_end,
-        cancel_at_period_end = excluded.cancel_at_period_end,
-        canceled_at = excluded.canceled_at, pause = excluded.pause,
-        pending_change = excluded.pending_change,
-        latest_invoice_id = excluded.latest_invoice_id, dunning = excluded.dunning,
-        test_clock_id = excluded.test_clock_id, updated_at = excluded.updated_at,
-        state_version = excluded.state_version, discount = excluded.discount
-    WHERE subscriptions.state_version < excluded.state_version
+    {_UPSERT_VIEW}
 ), drafts AS (
     SELECT * FROM unnest(
         CAST(%(event_ids)s AS text[]), CAST(%(event_subscriptions)s AS text[]),
@@ -69,8 +120,7 @@ WITH view AS (
         CAST(%(event_times)s AS timestamptz[])
     ) WITH ORDINALITY AS d(id, subscription_id, customer_id, type, data, actor, occurred_at, ord)
 ), written AS (
-    INSERT INTO events (id, subscription_id, customer_id, type, data, actor, occurred_at,
-                        created_at)
+    INSERT INTO events ({_EVENT_COLUMNS})
     SELECT id, subscription_id, customer_id, type, CAST(data AS json), actor, occurred_at, %(now)s
     FROM drafts ORDER BY ord
     ON CONFLICT (id) DO NOTHING
@@ -79,21 +129,14 @@ WITH view AS (
     SELECT d.ord, 0 AS lane_kind, e.created_at AS registered, e.id AS target, d.id AS event_id
     FROM drafts d
     JOIN written w ON w.id = d.id
-    JOIN webhook_endpoints e ON NOT e.disabled AND e.created_at <= %(now)s
-    WHERE EXISTS (
-        SELECT FROM json_array_elements_text(e.events) AS p(pattern)
-        WHERE p.pattern = '*' OR p.pattern = d.type
-           OR (right(p.pattern, 2) = '.*'
-               AND starts_with(d.type, left(p.pattern, -1)))
-    )
+    JOIN webhook_endpoints e ON {endpoint_wants("d.type", "%(now)s")}
     UNION ALL
     SELECT d.ord, 1, NULL, %(email_lane)s, d.id
     FROM drafts d
     JOIN written w ON w.id = d.id
     WHERE d.type = ANY(CAST(%(email_types)s AS text[]))
 ), queued AS (
-    INSERT INTO notification_outbox (subscription_id, target, event_id, attempts,
-                                     next_attempt_at, created_at)
+    INSERT INTO notification_outbox ({_OUTBOX_COLUMNS})
     SELECT %(id)s, target, event_id, 0, %(now)s, %(now)s
     FROM targets ORDER BY ord, lane_kind, registered, target
     ON CONFLICT DO NOTHING
@@ -103,8 +146,7 @@ WITH view AS (
     WHERE CAST(%(grants)s AS boolean) AND subscription_id = %(id)s
       AND NOT (feature = ANY(CAST(%(features)s AS text[])))
 ), granted AS (
-    INSERT INTO entitlements
-        (customer_id, feature, subscription_id, plan_id, active_until, granted_at)
+    INSERT INTO entitlements ({_GRANT_COLUMNS})
     SELECT %(customer_id)s, f, %(id)s, %(grant_plan_id)s, %(active_until)s, %(now)s
     FROM unnest(CAST(%(features)s AS text[])) AS f
     WHERE CAST(%(grants)s AS boolean)
@@ -131,24 +173,7 @@ async def write_projection(
     inserted, so a repeated call queues nothing twice."""
     view, events, grant = req.subscription, req.events, req.entitlements
     params: dict[str, Any] = {
-        "id": view.id,
-        "customer_id": view.customer_id,
-        "plan_id": view.plan_id,
-        "status": str(view.status),
-        "current_period_start": view.current_period_start,
-        "current_period_end": view.current_period_end,
-        "billing_cycle_anchor": view.billing_cycle_anchor,
-        "trial_end": view.trial_end,
-        "cancel_at_period_end": view.cancel_at_period_end,
-        "canceled_at": view.canceled_at,
-        "pause": view.pause.model_dump_json() if view.pause else None,
-        "pending_change": view.pending_change.model_dump_json() if view.pending_change else None,
-        "latest_invoice_id": view.latest_invoice_id,
-        "dunning": view.dunning.model_dump_json(),
-        "test_clock_id": view.test_clock_id,
-        "created_at": view.created_at,
-        "state_version": view.state_version,
-        "discount": view.discount.model_dump_json() if view.discount else None,
+        **_view_params(view),
         "now": now,
         "event_ids": [e.id for e in events],
         "event_subscriptions": [e.subscription_id for e in events],

@@ -1,31 +1,26 @@
-"""The email activity on its own: a failed send is recorded and retried, the last attempt
-gives up without raising, a sent email is never sent again."""
+"""Email attempts on their own (`Deliveries.emails`): a failed send is recorded as retrying,
+the last attempt gives up, a sent email is never sent again."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 
 import httpx
-import pytest
 from sqlalchemy.dialects.postgresql import insert
-from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
-from activities.notifications import Deliveries, NotificationActivities
+from activities.notifications import Deliveries
 from db.engine import get_engine, transaction
 from db.models import EmailNotification, Event
 from devstack.process import free_port
-from domain.notifications import EmailRequest
+from domain.notifications import NotificationOutcome
 from tests.conftest import Stack
 from tests.helpers import make_customer
 
 
-def _attempt(n: int) -> ActivityEnvironment:
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=n)
-    return env
+async def _attempt(deliveries: Deliveries, event_id: str, n: int) -> NotificationOutcome:
+    outcomes = await deliveries.emails([(event_id, n)], max_attempts=2)
+    return outcomes[event_id]
 
 
 async def test_email_retries_then_gives_up_and_never_resends(
@@ -48,25 +43,26 @@ async def test_email_retries_then_gives_up_and_never_resends(
             )
         )
     dead = stack.settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{free_port()}"})
-    down = NotificationActivities(Deliveries(engine, dead), engine)
-    request = EmailRequest(event_id=event_id, max_attempts=2)
+    down = Deliveries(engine, dead)
 
-    with pytest.raises(ApplicationError):
-        await _attempt(1).run(down.send_email, request)
+    first = await _attempt(down, event_id, 1)
+    assert (first.status, first.attempts) == ("retrying", 1)
     async with transaction(engine) as session:
         row = await session.get(EmailNotification, event_id)
         assert row is not None
         assert (row.status, row.attempts, row.sent_at) == ("retrying", 1, None)
         assert row.last_error and row.last_error.startswith("ConnectionRefusedError")
 
-    outcome = await _attempt(2).run(down.send_email, request)
+    outcome = await _attempt(down, event_id, 2)
     assert (outcome.status, outcome.attempts) == ("failed", 2)
+    await down.aclose()
 
-    up = NotificationActivities(Deliveries(engine, stack.settings), engine)
-    sent = await _attempt(1).run(up.send_email, request)
+    up = Deliveries(engine, stack.settings)
+    sent = await _attempt(up, event_id, 1)
     assert (sent.status, sent.attempts) == ("sent", 3)
-    again = await _attempt(2).run(up.send_email, request)
+    again = await _attempt(up, event_id, 2)
     assert again.status == "duplicate"
+    await up.aclose()
     async with transaction(engine) as session:
         row = await session.get(EmailNotification, event_id)
         assert row is not None and row.status == "sent" and row.sent_at is not None

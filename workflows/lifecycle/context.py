@@ -1,0 +1,382 @@
+"""`Subscription`: what every lifecycle step works on.
+
+It holds what a run carries (the input, the state handed from run to run, the clock, the
+run's patches) and does what every step does: mint ids, timeline events and invoices,
+charge, refund and project. Side effects happen only in activities, referenced by their
+functions; the charge and the projection run as local activities: both are idempotent
+(the charge records its idempotency key in PostgreSQL before Stripe is called), so the
+worker may run them again after a crash, and a renewal costs one workflow task instead of
+a round trip through the server for each activity.
+
+A paid invoice changes the state by one rule (`paid`): either on a copy decided before the
+charge, which the charge activity writes once it is paid (one local activity per paid
+opening invoice), or on the state itself after the charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from domain.contracts import (
+    ChargeOutcome,
+    ChargeRequest,
+    EventDraft,
+    InvoiceDraft,
+    RefundOutcome,
+    RefundRequest,
+    SubscriptionView,
+    SyncRequest,
+)
+from domain.invoices import InvoiceLine
+from domain.status import SubscriptionStatus as S
+from workflows.clock import WorkflowClock
+from workflows.details import changed_only, current_details, search_attribute_updates
+from workflows.invoicing import carry_credit
+from workflows.messages import CarriedState, PeriodPayment, SubscriptionInput
+from workflows.patches import (
+    CANCEL_REQUEST_CANCELS,
+    DURABLE_UPDATE_CHARGES,
+    LEAN_RENEWALS,
+    SEARCH_ATTRIBUTES_ON_CHANGE,
+    RunPatches,
+)
+from workflows.projection import event_draft, initial_state, subscription_view, sync_request
+
+with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerActivities
+    from activities.payments import PaymentActivities
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+# Charges retry transient failures (network, rate limits, 5xx) with backoff; card
+# declines come back as a normal "failed" outcome, not as an activity failure.
+CHARGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+)
+SYNC_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=30)
+)
+
+# What a paid invoice does beyond recording the payment: changes `state` (a copy, or the
+# state itself) and returns the events that follow `invoice.paid`.
+WhenPaid = Callable[[CarriedState], list[EventDraft]]
+
+
+class Subscription:
+    """One run's subscription: built in the workflow's `__init__`, then handed to every step.
+    Steps change `state` and call the helpers below; they never touch the workflow itself."""
+
+    def __init__(self, inp: SubscriptionInput) -> None:
+        self.inp = inp
+        carried = inp.carried
+        self.clock = WorkflowClock(
+            inp.test_clock_id,
+            carried.clock_now if carried else inp.clock_now,
+            carried.clock_cursor if carried else None,
+        )
+        self.state: CarriedState = carried or initial_state(inp, self.clock.now())
+        self.patches = RunPatches()
+        # Something changed that may move what is due next: the run loop recomputes it.
+        self.dirty = False
+        # An update that may lead to a charge was delivered and may not be in history yet.
+        self.update_not_durable = False
+        # Temporal was asked to cancel the workflow while an activity was in flight.
+        self.cancel_requested = False
+
+    @property
+    def status(self) -> S:
+        return S(self.state.status)
+
+    def view(self) -> SubscriptionView:
+        return subscription_view(self.inp, self.state)
+
+    # ------------------------------------------------------------------ ids, events, invoices
+
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{workflow.uuid4().hex[:24]}"
+
+    def event(self, type_: str, actor: str | None = None, **data: object) -> EventDraft:
+        return event_draft(self.inp, self.new_id("evt"), type_, self.clock.now(), actor, **data)
+
+    def paid_events(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
+    ) -> list[EventDraft]:
+        return [
+            self.event(
+                "invoice.paid",
+                invoice_id=invoice.id,
+                amount=outcome.amount,
+                attempt=outcome.attempt_number,
+                actor=actor,
+            )
+        ]
+
+    def failed_event(
+        self, invoice: InvoiceDraft, outcome: ChargeOutcome, actor: str | None = None
+    ) -> EventDraft:
+        """`invoice.payment_failed`; the decline is kept for operators (current details)."""
+        self.state.last_decline = outcome.decline_code or outcome.failure_code
+        return self.event(
+            "invoice.payment_failed",
+            invoice_id=invoice.id,
+            attempt=outcome.attempt_number,
+            decline_code=outcome.decline_code,
+            failure_code=outcome.failure_code,
+            actor=actor,
+        )
+
+    def invoice(
+        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+    ) -> InvoiceDraft:
+        return InvoiceDraft(
+            id=self.new_id("in"),
+            subscription_id=self.inp.subscription_id,
+            customer_id=self.inp.customer_id,
+            currency=self.state.plan.currency,
+            billing_reason=reason,
+            lines=lines,
+            period_start=start,
+            period_end=end,
+            created_at=self.clock.now(),
+        )
+
+    def build_invoice(
+        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+    ) -> tuple[InvoiceDraft, InvoiceLine | None]:
+        """An invoice never below zero: a net credit becomes a line carried to the next one."""
+        lines, carried = carry_credit(lines, self.clock.now())
+        return self.invoice(reason, lines, start, end), carried
+
+    def start_period(self, start: datetime, end: datetime) -> None:
+        s = self.state
+        s.current_period_start, s.current_period_end = start, end
+        s.changes_this_period = 0
+        s.period_payments = []
+
+    # ------------------------------------------------------------------ a paid invoice
+
+    def paid(
+        self,
+        state: CarriedState,
+        invoice: InvoiceDraft,
+        outcome: ChargeOutcome,
+        before: list[EventDraft],
+        when_paid: WhenPaid,
+        actor: str | None = None,
+    ) -> list[EventDraft]:
+        """The one rule for a paid invoice: it is the latest, its cash counts for the period,
+        `when_paid` makes the step's own change; returns `before`, `invoice.paid` and
+        `when_paid`'s events, in that order."""
+        state.latest_invoice_id = invoice.id
+        record_payment(state, invoice, outcome)
+        return [*before, *self.paid_events(invoice, outcome, actor), *when_paid(state)]
+
+    async def settle_paid(
+        self,
+        invoice: InvoiceDraft,
+        outcome: ChargeOutcome,
+        before: list[EventDraft],
+        when_paid: WhenPaid,
+        actor: str | None = None,
+    ) -> None:
+        """Apply a paid outcome to the state (`paid`) and project it with the plan's features."""
+        events = self.paid(self.state, invoice, outcome, before, when_paid, actor)
+        await self.sync(events, features=self.state.plan.features)
+
+    async def charge_opening(
+        self, patch: str, invoice: InvoiceDraft, before: list[EventDraft], when_paid: WhenPaid
+    ) -> ChargeOutcome:
+        """Charge attempt 1 of the invoice that opens a period; when it is paid, the state and
+        its projection are done here. Runs with `patch` decide the paid case first and hand
+        its projection to the charge activity, to write once it is paid (one local activity
+        instead of two); runs recorded before it charge, then project."""
+        if self.patches.use(patch):
+            outcome = await self._charge_projected(invoice, before, when_paid)
+            if outcome.projected:
+                return outcome
+            # Failed, or paid by another attempt: decided below from the outcome.
+        else:
+            outcome = await self.charge(invoice, 1)
+        if outcome.status == "paid":
+            await self.settle_paid(invoice, outcome, before, when_paid)
+        return outcome
+
+    async def _charge_projected(
+        self, invoice: InvoiceDraft, before: list[EventDraft], when_paid: WhenPaid
+    ) -> ChargeOutcome:
+        """The charge, given the projection of its paid case, decided on a copy of the state;
+        the copy becomes the state only if the charge activity wrote that projection."""
+        paid = self.state.model_copy(deep=True)
+        expected = ChargeOutcome(
+            status="paid", invoice_id=invoice.id, attempt_number=1, amount=invoice.total
+        )
+        events = self.paid(paid, invoice, expected, before, when_paid)
+        request = sync_request(
+            self.inp, paid, events, self.clock.now(), self.new_id, features=paid.plan.features
+        )
+        outcome = await self.charge(invoice, 1, on_paid=request)
+        if outcome.projected:
+            # Nothing else touched the state meanwhile: updates wait for the lock the step
+            # holds, and the signals change only a past-due or incomplete subscription.
+            self.state = paid
+            self.publish()
+        return outcome
+
+    # ------------------------------------------------------------------ activities
+
+    async def charge(
+        self,
+        invoice: InvoiceDraft,
+        attempt: int,
+        actor: str | None = None,
+        on_paid: SyncRequest | None = None,
+    ) -> ChargeOutcome:
+        await self._make_updates_durable()
+        request = ChargeRequest(
+            invoice=invoice,
+            attempt_number=attempt,
+            actor=actor,
+            on_paid=on_paid,
+            clock_time=self.clock.now() if self.clock.is_test_clock else None,
+        )
+        outcome = await self._to_the_end(
+            self._start(
+                PaymentActivities.charge_invoice,
+                request,
+                start_to_close_timeout=timedelta(seconds=60),
+                schedule_to_close_timeout=timedelta(hours=6),
+                retry_policy=CHARGE_RETRY,
+                summary=(
+                    f"charge {invoice.id} attempt {attempt}: {invoice.total} {invoice.currency}"
+                ),
+            )
+        )
+        self.state.latest_invoice_id = invoice.id
+        return outcome
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        return await workflow.execute_activity_method(
+            PaymentActivities.refund_invoice,
+            request,
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=CHARGE_RETRY,
+            summary=f"refund {request.amount} {self.state.plan.currency} of {request.invoice_id}",
+        )
+
+    async def sync(
+        self,
+        events: list[EventDraft],
+        *,
+        features: list[str] | None = None,
+        invoice_status: dict[str, str] | None = None,
+    ) -> None:
+        """Project state to PostgreSQL (read model, timeline, entitlements) and to Temporal."""
+        request = sync_request(
+            self.inp,
+            self.state,
+            events,
+            self.clock.now(),
+            self.new_id,
+            features=features,
+            invoice_status=invoice_status,
+        )
+        await self.project(request)
+
+    async def project(self, request: SyncRequest) -> None:
+        await self._to_the_end(
+            self._start(
+                LedgerActivities.sync_subscription,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=SYNC_RETRY,
+                summary=", ".join(e.type for e in request.events) or "state",
+            )
+        )
+        self.publish()
+
+    # ------------------------------------------------------------------ patched behaviour
+    # The branches on patches of what every step does; the others are `charge_opening`
+    # above and three in workflows/subscription.py (listed in workflows/patches.py).
+
+    def _start(
+        self,
+        activity: Callable[[Any, A], Awaitable[R]],
+        arg: A,
+        *,
+        start_to_close_timeout: timedelta,
+        retry_policy: RetryPolicy,
+        summary: str,
+        schedule_to_close_timeout: timedelta | None = None,
+    ) -> workflow.ActivityHandle[R]:
+        """A local activity; runs recorded before LEAN_RENEWALS call a (remote) activity."""
+        if self.patches.use(LEAN_RENEWALS):
+            return workflow.start_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=start_to_close_timeout,
+                schedule_to_close_timeout=schedule_to_close_timeout,
+                retry_policy=retry_policy,
+                summary=summary,
+            )
+        return workflow.start_activity_method(
+            activity,
+            arg,
+            start_to_close_timeout=start_to_close_timeout,
+            schedule_to_close_timeout=schedule_to_close_timeout,
+            retry_policy=retry_policy,
+            summary=summary,
+        )
+
+    async def _make_updates_durable(self) -> None:
+        """Before money moves because of an update, let that update reach history.
+
+        The charge is a local activity: it runs inside the workflow task, and an update
+        delivered in that task is written to history (accepted) only when the task
+        completes. A worker that died between Stripe's answer and the task's completion
+        lost the update and the reason for the charge with it. A short timer completes the
+        task first; from then on the update is durable, and a crash after the charge
+        replays it and charges again with the same idempotency key: charged once, applied
+        once. Timer-driven steps (renewals on real time, dunning retries) need none: their
+        timer is already in history."""
+        if not self.update_not_durable:
+            return
+        self.update_not_durable = False
+        if self.patches.use(DURABLE_UPDATE_CHARGES):
+            await workflow.sleep(timedelta(milliseconds=1))
+
+    async def _to_the_end(self, activity: Awaitable[R]) -> R:
+        """Await an activity that moves money or writes records; a cancel requested through
+        Temporal meanwhile lets it finish (a charge cut short could leave money taken and
+        nothing recorded) and is acted on as the next step."""
+        if not self.patches.use(CANCEL_REQUEST_CANCELS):
+            return await activity
+        try:
+            return await asyncio.shield(activity)
+        except asyncio.CancelledError:
+            self.cancel_requested = True
+            return await activity
+
+    def publish(self) -> None:
+        """Search attributes and current details, for operators in the Temporal UI."""
+        updates = search_attribute_updates(self.state)
+        if self.patches.use(SEARCH_ATTRIBUTES_ON_CHANGE):
+            updates = changed_only(updates, workflow.info().typed_search_attributes)
+        if updates:
+            workflow.upsert_search_attributes(updates)
+        workflow.set_current_details(current_details(self.inp, self.state, self.clock.now()))
+
+
+def record_payment(state: CarriedState, invoice: InvoiceDraft, outcome: ChargeOutcome) -> None:
+    """Remember cash collected for this period: what a prorated refund can return."""
+    if outcome.status == "paid" and outcome.amount > 0:
+        state.period_payments.append(PeriodPayment(invoice_id=invoice.id, amount=outcome.amount))

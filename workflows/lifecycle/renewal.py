@@ -1,0 +1,69 @@
+"""A renewal: at the period end the next period is invoiced at the plan's price.
+
+A change scheduled for the period end (a downgrade, by default) takes effect first, so
+the renewal is at the new price; lines waiting for the next invoice (deferred
+prorations, carried credits, a pause's credit) are on it. Paid, the period is renewed;
+declined, the subscription enters dunning. A cancel scheduled for the period end ends it
+here instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.contracts import EventDraft, InvoiceDraft
+from workflows.invoicing import period_line
+from workflows.lifecycle.cancel import cancel_now
+from workflows.lifecycle.context import Subscription
+from workflows.lifecycle.dunning import enter_dunning
+from workflows.messages import CarriedState
+from workflows.patches import CHARGE_PROJECTS_RENEWAL
+from workflows.plan_changes import anchor_after_change, period_after
+
+
+async def period_end(sub: Subscription) -> bool:
+    """Renew; True when the new period was paid."""
+    s = sub.state
+    assert s.current_period_end is not None
+    if s.cancel_at_period_end:
+        await cancel_now(sub, reason="cancel_at_period_end", actor=None, settle=True)
+        return False
+    start = s.current_period_end
+    events = apply_pending_plan(sub, start, when="period_end")
+    start, end = period_after(s.plan, s.billing_cycle_anchor, start)
+    invoice = next_invoice(sub, "subscription_cycle", start, end)
+    sub.start_period(start, end)
+
+    def renewed(paid: CarriedState) -> list[EventDraft]:
+        paid.renewals += 1
+        return [sub.event("subscription.renewed", period_end=end)]
+
+    outcome = await sub.charge_opening(CHARGE_PROJECTS_RENEWAL, invoice, events, renewed)
+    if outcome.status == "paid":
+        return True
+    await enter_dunning(sub, invoice, outcome, extra=events)
+    return False
+
+
+def apply_pending_plan(sub: Subscription, at: datetime, when: str) -> list[EventDraft]:
+    """Switch to the scheduled plan; a new period length restarts periods at `at`."""
+    s = sub.state
+    if s.pending_plan is None:
+        return []
+    old = s.plan
+    s.billing_cycle_anchor = anchor_after_change(old, s.pending_plan, s.billing_cycle_anchor, at)
+    s.plan, s.pending_plan, s.pending_change = s.pending_plan, None, None
+    return [
+        sub.event(
+            "subscription.plan_changed", from_plan=old.plan_id, to_plan=s.plan.plan_id, when=when
+        )
+    ]
+
+
+def next_invoice(sub: Subscription, reason: str, start: datetime, end: datetime) -> InvoiceDraft:
+    """The invoice opening a new period: waiting lines, then the period at the plan's price."""
+    s = sub.state
+    lines = [*s.pending_proration_lines, period_line(s.plan, start, end)]
+    invoice, carried = sub.build_invoice(reason, lines, start, end)
+    s.pending_proration_lines = [carried] if carried else []
+    return invoice
