@@ -34,6 +34,7 @@ from api.routes import (
     plans,
     promotion_codes,
     stripe_webhooks,
+    subscription_discounts,
     subscriptions,
     test_clocks,
     webhook_endpoints,
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         webhook_endpoints,
         coupons,
         promotion_codes,
+        subscription_discounts,
     ):
         app.include_router(module.router)
     install_docs(app)

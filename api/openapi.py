@@ -112,6 +112,17 @@ _LIFECYCLE = (
     "workflow_unavailable",
 )
 
+# What redeeming a coupon or promotion code can answer.
+_REDEEMING = (
+    "coupon_not_found",
+    "promotion_code_not_found",
+    "coupon_expired",
+    "coupon_exhausted",
+    "promotion_code_inactive",
+    "coupon_not_applicable",
+    "promotion_code_not_eligible",
+)
+
 # What an operation checks itself, beyond what its dependencies imply.
 SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
     ("post", "/v1/plans"): ("duplicate_features",),
@@ -128,6 +139,7 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "stripe_unavailable",
     ),
     ("post", "/v1/subscriptions"): (
+        *_REDEEMING,
         "resource_missing",
         "test_clocks_disabled",
         "invalid_billing_cycle_anchor",
@@ -181,6 +193,8 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
     ),
     ("post", "/v1/webhook_endpoints"): ("webhook_target_not_allowed",),
     ("post", "/v1/coupons"): ("resource_missing", "already_exists"),
+    ("post", "/v1/subscriptions/{subscription_id}/discount"): (*_LIFECYCLE, *_REDEEMING),
+    ("delete", "/v1/subscriptions/{subscription_id}/discount"): (*_LIFECYCLE, "no_discount"),
     ("get", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
     ("delete", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
     ("post", "/v1/promotion_codes"): (

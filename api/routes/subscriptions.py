@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api import lifecycle
 from api.deps import (
@@ -24,6 +24,7 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.routes.invoices import render
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
+from api.services import coupons as coupon_service
 from api.services.subscriptions import launch_trial
 from db.repositories import invoices as invoice_repo
 from db.repositories import plans
@@ -56,6 +57,7 @@ def _out(view: SubscriptionView) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 async def create_subscription(
+    request: Request,
     body: SubscriptionCreate,
     idem: IdempotencyDep,
     session: SessionDep,
@@ -103,8 +105,20 @@ async def create_subscription(
         policy=lifecycle.billing_policy(settings),
     )
     state = initial_state(inp, now)
-    if state.status != S.TRIALING:
-        view = await lifecycle.start_subscription(temporal, settings, inp)
+    trial = state.status == S.TRIALING
+    redemption = None
+    if body.coupon_id is not None or body.promotion_code is not None:
+        # Counted now: with a trial it commits with the subscription below; without, it is
+        # reserved until the workflow has decided the first charge.
+        redemption = await coupon_service.redeem_for(
+            session, body.coupon_id, body.promotion_code, inp, now, trial=trial
+        )
+        inp = inp.model_copy(update={"discount": redemption.grant})
+        state = initial_state(inp, now)
+    if not trial:
+        sessions = request.app.state.sessions
+        async with coupon_service.kept_if_applied(sessions, session, redemption):
+            view = await lifecycle.start_subscription(temporal, settings, inp)
         return await idem.respond(201, _out(view))
     # A trial: the subscription, its first state, the start to make (and the answer, under an
     # Idempotency-Key) commit together; the workflow is started after, here or (if Temporal
@@ -157,7 +171,7 @@ async def _require(session: SessionDep, subscription_id: str) -> None:
 
 def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
     """A previewed invoice: the shape of an invoice, never stored, so no id."""
-    body = draft.model_dump(mode="json")
+    body = draft.model_dump(mode="json", exclude={"lines": {"__all__": {"plan_id"}}})
     return {
         **body,
         "id": None,

@@ -11,10 +11,11 @@ sweeper's (`api.redemption_sweeper`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -24,8 +25,9 @@ from temporalio.client import WorkflowUpdateFailedError
 from api.coupon_schemas import CouponOut, PromotionCodeOut
 from api.ids import new_id
 from db.engine import unit_of_work
-from db.models import Coupon, PromotionCode
+from db.models import Coupon, PromotionCode, Subscription
 from db.repositories import coupons as repo
+from db.repositories import plans, test_clocks
 from domain import errors
 from domain.coupons import (
     CodeState,
@@ -42,6 +44,7 @@ from domain.coupons import (
 )
 from domain.discounts import DiscountGrant
 from domain.errors import DomainError
+from workflows.messages import SubscriptionInput
 
 log = structlog.get_logger()
 
@@ -212,6 +215,81 @@ async def redeem(
         status=status,
     )
     return Redemption(id=redemption_id, coupon=terms, promotion_code_id=code.id if code else None)
+
+
+async def redeem_for(
+    session: AsyncSession,
+    coupon_id: str | None,
+    promotion_code: str | None,
+    inp: SubscriptionInput,
+    now: datetime,
+    *,
+    trial: bool,
+) -> Redemption:
+    """The redemption of a subscription being created from `inp` at `now`. With a trial it
+    is kept at once and commits with the subscription's creation record, in the caller's
+    unit of work. Without, it is reserved and committed here, before the workflow takes the
+    first charge (`kept_if_applied` settles it)."""
+    target = Redeeming(
+        customer_id=inp.customer_id,
+        subscription_id=inp.subscription_id,
+        currency=inp.plan.currency,
+        plan_ids=[inp.plan.plan_id],
+        recurring_total=inp.plan.amount,
+        now=now,
+    )
+    redemption = await redeem(
+        session,
+        target,
+        coupon_id=coupon_id,
+        promotion_code=promotion_code,
+        status="redeemed" if trial else "reserved",
+    )
+    if not trial:
+        await session.commit()
+    return redemption
+
+
+async def redeem_on(
+    session: AsyncSession,
+    subscription: Subscription,
+    *,
+    coupon_id: str | None,
+    promotion_code: str | None,
+    idempotency: tuple[str, str | None],
+) -> Redemption:
+    """A redemption for a running subscription, at its time (its test clock's, if it has
+    one), reserved and committed here before the workflow is asked to apply it. Under an
+    `Idempotency-Key` (`idempotency`: the API key's id and the key) the redemption id is
+    derived from the key, so the request sent again counts nothing twice."""
+    plan = await plans.get(session, subscription.plan_id)
+    assert plan is not None  # plans are never removed
+    now = datetime.now(UTC)
+    if subscription.test_clock_id is not None:
+        clock = await test_clocks.get(session, subscription.test_clock_id)
+        now = clock.frozen_time if clock is not None else now
+    target = Redeeming(
+        customer_id=subscription.customer_id,
+        subscription_id=subscription.id,
+        currency=plan.currency,
+        plan_ids=[plan.id],
+        recurring_total=plan.amount,
+        now=now,
+    )
+    api_key_id, key = idempotency
+    redemption_id = None
+    if key is not None:
+        seed = f"{api_key_id}\0{key}\0{subscription.id}".encode()
+        redemption_id = f"redemption_{hashlib.sha256(seed).hexdigest()[:24]}"
+    redemption = await redeem(
+        session,
+        target,
+        coupon_id=coupon_id,
+        promotion_code=promotion_code,
+        redemption_id=redemption_id,
+    )
+    await session.commit()
+    return redemption
 
 
 async def _check(

@@ -49,6 +49,8 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("GET", "/v1/promotion_codes", ANY),
     ("GET", "/v1/promotion_codes/promo_missing", ANY),
     ("POST", "/v1/promotion_codes/promo_missing/deactivate", PRODUCT),
+    ("POST", "/v1/subscriptions/sub_missing/discount", PRODUCT),
+    ("DELETE", "/v1/subscriptions/sub_missing/discount", PRODUCT),
 ]
 
 

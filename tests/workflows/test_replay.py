@@ -19,6 +19,7 @@ patch").
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -118,9 +119,57 @@ async def _dunning_pause_refund_scenario(api: httpx.AsyncClient) -> str:
     return str(sub["id"])
 
 
+async def _discounts_scenario(api: httpx.AsyncClient) -> str:
+    """A repeating percent coupon redeemed with a promotion code, an upgrade under it, its
+    end on the clock, a replacement by an amount off, its removal; a `once` on a trial."""
+    start = datetime(2029, 3, 1, 8, 0, tzinfo=UTC)
+    basic = await make_plan(api, amount=1000, features=["posts"])
+    plus = await make_plan(api, amount=2000, features=["posts", "archive"])
+    deal = ok(
+        await api.post(
+            "/v1/coupons",
+            json={
+                "name": "Spring",
+                "percent_off": 25,
+                "duration": "repeating",
+                "duration_in_months": 2,
+            },
+        ),
+        201,
+    )
+    code = f"SPRING{uuid.uuid4().hex[:8]}"
+    ok(await api.post("/v1/promotion_codes", json={"code": code, "coupon_id": deal["id"]}), 201)
+    off = ok(
+        await api.post(
+            "/v1/coupons",
+            json={"name": "Off", "amount_off": 300, "currency": "usd", "duration": "forever"},
+        ),
+        201,
+    )
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        plan_id=basic["id"],
+        test_clock_id=clock["id"],
+        promotion_code=code.lower(),
+    )
+    path = f"/v1/subscriptions/{sub['id']}"
+    await advance(api, clock["id"], start + timedelta(days=10))
+    ok(await api.post(f"{path}/change_plan", json={"plan_id": plus["id"]}))
+    await advance(api, clock["id"], datetime(2029, 5, 2, 8, 0, tzinfo=UTC))
+    ok(await api.post(f"{path}/discount", json={"coupon_id": off["id"]}))
+    await advance(api, clock["id"], datetime(2029, 6, 2, 8, 0, tzinfo=UTC))
+    ok(await api.delete(f"{path}/discount"))
+    await advance(api, clock["id"], datetime(2029, 7, 2, 8, 0, tzinfo=UTC))
+    return str(sub["id"])
+
+
 SCENARIOS = {
     "lifecycle": _lifecycle_scenario,
     "dunning-pause-refund": _dunning_pause_refund_scenario,
+    "discounts": _discounts_scenario,
 }
 
 

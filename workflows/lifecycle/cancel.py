@@ -133,7 +133,9 @@ async def _settle(
         and s.current_period_start is not None
         and s.current_period_end is not None
     ):
-        credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
+        credit = unused_time_credit(
+            sub.prorated(s.plan), s.current_period_start, s.current_period_end, now
+        )
         if credit is not None:
             lines.append(credit)
     total = sum(line.amount for line in lines)

@@ -50,7 +50,9 @@ async def start_pause(sub: Subscription, req: PauseRequest) -> None:
     assert s.current_period_start is not None and s.current_period_end is not None
     # Access stops now, so the paid time left in the period is credited to the invoice
     # that resumes the subscription.
-    credit = unused_time_credit(s.plan, s.current_period_start, s.current_period_end, now)
+    credit = unused_time_credit(
+        sub.prorated(s.plan), s.current_period_start, s.current_period_end, now
+    )
     if credit is not None:
         s.pending_proration_lines.append(credit)
     s.status = S.PAUSED
