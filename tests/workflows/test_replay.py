@@ -12,8 +12,10 @@ it projected itself; v4: a paid renewal projected by a local activity of its own
 charge, where the charge activity now writes it; v5: the same for a first payment; v6: each
 patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`;
 v7: the first bundle, where a charge caused by an update ran in the update's own task).
-A file leaves this directory when the code path it replays is removed (README, "Retiring a
-patch").
+`discounts-run*.json` is a run that holds discounts (a repeating percent from a promotion
+code, an upgrade under it, its end on the clock, a replacement, a removal), the only kind of
+run that asks for the DISCOUNTS patch. A file leaves this directory when the code path it
+replays is removed (README, "Retiring a patch").
 """
 
 from __future__ import annotations
