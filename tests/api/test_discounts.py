@@ -22,6 +22,7 @@ from tests.api.billing_support import (
     seconds,
 )
 from tests.helpers import advance, get_sub, invoices, make_clock, make_customer, make_plan, ok, ts
+from tests.webhook_receiver import Receiver
 
 
 async def coupon(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
@@ -261,3 +262,39 @@ async def test_a_discount_sent_again_with_its_key_counts_once(
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert ok(await api.get(f"/v1/coupons/{deal['id']}"))["times_redeemed"] == 1
     assert len(await events_of(api, sub["id"], "subscription.discount_applied")) == 1
+
+
+async def test_discount_events_reach_webhook_endpoints(app_client: httpx.AsyncClient) -> None:
+    api = app_client
+    receiver = await Receiver().start()
+    types = [f"subscription.discount_{what}" for what in ("applied", "removed", "ended")]
+    endpoint = ok(
+        await api.post("/v1/webhook_endpoints", json={"url": receiver.url, "events": types}), 201
+    )
+    receiver.secret = endpoint["secret"]
+    try:
+        plan = await make_plan(api, amount=1000)
+        once = await coupon(api, percent_off=50, duration="once")
+        forever = await coupon(api, amount_off=100, currency="usd", duration="forever")
+        # A once discount is applied and used up by the first invoice; a forever one replaces
+        # nothing (none is held), then is removed.
+        _, sub = await start(api, plan, at(2031, 12, 1), coupon_id=once["id"])
+        ok(await call(api, sub["id"], "discount", {"coupon_id": forever["id"]}))
+        ok(await api.delete(f"/v1/subscriptions/{sub['id']}/discount"))
+        expected = [
+            ("subscription.discount_applied", once["id"]),
+            ("subscription.discount_ended", once["id"]),
+            ("subscription.discount_applied", forever["id"]),
+            ("subscription.discount_removed", forever["id"]),
+        ]
+
+        def seen() -> list[tuple[str, str]]:
+            return [
+                (d["type"], d["data"]["coupon_id"]) for d in receiver.for_subscription(sub["id"])
+            ]
+
+        await receiver.wait_for(lambda: seen() == expected)
+        assert receiver.bad_signatures == 0
+    finally:
+        ok(await api.delete(f"/v1/webhook_endpoints/{endpoint['id']}"))
+        await receiver.stop()
