@@ -12,9 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from api.redemption_sweeper import RedemptionSweeper
 from api.routes import subscriptions as subscription_routes
+from db.engine import get_engine, session_factory
 from domain import errors
 from tests.api.billing_support import at, rejected
+from tests.conftest import Stack
 from tests.helpers import advance, get_sub, make_clock, make_customer, make_plan, ok
 
 
@@ -231,3 +234,32 @@ async def test_a_creation_failing_after_the_count_gives_it_back(
         201,
     )
     assert await times_redeemed(app_client, capped["id"]) == 1
+
+
+async def test_an_unknown_outcome_is_settled_by_the_sweeper(
+    app_client: httpx.AsyncClient,
+    plan: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    stack: Stack,
+) -> None:
+    """The workflow did not answer in time: the redemption stays reserved (it may yet be
+    applied); the sweeper releases it once it is old enough, as no subscription recorded it."""
+    capped = await coupon(app_client, max_redemptions=1)
+
+    async def silent(*_: object, **__: object) -> object:
+        raise errors.WORKFLOW_UNAVAILABLE("sub_x's workflow did not answer in time")
+
+    monkeypatch.setattr(subscription_routes.lifecycle, "start_subscription", silent)
+    customer = await make_customer(app_client)
+    answer = await subscribe(
+        app_client, customer_id=customer["id"], plan_id=plan["id"], coupon_id=capped["id"]
+    )
+    rejected(answer, 503, "workflow_unavailable")
+    assert await times_redeemed(app_client, capped["id"]) == 1
+    sessions = session_factory(get_engine(stack.settings.effective_database_url))
+    young = RedemptionSweeper(sessions, interval=60, grace=timedelta(minutes=5))
+    assert await young.sweep() == 0  # too recent: its request could still be running
+    assert await times_redeemed(app_client, capped["id"]) == 1
+    due = RedemptionSweeper(sessions, interval=60, grace=timedelta(0))
+    assert await due.sweep() >= 1
+    assert await times_redeemed(app_client, capped["id"]) == 0
