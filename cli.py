@@ -11,14 +11,13 @@ live in `recur_cli/`; exit codes in `recur_cli/exits.py` (README, "Operating Rec
 from __future__ import annotations
 
 import importlib.util
-import sys
 from importlib.metadata import PackageNotFoundError, distribution, version
-from typing import Annotated
+from typing import Annotated, TextIO, cast
 
 import structlog
 import typer
 
-from config import get_settings
+from config import CurrentStream, get_settings
 from recur_cli.customers import customers_app
 from recur_cli.database import database_address, run_db_sync
 from recur_cli.exits import Exit
@@ -86,7 +85,9 @@ def main(
     OPTIONS.verbose = verbose
     # Operator commands print their results on stdout (JSON with --json): what the code
     # they run logs goes to stderr. `dev`, `worker` and `api` configure their own logging.
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    structlog.configure(
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, CurrentStream("stderr")))
+    )
 
 
 @app.command()

@@ -285,19 +285,23 @@ def _mask(value: str) -> str:
     return _PAN.sub("[redacted-pan]", value)
 
 
-class _CurrentStdout:
-    """Writes to whatever `sys.stdout` is now, not the stream seen at configuration time
+class CurrentStream:
+    """Writes to whatever `sys.<name>` is now, not the stream seen at configuration time
     (a replaced and closed stream must never make logging, and so an activity, fail)."""
 
-    def write(self, text: str) -> int:
+    def __init__(self, name: Literal["stdout", "stderr"] = "stdout") -> None:
+        self._name = name
+
+    def _stream(self) -> TextIO:
         import sys
 
-        return sys.stdout.write(text)
+        return cast(TextIO, getattr(sys, self._name))
+
+    def write(self, text: str) -> int:
+        return self._stream().write(text)
 
     def flush(self) -> None:
-        import sys
-
-        sys.stdout.flush()
+        self._stream().flush()
 
 
 _T = TypeVar("_T")
@@ -365,10 +369,10 @@ def configure_logging(settings: Settings | None = None) -> None:
             *last,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStdout())),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, CurrentStream())),
         cache_logger_on_first_use=False,
     )
-    handler = _RedactingHandler(cast(TextIO, _CurrentStdout()))
+    handler = _RedactingHandler(cast(TextIO, CurrentStream()))
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[
