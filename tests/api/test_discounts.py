@@ -298,3 +298,24 @@ async def test_discount_events_reach_webhook_endpoints(app_client: httpx.AsyncCl
     finally:
         ok(await api.delete(f"/v1/webhook_endpoints/{endpoint['id']}"))
         await receiver.stop()
+
+
+async def test_a_preview_takes_the_discount_as_it_will_be_at_the_renewal(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    plan = await make_plan(api, amount=1000)
+    cheaper = await make_plan(api, amount=600)
+    month = await coupon(api, percent_off=25, duration="repeating", duration_in_months=1)
+    forever = await coupon(api, percent_off=25, duration="forever")
+    previews = []
+    for deal in (month, forever):
+        clock, sub = await start(api, plan, at(2032, 1, 1), coupon_id=deal["id"])
+        await advance(api, clock["id"], at(2032, 1, 15))
+        body = {"plan_id": cheaper["id"], "preview": True}
+        result = ok(await call(api, sub["id"], "change_plan", body))
+        previews.append(kinds_and_amounts(result["invoice_preview"]))
+        assert (await get_sub(api, sub["id"]))["discount"]["coupon_id"] == deal["id"]
+    # The downgrade's renewal on Feb 1: the one-month discount ends then, forever does not
+    # (25% of 600 = 150).
+    assert previews == [[("subscription", 600)], [("subscription", 600), ("discount", -150)]]

@@ -153,7 +153,7 @@ class Subscription:
         """An invoice with the discount line it gets (`preview`: one never issued)."""
         invoice_id = self.new_id("in")
         return self._draft(
-            invoice_id, reason, self._discounted(invoice_id, lines, preview), start, end
+            invoice_id, reason, self._discounted(invoice_id, lines, preview, start), start, end
         )
 
     def build_invoice(
@@ -168,7 +168,7 @@ class Subscription:
         """An invoice never below zero: its discount first, then a net credit becomes a line
         carried to the next one."""
         invoice_id = self.new_id("in")
-        lines = self._discounted(invoice_id, lines, preview)
+        lines = self._discounted(invoice_id, lines, preview, start)
         lines, carried = carry_credit(lines, self.clock.now())
         return self._draft(invoice_id, reason, lines, start, end), carried
 
@@ -188,16 +188,19 @@ class Subscription:
         )
 
     def _discounted(
-        self, invoice_id: str, lines: list[InvoiceLine], preview: bool
+        self, invoice_id: str, lines: list[InvoiceLine], preview: bool, start: datetime
     ) -> list[InvoiceLine]:
         """`lines` with the held discount's line, if this invoice gets one. A `once`
         discount is used up by an issued invoice: the subscription stops holding it, and
-        the next projection says so (`subscription.discount_ended`)."""
+        the next projection says so (`subscription.discount_ended`). A preview is of an
+        invoice made at its `start` (the next renewal, say), so the discount is taken as it
+        will be then."""
         discount = self.state.discount
         if discount is None or not self.patches.use(DISCOUNTS):
             return lines
         now = self.clock.now()
-        lines, after = apply_discount(discount, lines, invoice_id, now)
+        at = max(now, start) if preview else now
+        lines, after = apply_discount(discount, lines, invoice_id, at)
         if not preview and after is not None and ended(after, now):
             self.state.discount = None
             self.pending_events.append(
