@@ -31,12 +31,15 @@ from api.routes import (
     events,
     health,
     invoices,
+    meters,
     plans,
     promotion_codes,
     stripe_webhooks,
     subscription_discounts,
+    subscription_usage,
     subscriptions,
     test_clocks,
+    usage_events,
     webhook_endpoints,
 )
 from api.start_sweeper import StartSweeper
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     install_observability(app)
     for module in (
         entitlements,  # first: the hot path is matched before every other router
+        usage_events,  # then ingestion: matching a path costs a check per route before it
         health,
         plans,
         api_keys,
@@ -130,6 +134,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         coupons,
         promotion_codes,
         subscription_discounts,
+        meters,
+        subscription_usage,
     ):
         app.include_router(module.router)
     install_docs(app)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -81,6 +83,11 @@ def _describe(exc: RequestValidationError) -> DomainError:
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
     message = str(first.get("msg", "invalid value"))
     return code(f"{where}: {message}" if where else message)
+
+
+def describe_errors(found: Sequence[Any]) -> DomainError:
+    """Validation errors (pydantic's `errors()`) as the error answered for them."""
+    return _describe(RequestValidationError(found))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -95,6 +95,12 @@ _EXAMPLES: dict[str, str] = {
     "no_discount": "The subscription has no discount",
     "coupon_not_applicable": "Coupon coupon_0123 applies to none of the subscription's plans",
     "promotion_code_not_eligible": "Promotion code LAUNCH25 belongs to another customer",
+    "meter_exists": "A meter with id 'meter_api_calls' exists",
+    "unknown_customer": "No customer with id 'cus_0123'",
+    "no_metered_subscription": "No subscription of customer 'cus_0123' meters 'api_call'",
+    "period_closed": "The period of 2027-01-31T23:00:00+00:00 is already invoiced",
+    "timestamp_in_future": "timestamp 2027-01-01T00:10:00+00:00 is more than 5 minutes after now",
+    "invalid_property": "properties.tokens must be a number",
     "too_many_requests": "Too many failed authentications from this address",
     "temporal_unavailable": "Temporal is not reachable right now",
     "workflow_unavailable": "sub_0123's workflow did not answer in time",
@@ -125,7 +131,24 @@ _REDEEMING = (
 
 # What an operation checks itself, beyond what its dependencies imply.
 SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
-    ("post", "/v1/plans"): ("duplicate_features",),
+    ("post", "/v1/plans"): ("duplicate_features", "resource_missing"),
+    ("post", "/v1/meters"): ("meter_exists",),
+    # A single event's rejection is its answer; a batch lists each event's in `rejected`.
+    # The single event's route authenticates and reads its body by hand (no dependencies).
+    ("post", "/v1/usage_events"): (
+        "unauthorized",
+        "too_many_requests",
+        "forbidden",
+        "invalid_json",
+        "validation_error",
+        "invalid_characters",
+        "unknown_customer",
+        "no_metered_subscription",
+        "period_closed",
+        "timestamp_in_future",
+        "invalid_property",
+        "time_out_of_range",
+    ),
     ("post", "/v1/customers"): (
         "card_declined",
         "payment_method_invalid",

@@ -60,8 +60,9 @@ def _to_utc(value: datetime) -> datetime:
 UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
-def _distinct_features(features: list[str]) -> list[str]:
-    if repeated := duplicate_features(features):
+def _distinct_features(features: list[Any]) -> list[Any]:
+    keys = [f if isinstance(f, str) else f.key for f in features]
+    if repeated := duplicate_features(keys):
         raise PydanticCustomError(
             "duplicate_features", "features are repeated: {repeated}", {"repeated": repeated}
         )
@@ -80,6 +81,17 @@ class Input(BaseModel):
         return data
 
 
+MeterId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
+
+
+class FeatureLimit(Input):
+    """A feature granted up to `limit` of a meter's quantity per billing period."""
+
+    key: Feature
+    limit: Annotated[int, Field(ge=0, le=10**15, strict=True)]
+    meter_id: MeterId
+
+
 class PlanCreate(Input):
     name: Name
     amount: Amount
@@ -88,9 +100,22 @@ class PlanCreate(Input):
     interval_count: Annotated[int, Field(ge=1, le=36, strict=True)] = 1
     trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] = 0
     features: Annotated[
-        list[Feature], Field(max_length=100), AfterValidator(_distinct_features)
+        list[Feature | FeatureLimit], Field(max_length=100), AfterValidator(_distinct_features)
     ] = Field(default_factory=list)
     creator_id: Name | None = None
+    # Metered: `amount` per started `package_size` units of the meter's quantity in a
+    # period, billed in arrears.
+    usage_type: Literal["licensed", "metered"] = "licensed"
+    meter_id: MeterId | None = None
+    package_size: Annotated[int, Field(ge=1, le=10**9, strict=True)] = 1
+
+    @model_validator(mode="after")
+    def _metered_terms(self) -> PlanCreate:
+        if self.usage_type == "metered" and self.meter_id is None:
+            raise ValueError("meter_id is required for a metered plan")
+        if self.usage_type == "licensed" and (self.meter_id or self.package_size != 1):
+            raise ValueError("meter_id and package_size are for metered plans only")
+        return self
 
 
 class PlanOut(BaseModel):
@@ -101,9 +126,12 @@ class PlanOut(BaseModel):
     interval: str
     interval_count: int
     trial_days: int
-    features: list[str]
+    features: list[str | dict[str, Any]]
     creator_id: str | None
     created_at: datetime
+    usage_type: str = "licensed"
+    meter_id: str | None = None
+    package_size: int = 1
 
 
 class CustomerCreate(Input):
@@ -228,8 +256,13 @@ class EntitlementOut(BaseModel):
 
 
 class EntitlementCheck(BaseModel):
+    """`limit`, `used` and `remaining` are present for a feature with a usage limit."""
+
     entitled: bool
     active_until: datetime | None
+    limit: int | None = None
+    used: float | None = None
+    remaining: float | None = None
 
 
 class TestClockCreate(Input):

@@ -58,6 +58,13 @@ class Plan(SQLModel, table=True):
     features: list[str] = _json(list)
     creator_id: str | None = Field(default=None, index=True)
     created_at: datetime = _utc()
+    # A metered plan bills `amount` per started `package_size` units of its meter's
+    # quantity in a period, in arrears (db/usage_tables.py).
+    usage_type: str = Field(default="licensed", sa_column_kwargs={"server_default": "licensed"})
+    meter_id: str | None = None
+    package_size: int = Field(
+        default=1, sa_type=BigInteger, sa_column_kwargs={"server_default": "1"}
+    )
 
 
 class Subscription(SQLModel, table=True):

@@ -126,6 +126,14 @@ INVALID_TRIAL_END = _declare("invalid_trial_end", 422)
 INVALID_FROZEN_TIME = _declare("invalid_frozen_time", 422)
 WEBHOOK_TARGET_NOT_ALLOWED = _declare("webhook_target_not_allowed", 422)
 
+# Usage: meters and usage events (a batch lists an event's refusal in its answer instead).
+METER_EXISTS = _declare("meter_exists", 409)
+UNKNOWN_CUSTOMER = _declare("unknown_customer", 404)
+NO_METERED_SUBSCRIPTION = _declare("no_metered_subscription", 409)
+PERIOD_CLOSED = _declare("period_closed", 409)
+TIMESTAMP_IN_FUTURE = _declare("timestamp_in_future", 422)
+INVALID_PROPERTY = _declare("invalid_property", 422)
+
 # Stripe's answers to a synchronous call.
 CARD_DECLINED = _declare("card_declined", 402)
 PAYMENT_METHOD_INVALID = _declare("payment_method_invalid", 422)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-
 from fastapi import APIRouter, Request, Response
 
 from api.deps import current_principal
+from api.entitlement_answer import check_body
 from api.schemas import EntitlementCheck
 from db.engine import get_read_engine
 from db.repositories import entitlements
@@ -53,11 +52,5 @@ async def check(request: Request) -> Response:
     if engine is None:
         url = request.app.state.settings.effective_database_url
         engine = request.app.state.read_engine = get_read_engine(url)
-    entitled, active_until = await entitlements.check_fast(engine, customer_id, feature)
-    until = (
-        '"' + active_until.astimezone(UTC).isoformat().replace("+00:00", "Z") + '"'
-        if active_until is not None
-        else "null"
-    )
-    body = f'{{"entitled":{"true" if entitled else "false"},"active_until":{until}}}'
-    return Response(body.encode(), media_type="application/json")
+    grants = await entitlements.check_fast(engine, customer_id, feature)
+    return Response(check_body(grants).encode(), media_type="application/json")

@@ -6,7 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import db.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import db.models
+import db.usage_tables  # noqa: F401
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -22,26 +24,49 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
     return (await session.exec(query)).all()
 
 
-_CHECK = compact(
+# The check with usage limits, still one statement: per granting subscription, its
+# entitlement, the feature's limit on that plan (if any) and the quantity of the limit's
+# meter in the subscription's current period, read from the running aggregate (never from
+# raw events): its latest stretch, when a plan change split the period. The lateral
+# lookup runs only for a limited feature.
+_CHECK_USAGE = compact(
     """
-    SELECT max(active_until) AS active_until, count(*) AS grants FROM entitlements
-    WHERE customer_id = %(customer_id)s AND feature = %(feature)s
+    SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e
+    LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature
+    LEFT JOIN LATERAL (
+        SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a
+        ON a.subscription_id = s.id AND a.meter_id = l.meter_id
+        AND a.period_start >= s.current_period_start AND a.period_start < s.current_period_end
+        WHERE s.id = e.subscription_id AND l.meter_id IS NOT NULL
+        ORDER BY a.period_start DESC LIMIT 1
+    ) u ON true
+    WHERE e.customer_id = %(customer_id)s AND e.feature = %(feature)s
     """
 )
 
 
-async def check_fast(
-    engine: AsyncEngine, customer_id: str, feature: str
-) -> tuple[bool, datetime | None]:
-    """May the customer use the feature, and until when: one indexed lookup on
-    (customer_id, feature), on an autocommit engine (`db.engine.get_read_engine`): one round
-    trip, no ORM. A connection that died in the pool is retried once on a fresh one."""
+@dataclass(frozen=True)
+class Grant:
+    """One subscription's grant of a feature: its limit and use in the current period."""
+
+    active_until: datetime | None
+    limit: int | None
+    used: Decimal
+
+
+async def check_fast(engine: AsyncEngine, customer_id: str, feature: str) -> list[Grant]:
+    """The grants of `feature` to the customer, on an autocommit engine
+    (`db.engine.get_read_engine`): one round trip, no ORM. A connection that died in the
+    pool is retried once on a fresh one."""
     params = {"customer_id": customer_id, "feature": feature}
     for attempt in (1, 2):
         try:
             async with engine.connect() as conn:
-                (row,) = await fetch_all(conn, _CHECK, params)
-            return row["grants"] > 0, row["active_until"]
+                rows = await fetch_all(conn, _CHECK_USAGE, params)
+            return [
+                Grant(r["active_until"], r["usage_limit"], r["quantity"] or Decimal(0))
+                for r in rows
+            ]
         except ConnectionLost:
             if attempt == 2:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
@@ -47,13 +48,14 @@ async def test_the_entitlement_check_survives_a_connection_that_died_in_the_pool
         scratch.url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT"
     )
     try:
-        assert await entitlements.check_fast(reads, "cus_1", "posts") == (True, until)
+        granted = [entitlements.Grant(until, None, Decimal(0))]
+        assert await entitlements.check_fast(reads, "cus_1", "posts") == granted
         async with reads.connect() as conn:
             pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         async with scratch.connect() as conn:
             await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        assert await entitlements.check_fast(reads, "cus_1", "posts") == (True, until)
-        assert await entitlements.check_fast(reads, "cus_1", "vault") == (False, None)
+        assert await entitlements.check_fast(reads, "cus_1", "posts") == granted
+        assert await entitlements.check_fast(reads, "cus_1", "vault") == []
         async with reads.connect() as conn:
             fresh = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
         assert fresh != pid, "the dead connection left the pool"
