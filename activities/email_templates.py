@@ -31,6 +31,8 @@ class EmailContext:
     has_payment_method: bool = True
     reason: str | None = None
     occurred_at: datetime | None = None
+    # The invoice's lines, (description, formatted amount): what a receipt lists.
+    lines: tuple[tuple[str, str], ...] = ()
 
 
 def _date(value: datetime | None) -> str:
@@ -73,7 +75,7 @@ _RENEWAL_RECEIPT = Template(
     """Hi $name,
 
 Thank you! Your $plan subscription has renewed.
-
+$items
 Amount paid: $amount
 Invoice: $invoice_id
 Service period: $period_start to $period_end
@@ -105,6 +107,15 @@ _REASONS = {
 
 # Line breaks (with the blanks around them) and other control characters, TAB aside.
 _BREAKS = re.compile("[ \t]*[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+[ \t]*")
+
+
+def _line_list(lines: tuple[tuple[str, str], ...]) -> str:
+    """The invoice's lines, one per row with the amount right-aligned after it."""
+    if not lines:
+        return ""
+    width = max(len(one_line(description)) for description, _ in lines)
+    rows = [f"  {one_line(d).ljust(width)}  {amount}" for d, amount in lines]
+    return "\n" + "\n".join(rows) + "\n"
 
 
 def one_line(text: str) -> str:
@@ -151,7 +162,10 @@ def _render(template: str, ctx: EmailContext) -> tuple[str, str]:
         return f"Action needed: your payment for {ctx.plan_name} failed", body
     if template == "renewal_receipt":
         body = _RENEWAL_RECEIPT.substitute(
-            common, period_start=_date(ctx.period_start), period_end=_date(ctx.period_end)
+            common,
+            items=_line_list(ctx.lines),
+            period_start=_date(ctx.period_start),
+            period_end=_date(ctx.period_end),
         )
         return f"Receipt: {ctx.plan_name} renewed ({ctx.amount})", body
     if template == "canceled":

@@ -17,6 +17,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from db import balance_ledger
+from db.engine import transaction
 from db.repositories.projection import write_projection
 from domain.contracts import SyncRequest
 
@@ -30,6 +32,7 @@ class LedgerActivities:
         # The projection is one statement (db.repositories.projection): run on its own, it
         # is atomic.
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
         # Called after a commit that queued deliveries: wakes this process's dispatcher.
         self._queued = queued
 
@@ -57,7 +60,13 @@ class LedgerActivities:
                 subscription_id=view.id,
                 attempt=info.attempt,
             )
-        if queued and self._queued is not None:
+        restored = 0
+        if voided := [i for i, status in req.invoice_status.items() if status == "void"]:
+            # Credit a voided invoice had applied goes back to the balance.
+            async with transaction(self._engine) as session:
+                for invoice_id in voided:
+                    restored += await balance_ledger.restore_voided(session, invoice_id, now)
+        if (queued or restored) and self._queued is not None:
             self._queued()
         renewals = sum(1 for e in req.events if e.type == "subscription.renewed")
         if renewals:

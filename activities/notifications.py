@@ -37,6 +37,7 @@ from config import Settings
 from db.engine import session_factory
 from db.models import Customer, Event, Subscription
 from db.models import WebhookEndpoint as Endpoint
+from db.repositories import invoices as invoice_repo
 from db.repositories import notifications as repo
 from domain.money import format_amount
 from domain.notifications import EMAIL_TEMPLATES, NotificationOutcome
@@ -363,6 +364,11 @@ class Deliveries:
         }
         if event.type == "invoice.payment_failed":
             ctx.update(await _retry_plan(session, event, sub))
+        if invoice is not None and event.type == "subscription.renewed":
+            ctx["lines"] = tuple(
+                (line.description, format_amount(line.amount, invoice.currency))
+                for line in await invoice_repo.lines_of(session, [invoice.id])
+            )
         return EmailContext(**ctx)
 
 

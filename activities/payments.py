@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from activities.invoice_balance import settle_balance
 from activities.stripe_gateway import InvalidPaymentRequest, PaymentResult, StripeGateway
 from db.engine import transaction
 from db.repositories import charges
@@ -59,7 +60,12 @@ class PaymentActivities:
 
     @activity.defn(name="charge_invoice")
     async def charge_invoice(self, req: ChargeRequest) -> ChargeOutcome:
-        invoice = req.invoice
+        # The customer's credit first: the invoice charged is the one with its balance line.
+        invoice = await settle_balance(
+            self._engine, req.invoice, req.clock_time or datetime.now(UTC)
+        )
+        if invoice is not req.invoice:
+            req = req.model_copy(update={"invoice": invoice})
         key = charge_key(invoice.subscription_id, invoice.id, req.attempt_number)
         bound = log.bind(
             workflow_id=activity.info().workflow_id,

@@ -151,11 +151,46 @@ class CustomerOut(BaseModel):
     stripe_customer_id: str | None
     default_payment_method: str | None
     created_at: datetime
+    # Credit available per currency (minor units, never below 0).
+    balances: dict[str, int] = Field(default_factory=dict)
+
+
+class BalanceTransactionIn(Input):
+    # Positive adds credit, negative uses it; never 0.
+    amount: Annotated[int, Field(ge=-99_999_999_999, le=99_999_999_999, strict=True)]
+    currency: Currency
+    description: Name
+
+
+class BalanceTransactionOut(BaseModel):
+    id: str
+    amount: int
+    currency: str
+    type: str
+    invoice_id: str | None
+    description: str
+    balance_after: int
+    created_at: datetime
+
+
+Quantity = Annotated[int, Field(ge=1, le=10_000, strict=True)]
+
+
+class ItemIn(Input):
+    plan_id: Token
+    quantity: Quantity = 1
+
+
+Items = Annotated[list[ItemIn], Field(min_length=1, max_length=20)]
 
 
 class SubscriptionCreate(Input):
+    """Either `plan_id` (and `quantity`) or `items`."""
+
     customer_id: Token
-    plan_id: Token
+    plan_id: Token | None = None
+    quantity: Quantity | None = None
+    items: Items | None = None
     trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] | None = None
     test_clock_id: Token | None = None
     billing_cycle_anchor: UtcTime | None = None
@@ -170,6 +205,28 @@ class SubscriptionCreate(Input):
         if self.coupon_id is not None and self.promotion_code is not None:
             raise ValueError("give coupon_id or promotion_code, not both")
         return self
+
+    @model_validator(mode="after")
+    def _plan_or_items(self) -> SubscriptionCreate:
+        if (self.plan_id is None) == (self.items is None):
+            raise ValueError("pass either plan_id or items")
+        if self.items is not None and self.quantity is not None:
+            raise ValueError("quantity goes with plan_id; each item has its own")
+        return self
+
+    def item_specs(self) -> list[tuple[str, int]]:
+        """(plan_id, quantity) of each item asked for, in order."""
+        if self.items is not None:
+            return [(item.plan_id, item.quantity) for item in self.items]
+        assert self.plan_id is not None
+        return [(self.plan_id, self.quantity or 1)]
+
+
+class UpdateItemsIn(Input):
+    items: Items
+    when: ChangeWhen | None = None
+    proration: ProrationBehavior | None = None
+    preview: bool = False
 
 
 class ChangePlanIn(Input):

@@ -95,6 +95,46 @@ class Subscription(SQLModel, table=True):
     discount: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
+class SubscriptionItem(SQLModel, table=True):
+    """One plan of a subscription in a quantity (seats); written with the read model."""
+
+    __tablename__ = "subscription_items"
+
+    id: str = Field(primary_key=True)  # si_
+    subscription_id: str = Field(index=True)
+    plan_id: str
+    quantity: int
+    position: int  # the item's place in the subscription's list
+    created_at: datetime = _utc()
+
+
+class BalanceTransaction(SQLModel, table=True):
+    """One entry of a customer's balance ledger, per currency; append-only. Positive adds
+    credit, negative uses it; the balance is the sum and never below zero. `source_key`
+    names what made the entry (an invoice, a migrated credit), so a retried write is a
+    no-op."""
+
+    __tablename__ = "customer_balance_transactions"
+    __table_args__ = (
+        Index("ix_customer_balance_transactions_customer", "customer_id", "currency", "seq"),
+    )
+
+    id: str = Field(primary_key=True)  # cbtxn_
+    # Ledger order: entries of a test-clock subscription carry the clock's time.
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), unique=True))
+    customer_id: str
+    currency: str
+    amount: int = Field(sa_type=BigInteger)
+    balance_after: int = Field(sa_type=BigInteger)
+    type: str  # proration_credit | applied_to_invoice | manual | adjustment
+    invoice_id: str | None = None
+    subscription_id: str | None = None
+    description: str
+    actor: str | None = None
+    source_key: str | None = Field(default=None, unique=True)
+    created_at: datetime = _utc()
+
+
 class Invoice(SQLModel, table=True):
     __tablename__ = "invoices"
 

@@ -107,10 +107,21 @@ class PauseView(BaseModel):
     resumes_at: datetime | None = None
 
 
+class ItemView(BaseModel):
+    """A subscription item as the API shows it."""
+
+    id: str
+    plan_id: str
+    quantity: int
+
+
 class PendingChangeView(BaseModel):
     plan_id: str
     effective_at: datetime
     proration: str = "none"
+    # The items the change makes (a change of items; absent from a plan change of a run
+    # from before items).
+    items: list[ItemView] | None = None
 
 
 class DiscountView(BaseModel):
@@ -143,6 +154,8 @@ class SubscriptionView(BaseModel):
     created_at: datetime
     state_version: int = 0
     discount: DiscountView | None = None
+    # Empty only from a workflow started before items (its one item is in the read model).
+    items: list[ItemView] = Field(default_factory=list)
 
 
 class EntitlementGrant(BaseModel):

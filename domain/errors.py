@@ -105,6 +105,8 @@ NOTHING_TO_RETRY = _declare("nothing_to_retry", 409)
 SUBSCRIPTION_NOT_TRIALING = _declare("subscription_not_trialing", 409)
 ADVANCE_INCOMPLETE = _declare("advance_incomplete", 409)
 NOT_ON_TEST_CLOCK = _declare("not_on_test_clock", 409)
+SAME_ITEMS = _declare("same_items", 409)
+INSUFFICIENT_BALANCE = _declare("insufficient_balance", 409)
 
 # Coupons and promotion codes (DESIGN.md, "Coupons and promotion codes").
 COUPON_NOT_FOUND = _declare("coupon_not_found", 404)
@@ -119,6 +121,9 @@ PROMOTION_CODE_NOT_ELIGIBLE = _declare("promotion_code_not_eligible", 422)
 # Values the rules refuse.
 INVALID_BILLING_CYCLE_ANCHOR = _declare("invalid_billing_cycle_anchor", 422)
 CURRENCY_MISMATCH = _declare("currency_mismatch", 422)
+INTERVAL_MISMATCH = _declare("interval_mismatch", 422)
+INVALID_ITEMS = _declare("invalid_items", 422)
+INVALID_AMOUNT = _declare("invalid_amount", 422)
 INVALID_CURRENCY = _declare("invalid_currency", 422)
 INVALID_REFUND = _declare("invalid_refund", 422)
 INVALID_RESUMES_AT = _declare("invalid_resumes_at", 422)

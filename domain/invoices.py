@@ -23,6 +23,9 @@ class LineKind(StrEnum):
     USAGE = "usage"
     # A coupon's discount on the invoice (negative).
     DISCOUNT = "discount"
+    # Customer balance: negative when credit pays part of the invoice, positive when a net
+    # credit of the invoice's other lines moves into the balance (the total stays >= 0).
+    BALANCE = "balance"
 
 
 class InvoiceLine(BaseModel):

@@ -17,6 +17,7 @@ from domain.contracts import (
 from domain.discounts import Discount, DiscountGrant
 from domain.dunning import DunningPolicy
 from domain.invoices import InvoiceLine
+from domain.items import Item
 from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
 
 
@@ -48,6 +49,11 @@ class CarriedState(BaseModel):
     pause: PauseView | None = None
     pending_change: PendingChangeView | None = None
     pending_plan: PlanSnapshot | None = None
+    # The items (`plan` is the first item's plan); empty in runs from before items, whose
+    # one item is derived from `plan` when first needed (`Subscription.items_on`).
+    items: list[Item] = Field(default_factory=list)
+    # A change of items waiting for the period end.
+    pending_items: list[Item] | None = None
     # Lines waiting for the next invoice: create_prorations, carried credits, pause credit.
     pending_proration_lines: list[InvoiceLine] = Field(default_factory=list)
     period_payments: list[PeriodPayment] = Field(default_factory=list)
@@ -94,6 +100,9 @@ class SubscriptionInput(BaseModel):
     has_payment_method: bool = True
     actor: str | None = None
     customer_email: str | None = None  # as at creation, shown to operators
+    # The items subscribed to (the first one's plan is `plan`); empty from an API from
+    # before items: one item of `plan`, quantity 1.
+    items: list[Item] = Field(default_factory=list)
     policy: BillingPolicy = Field(default_factory=BillingPolicy)
     # A coupon redeemed with the creation: the discount starts with the subscription.
     discount: DiscountGrant | None = None
@@ -129,6 +138,16 @@ class ChangePlanResult(BaseModel):
     invoice: InvoiceDraft | None = None
     invoice_preview: InvoiceDraft | None = None
     preview: bool = False
+
+
+class UpdateItemsRequest(BaseModel):
+    """The new full set of items (ids of plans already on the subscription are kept)."""
+
+    items: list[Item]
+    when: ChangeWhen | None = None
+    proration: ProrationBehavior | None = None
+    preview: bool = False
+    actor: str | None = None
 
 
 class CancelRequest(BaseModel):

@@ -26,6 +26,12 @@ before it beside the current one:
 - `workflows/subscription.py`: CANCEL_REQUEST_CANCELS (`run`), LEAN_RENEWALS
   (`_run_is_full`: a run per period), ADVANCE_WAITS_FOR_FINAL_PROJECTION
   (`advance_clock`).
+- ITEMS_AND_BALANCE, asked through `Subscription.items_on` (`lifecycle/context.py`, which
+  also builds invoices by it): the lines of `lifecycle/start.py`, `lifecycle/trial.py`,
+  `lifecycle/renewal.py` (and a scheduled change of items), the credits of
+  `lifecycle/pause.py` and `lifecycle/cancel.py`, and `lifecycle/change_plan.py`, which
+  takes the items path (`lifecycle/items.py`). Validators, which may not ask, use
+  `RunPatches.expects`.
 """
 
 from __future__ import annotations
@@ -58,6 +64,12 @@ DURABLE_UPDATE_CHARGES = "durable-update-charges"
 # model; and the cancel interrupted a charge or a projection in flight. Now an activity in
 # flight runs to its end, then the subscription is canceled (audited, read model, events).
 CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
+# Runs recorded before this patch billed one plan at quantity 1 (one `subscription` line at
+# the plan's price) and carried a net credit to the next invoice as `credit` lines. Now a
+# subscription has items (plans in quantities) with a line per item on every invoice, its
+# items change by `update_items` (a plan change is the one-item case), and a net credit
+# goes to the customer's balance (a `balance` line; the charge activity writes the ledger).
+ITEMS_AND_BALANCE = "items-and-balance"
 
 # Runs recorded before this patch never held a discount (coupons did not exist); a run asks
 # for it only once it holds one, where a discount first changes an invoice or a proration.
@@ -74,8 +86,10 @@ _BUNDLE_1 = frozenset(
 )
 # Newest first: a new run records the first; a run recorded with an older bundle asks for
 # the patches added since on their own, where it first needs them.
+_BUNDLE_2 = _BUNDLE_1 | {DURABLE_UPDATE_CHARGES, CANCEL_REQUEST_CANCELS}
 BUNDLES: tuple[tuple[str, frozenset[str]], ...] = (
-    ("bundled-patches-2", _BUNDLE_1 | {DURABLE_UPDATE_CHARGES, CANCEL_REQUEST_CANCELS}),
+    ("bundled-patches-3", _BUNDLE_2 | {ITEMS_AND_BALANCE}),
+    ("bundled-patches-2", _BUNDLE_2),
     ("bundled-patches-1", _BUNDLE_1),
 )
 BUNDLE, BUNDLED = BUNDLES[0]
@@ -93,6 +107,7 @@ class RunPatches:
 
     def __init__(self) -> None:
         self._bundled: frozenset[str] = frozenset()
+        self._asked: dict[str, bool] = {}
         for name, patches in BUNDLES:
             if workflow.patched(name):
                 self._bundled = patches
@@ -108,4 +123,10 @@ class RunPatches:
         """Whether this run has `patch`: `workflow.patched(patch)` unless bundled."""
         if patch in self._bundled:
             return True
-        return workflow.patched(patch)
+        self._asked[patch] = answer = workflow.patched(patch)
+        return answer
+
+    def expects(self, patch: str) -> bool:
+        """What `use` answers, for a validator (which may not ask `patched`): the answer
+        already given, else the patch (a handler asking now, live, gets it)."""
+        return patch in self._bundled or self._asked.get(patch, True)

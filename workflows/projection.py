@@ -12,8 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from domain.contracts import EntitlementGrant, EventDraft, SubscriptionView, SyncRequest
+from domain.contracts import (
+    EntitlementGrant,
+    EventDraft,
+    ItemView,
+    SubscriptionView,
+    SyncRequest,
+)
 from domain.discounts import grant_discount
+from domain.items import features_of
 from domain.status import SubscriptionStatus as S
 from workflows.messages import CarriedState, SubscriptionInput
 
@@ -30,6 +37,7 @@ def initial_state(inp: SubscriptionInput, now: datetime) -> CarriedState:
     return CarriedState(
         status=S.TRIALING if trial_end else S.INCOMPLETE,
         plan=inp.plan,
+        items=list(inp.items),
         created_at=now,
         billing_cycle_anchor=anchor,
         trial_end=trial_end,
@@ -60,7 +68,14 @@ def subscription_view(inp: SubscriptionInput, s: CarriedState) -> SubscriptionVi
         created_at=s.created_at,
         state_version=s.state_version,
         discount=s.discount.view() if s.discount else None,
+        items=[ItemView(id=i.id, plan_id=i.plan.plan_id, quantity=i.quantity) for i in s.items],
     )
+
+
+def features(s: CarriedState) -> list[str]:
+    """What the subscription entitles to: the union of its items' features (its plan's in
+    a run from before items)."""
+    return features_of(s.items) if s.items else s.plan.features
 
 
 def event_draft(
@@ -135,7 +150,7 @@ def trial_start(
         inp, new_id("evt"), "subscription.trial_started", at, trial_end=s.trial_end
     )
     events = [created, started, *discount_applied(inp, s, at, new_id)]
-    return sync_request(inp, s, events, at, new_id, features=s.plan.features)
+    return sync_request(inp, s, events, at, new_id, features=features(s))
 
 
 def discount_applied(

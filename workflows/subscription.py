@@ -20,6 +20,7 @@ from domain import errors
 from domain.contracts import ChargeOutcome, SubscriptionView
 from domain.status import TERMINAL
 from workflows.errors import rejected
+from workflows.lifecycle import items
 from workflows.lifecycle.cancel import (
     cancel_as_requested_in_temporal,
     request_cancel,
@@ -58,10 +59,12 @@ from workflows.messages import (
     PaymentSucceeded,
     SetDiscountRequest,
     SubscriptionInput,
+    UpdateItemsRequest,
 )
 from workflows.patches import (
     ADVANCE_WAITS_FOR_FINAL_PROJECTION,
     CANCEL_REQUEST_CANCELS,
+    ITEMS_AND_BALANCE,
     LEAN_RENEWALS,
 )
 
@@ -173,6 +176,24 @@ class SubscriptionWorkflow:
     @change_plan.validator
     def _validate_change_plan(self, req: ChangePlanRequest) -> None:
         validate_change_plan(self._sub, req)
+
+    @workflow.update
+    async def update_items(self, req: UpdateItemsRequest) -> ChangePlanResult:
+        """The new full set of items: increases now (invoiced at once), decreases at the
+        period end unless asked for now; `preview` computes and changes nothing."""
+        self._sub.update_not_durable = True
+        async with self._lock:
+            if not self._sub.items_on():
+                raise rejected(
+                    errors.UPDATE_REJECTED("This subscription's run cannot change items")
+                )
+            return await items.request(self._sub, items.from_request(req))
+
+    @update_items.validator
+    def _validate_update_items(self, req: UpdateItemsRequest) -> None:
+        if not self._sub.patches.expects(ITEMS_AND_BALANCE):
+            raise rejected(errors.UPDATE_REJECTED("This subscription's run cannot change items"))
+        items.validate(self._sub, items.from_request(req))
 
     @workflow.update
     async def cancel(self, req: CancelRequest) -> SubscriptionView:

@@ -17,7 +17,8 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.schemas import CustomerCreate, CustomerOut, EntitlementOut, PaymentMethodUpdate
 from api.services import customers as service
-from db.repositories import customers, entitlements
+from db.models import Customer
+from db.repositories import balance, customers, entitlements
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
@@ -49,7 +50,13 @@ async def get_customer(customer_id: str, session: SessionDep, _: CurrentKey) -> 
     customer = await customers.get(session, customer_id)
     if customer is None:
         raise not_found("customer", customer_id)
-    return customer
+    return await _with_balances(session, customer)
+
+
+async def _with_balances(session: SessionDep, customer: Customer) -> CustomerOut:
+    out = CustomerOut.model_validate(customer, from_attributes=True)
+    out.balances = await balance.balances(session, customer.id)
+    return out
 
 
 @router.post("/{customer_id}/payment_method", response_model=CustomerOut)
@@ -65,9 +72,10 @@ async def update_payment_method(
     customer = await customers.get(session, customer_id)
     if customer is None:
         raise not_found("customer", customer_id)
-    return await service.replace_payment_method(
+    customer = await service.replace_payment_method(
         session, gateway, temporal, customer, body.payment_method, key.actor
     )
+    return await _with_balances(session, customer)
 
 
 @router.get("/{customer_id}/entitlements", response_model=list[EntitlementOut])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from api import lifecycle
+from api import lifecycle, subscription_items
+from api.change_result import change_out
 from api.deps import (
     CurrentKey,
     LifecycleDep,
@@ -22,15 +24,17 @@ from api.deps import (
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
-from api.routes.invoices import render
+from api.items_view import with_items
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
 from api.services import coupons as coupon_service
 from api.services.subscriptions import launch_trial
-from db.repositories import invoices as invoice_repo
+from db.models import SubscriptionItem
+from db.repositories import items as items_repo
 from db.repositories import plans
 from db.repositories import subscriptions as repo
 from domain import errors
-from domain.contracts import ChargeOutcome, InvoiceDraft, SubscriptionView
+from domain.contracts import ChargeOutcome, SubscriptionView
+from domain.items import Item
 from domain.periods import Interval, interval_months
 from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
@@ -51,8 +55,8 @@ router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
 STATUSES = frozenset(s.value for s in S)
 
 
-def _out(view: SubscriptionView) -> dict[str, Any]:
-    return view.model_dump(mode="json", exclude={"state_version"})
+def _out(view: SubscriptionView, items: Sequence[SubscriptionItem] | None = None) -> dict[str, Any]:
+    return with_items(view, items).model_dump(mode="json", exclude={"state_version"})
 
 
 @router.post("", status_code=201)
@@ -69,13 +73,14 @@ async def create_subscription(
     """Start the subscription; answers after the first charge (or trial start) is decided."""
     if (replay := await idem.replay()) is not None:
         return replay
+    specs = body.item_specs()
     customer, plan, clock = await repo.subscribing(
-        session, body.customer_id, body.plan_id, body.test_clock_id
+        session, body.customer_id, specs[0][0], body.test_clock_id
     )
     if customer is None:
         raise not_found("customer", body.customer_id)
     if plan is None:
-        raise not_found("plan", body.plan_id)
+        raise not_found("plan", specs[0][0])
     now = datetime.now(UTC)
     if body.test_clock_id is not None:
         if not settings.sandbox:
@@ -91,10 +96,16 @@ async def create_subscription(
             raise errors.INVALID_BILLING_CYCLE_ANCHOR(
                 "billing_cycle_anchor must be between now and one period ahead"
             )
+    snapshot = lifecycle.plan_snapshot(plan)
+    if specs == [(plan.id, 1)]:
+        items = [Item(id=new_id("si"), plan=snapshot)]
+    else:
+        items = await subscription_items.resolve(session, specs)
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
         customer_id=customer.id,
-        plan=lifecycle.plan_snapshot(plan),
+        plan=snapshot,
+        items=items,
         trial_days=body.trial_days,
         test_clock_id=body.test_clock_id,
         clock_now=now if body.test_clock_id else None,
@@ -143,7 +154,8 @@ async def list_subscriptions(
     rows = await repo.list_filtered(
         session, customer_id=customer_id, status=status, plan_id=plan_id, limit=limit
     )
-    return [_row_out(r) for r in rows]
+    items = await items_repo.items_of(session, [r.id for r in rows])
+    return [_row_out(r, items.get(r.id)) for r in rows]
 
 
 @router.get("/{subscription_id}")
@@ -153,11 +165,12 @@ async def get_subscription(
     row = await repo.get(session, subscription_id)
     if row is None:
         raise not_found("subscription", subscription_id)
-    return _row_out(row)
+    items = await items_repo.items_of(session, [row.id])
+    return _row_out(row, items.get(row.id))
 
 
-def _row_out(row: Any) -> dict[str, Any]:
-    return _out(SubscriptionView.model_validate(row, from_attributes=True))
+def _row_out(row: Any, items: Sequence[SubscriptionItem] | None) -> dict[str, Any]:
+    return _out(SubscriptionView.model_validate(row, from_attributes=True), items)
 
 
 async def _require(session: SessionDep, subscription_id: str) -> None:
@@ -167,19 +180,6 @@ async def _require(session: SessionDep, subscription_id: str) -> None:
         raise not_found("subscription", subscription_id)
     if row.status in TERMINAL:
         raise errors.SUBSCRIPTION_CANCELED(f"Subscription {subscription_id} is {row.status}")
-
-
-def _draft_out(draft: InvoiceDraft) -> dict[str, Any]:
-    """A previewed invoice: the shape of an invoice, never stored, so no id."""
-    body = draft.model_dump(mode="json", exclude={"lines": {"__all__": {"plan_id"}}})
-    return {
-        **body,
-        "id": None,
-        "status": "draft",
-        "total": draft.total,
-        "paid_at": None,
-        "attempts": [],
-    }
 
 
 @router.post("/{subscription_id}/change_plan")
@@ -205,17 +205,7 @@ async def change_plan(
     result: ChangePlanResult = await calls.update(
         key, subscription_id, SubscriptionWorkflow.change_plan, req
     )
-    out: dict[str, Any] = {"subscription": _out(result.subscription), "decision": result.decision}
-    if result.preview:
-        preview = result.invoice_preview
-        out["invoice_preview"] = _draft_out(preview) if preview else None
-        return out
-    out["invoice"] = None
-    if result.invoice is not None:
-        stored = await invoice_repo.get_invoice(session, result.invoice.id)
-        if stored is not None:
-            out["invoice"] = (await render(session, [stored]))[0].model_dump(mode="json")
-    return out
+    return await change_out(session, result)
 
 
 @router.post("/{subscription_id}/cancel")

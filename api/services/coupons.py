@@ -27,6 +27,7 @@ from api.ids import new_id
 from db.engine import unit_of_work
 from db.models import Coupon, PromotionCode, Subscription
 from db.repositories import coupons as repo
+from db.repositories import items as items_repo
 from db.repositories import plans, test_clocks
 from domain import errors
 from domain.coupons import (
@@ -44,6 +45,7 @@ from domain.coupons import (
 )
 from domain.discounts import DiscountGrant
 from domain.errors import DomainError
+from domain.items import recurring_total
 from workflows.messages import SubscriptionInput
 
 log = structlog.get_logger()
@@ -230,12 +232,15 @@ async def redeem_for(
     is kept at once and commits with the subscription's creation record, in the caller's
     unit of work. Without, it is reserved and committed here, before the workflow takes the
     first charge (`kept_if_applied` settles it)."""
+    # Every item counts: the coupon applies if one of them is of its plans, and the
+    # recurring total of all of them meets a code's `minimum_amount`.
+    items = inp.items
     target = Redeeming(
         customer_id=inp.customer_id,
         subscription_id=inp.subscription_id,
         currency=inp.plan.currency,
-        plan_ids=[inp.plan.plan_id],
-        recurring_total=inp.plan.amount,
+        plan_ids=[i.plan.plan_id for i in items] if items else [inp.plan.plan_id],
+        recurring_total=recurring_total(items) if items else inp.plan.amount,
         now=now,
     )
     redemption = await redeem(
@@ -262,8 +267,7 @@ async def redeem_on(
     one), reserved and committed here before the workflow is asked to apply it. Under an
     `Idempotency-Key` (`idempotency`: the API key's id and the key) the redemption id is
     derived from the key, so the request sent again counts nothing twice."""
-    plan = await plans.get(session, subscription.plan_id)
-    assert plan is not None  # plans are never removed
+    plan_ids, currency, total = await _items_terms(session, subscription)
     now = datetime.now(UTC)
     if subscription.test_clock_id is not None:
         clock = await test_clocks.get(session, subscription.test_clock_id)
@@ -271,9 +275,9 @@ async def redeem_on(
     target = Redeeming(
         customer_id=subscription.customer_id,
         subscription_id=subscription.id,
-        currency=plan.currency,
-        plan_ids=[plan.id],
-        recurring_total=plan.amount,
+        currency=currency,
+        plan_ids=plan_ids,
+        recurring_total=total,
         now=now,
     )
     api_key_id, key = idempotency
@@ -290,6 +294,21 @@ async def redeem_on(
     )
     await session.commit()
     return redemption
+
+
+async def _items_terms(
+    session: AsyncSession, subscription: Subscription
+) -> tuple[list[str], str, int]:
+    """The plans of all the subscription's items (as the read model has them), their
+    currency and their recurring total per period (amount x quantity, summed)."""
+    rows = (await items_repo.items_of(session, [subscription.id])).get(subscription.id)
+    if not rows:  # a read model written before items: its plan, at quantity 1
+        plan = await plans.get(session, subscription.plan_id)
+        assert plan is not None  # plans are never removed
+        return [plan.id], plan.currency, plan.amount
+    found = await items_repo.plans(session, [row.plan_id for row in rows])
+    total = sum(found[row.plan_id].amount * row.quantity for row in rows)
+    return [row.plan_id for row in rows], found[rows[0].plan_id].currency, total
 
 
 async def _check(

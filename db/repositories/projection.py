@@ -8,7 +8,9 @@ beside the start record.
 
 What the statement does, as one snapshot:
 
-* upserts the read model unless a newer state (higher `state_version`) is already stored;
+* upserts the read model unless a newer state (higher `state_version`) is already stored,
+  and with it the subscription's items when the view lists them (a run from before items
+  lists none: its one item is the migration's);
 * inserts the events in timeline order (`seq` follows it), skipping ids already written;
 * queues a delivery for each event *it* inserted (so a repeated projection — a retried
   activity, a replayed task — queues nothing twice): one per enabled webhook endpoint that
@@ -111,7 +113,15 @@ _GRANT_COLUMNS = columns(
 _PROJECT = compact(
     f"""
 WITH view AS (
-    {_UPSERT_VIEW}
+    {_UPSERT_VIEW} RETURNING id
+), sd AS (
+    DELETE FROM subscription_items WHERE subscription_id = %(id)s
+      AND id <> ALL(CAST(%(si)s AS text[])) AND EXISTS (SELECT FROM view)
+), ss AS (
+    INSERT INTO subscription_items
+    SELECT * FROM json_populate_recordset(NULL::subscription_items, CAST(%(items)s AS json))
+    WHERE EXISTS (SELECT FROM view)
+    ON CONFLICT (id) DO UPDATE SET quantity = excluded.quantity, position = excluded.position
 ), drafts AS (
     SELECT * FROM unnest(
         CAST(%(event_ids)s AS text[]), CAST(%(event_subscriptions)s AS text[]),
@@ -188,8 +198,29 @@ async def write_projection(
         "features": distinct_features(grant.features) if grant else [],
         "grant_plan_id": grant.plan_id if grant else None,
         "active_until": grant.active_until if grant else None,
+        # No items (a run from before items): nothing written, nothing deleted.
+        "si": [item.id for item in view.items] if view.items else None,
+        "items": _items_json(view, now) if view.items else None,
         "invoice_ids": list(req.invoice_status),
         "invoice_statuses": list(req.invoice_status.values()),
     }
     rows = await fetch_all(db, _PROJECT, params)
     return [(view.id, row["target"], row["event_id"]) for row in rows]
+
+
+def _items_json(view: SubscriptionView, now: datetime) -> str:
+    """The items as rows of `subscription_items` (every column: the statement inserts them
+    whole); an item's id stays with its plan, so only quantity and position change."""
+    return json.dumps(
+        [
+            {
+                "id": item.id,
+                "subscription_id": view.id,
+                "plan_id": item.plan_id,
+                "quantity": item.quantity,
+                "position": position,
+                "created_at": now.isoformat(),
+            }
+            for position, item in enumerate(view.items)
+        ]
+    )

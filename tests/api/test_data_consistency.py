@@ -104,9 +104,9 @@ async def test_proration_lines_name_plans_by_name(app_client: httpx.AsyncClient)
         if line["kind"] == "proration"
     ]
     assert lines == [
-        "Unused time on Basic Monthly after 2028-05-11",
-        "Remaining time on Pro Monthly after 2028-05-11",
-        "Unused time on Pro Monthly after 2028-05-21",
+        "Unused time on Basic Monthly, May 11 \u2013 Jun 1 2028",
+        "Remaining time on Pro Monthly, May 11 \u2013 Jun 1 2028",
+        "Unused time on Pro Monthly, May 21 \u2013 Jun 1 2028",
     ]
     for plan in (basic, pro, yearly):
         assert not [line for line in lines if plan["id"] in line]

@@ -144,3 +144,27 @@ async def test_renewal_receipt_and_cancellation_emails(
     assert "canceled on July 1, 2027 as requested" in _text(canceled)
     _no_secrets(receipt)
     _no_secrets(canceled)
+
+
+async def test_the_renewal_receipt_lists_the_items(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    api, maildir = app_client, stack.settings.data_dir / "mail"
+    seats = await make_plan(api, name="Team seat", amount=700)
+    addon = await make_plan(api, name="Archive", amount=250)
+    customer = await make_customer(api)
+    clock = await make_clock(api, START)
+    await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seats["id"], "quantity": 4}, {"plan_id": addon["id"]}],
+        test_clock_id=clock["id"],
+    )
+    await advance(api, clock["id"], datetime(2027, 7, 1, 8, 0, tzinfo=UTC))
+    body = _text(await _wait_mail(maildir, customer["email"], "Receipt"))
+    rows = [line.split() for line in body.splitlines() if line.startswith("  ")]
+    assert rows == [
+        ["4", "\u00d7", "Team", "seat,", "Jul", "1", "\u2013", "Aug", "1", "2027", "28.00", "USD"],
+        ["Archive,", "Jul", "1", "\u2013", "Aug", "1", "2027", "2.50", "USD"],
+    ]
+    assert "Amount paid: 30.50 USD" in body

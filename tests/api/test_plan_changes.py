@@ -369,15 +369,15 @@ async def test_monthly_to_yearly_starts_a_new_period_now(app_client: httpx.Async
     assert line_tuples(renewal) == [("subscription", 10000, at(2028, 7, 21), at(2029, 7, 21))]
 
 
-async def test_yearly_to_monthly_carries_the_net_credit_forward(
+async def test_yearly_to_monthly_puts_the_net_credit_in_the_balance(
     app_client: httpx.AsyncClient,
 ) -> None:
-    """A change whose credit exceeds its charge never issues a negative invoice: the
-    rest is a credit line on the next invoice, until it is used up."""
+    """A change whose credit exceeds its charge never issues a negative invoice: the rest
+    goes to the customer's balance, which the next invoices use until it is used up."""
     api = app_client
     yearly = await make_plan(api, amount=12000, interval="year", features=["posts"])
     monthly = await make_plan(api, amount=5000, features=["posts"])
-    _, clock, sub = await start_active(api, yearly, at(2027, 1, 1))
+    customer, clock, sub = await start_active(api, yearly, at(2027, 1, 1))
     moment = at(2027, 3, 15)  # day 73 of 365: 292 days, 80 % of the year, remain
     await advance(api, clock["id"], moment)
 
@@ -386,15 +386,18 @@ async def test_yearly_to_monthly_carries_the_net_credit_forward(
     assert line_tuples(invoice) == [
         ("proration", -9600, moment, at(2028, 1, 1)),
         ("subscription", 5000, moment, at(2027, 4, 15)),
-        ("credit", 4600, moment, moment),
+        ("balance", 4600, moment, moment),
     ]
     assert (invoice["total"], invoice["status"]) == (0, "paid")
+    assert invoice["attempts"][0]["stripe_payment_intent_id"] is None
+    balance = ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"]
+    assert balance == {"usd": 4600}
 
     await advance(api, clock["id"], at(2027, 4, 15))
     second = (await invoices(api, sub["id"]))[-1]
     assert [(kind, amount) for kind, amount, _, _ in line_tuples(second)] == [
-        ("credit", -4600),
         ("subscription", 5000),
+        ("balance", -4600),
     ]
     assert (second["total"], second["status"]) == (400, "paid")
     assert second["attempts"][0]["amount"] == 400

@@ -35,6 +35,18 @@ def walkthrough_script(readme: str) -> str:
     return "set -euo pipefail\n" + "\n".join(blocks)
 
 
+def section_script(readme: str, title: str) -> str:
+    """The walkthrough's first `sh` block (the API's address, the key, `pick`), then the
+    `sh` blocks of the README's section `title`, as one script."""
+    start = readme.index("\n## Walkthrough\n")
+    setup = re.findall(r"^```sh\n(.*?)^```$", readme[start:], re.S | re.M)[1]
+    begin = readme.index(f"\n## {title}\n")
+    end = readme.find("\n## ", begin + 1)
+    blocks = re.findall(r"^```sh\n(.*?)^```$", readme[begin:end], re.S | re.M)
+    assert len(blocks) >= 4, f"the sh blocks of {title!r} were not found"
+    return "set -euo pipefail\n" + setup + "\n".join(blocks)
+
+
 @dataclass
 class Walk:
     stdout: str
@@ -208,5 +220,32 @@ def test_the_readme_coupon_examples_run_as_written(dev_stack: DevStack, repo_roo
             r"None",  # removed
             r"False",  # the code deactivated
             r"True False",  # the coupon deleted
+        ],
+    )
+
+
+def test_the_items_and_balance_section_runs_as_written(
+    dev_stack: DevStack, repo_root: Path
+) -> None:
+    script = section_script((repo_root / "README.md").read_text(), "Seats, items and the balance")
+    walk = dev_stack.walk(script)
+    assert walk.returncode == 0, f"stdout:\n{walk.stdout}\nstderr:\n{walk.stderr}"
+    _in_order(
+        walk.stdout,
+        [
+            r"active",
+            r"plan_\w+ 3",
+            r"ready",
+            r"now 799",  # the preview
+            r"paid 799",
+            r"plan_\w+ 5",
+            re.escape("0 [('proration', -1998), ('proration', 799), ('balance', 1199)]"),
+            r"1199",
+            r"ready",
+            re.escape("399 [('subscription', 1598), ('balance', -1199)]"),
+            r"manual 500 500",
+            r"proration_credit 1199 in_\w+",
+            r"applied_to_invoice -1199 in_\w+",
+            r"manual 500 None",
         ],
     )

@@ -4,18 +4,22 @@
 would break running subscriptions (a new activity call, a reordered timer) fails here
 unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
 patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
-Files named `v1-*` to `v7-*` were recorded by earlier versions and are kept as they are: they
+Files named `v1-*` to `v8-*` were recorded by earlier versions and are kept as they are: they
 stand for subscriptions still running on old code (v1: before the final-projection patch; v2:
 a run per renewal, charge and projection as remote activities; v3: a trial started by
 update-with-start and projected by the workflow, where the API now starts it from the state
 it projected itself; v4: a paid renewal projected by a local activity of its own after the
 charge, where the charge activity now writes it; v5: the same for a first payment; v6: each
 patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`;
-v7: the first bundle, where a charge caused by an update ran in the update's own task).
-`discounts-run*.json` is a run that holds discounts (a repeating percent from a promotion
-code, an upgrade under it, its end on the clock, a replacement, a removal), the only kind of
-run that asks for the DISCOUNTS patch. A file leaves this directory when the code path it
-replays is removed (README, "Retiring a patch").
+v7: the first bundle, where a charge caused by an update ran in the update's own task; v8:
+the second bundle, before items: one plan at quantity 1, a net credit carried to the next
+invoice as `credit` lines; `v8-discounts` holds discounts on it, its proration priced on the
+discounted plan).
+`discounts-run*.json` is a run of two items that holds discounts (a repeating percent limited
+to one plan from a promotion code, seats added under it, its end on the clock, a replacement
+by an amount off, seats removed now with the credit to the balance, a removal): with
+`v8-discounts`, the only kind of run that asks for the DISCOUNTS patch. A file leaves this
+directory when the code path it replays is removed (README, "Retiring a patch").
 """
 
 from __future__ import annotations
@@ -122,11 +126,13 @@ async def _dunning_pause_refund_scenario(api: httpx.AsyncClient) -> str:
 
 
 async def _discounts_scenario(api: httpx.AsyncClient) -> str:
-    """A repeating percent coupon redeemed with a promotion code, an upgrade under it, its
-    end on the clock, a replacement by an amount off, its removal; a `once` on a trial."""
+    """Two items under a repeating percent coupon limited to one plan, redeemed with a
+    promotion code; seats added under it (prorated on the discounted total), its end on the
+    clock, a replacement by an amount off, seats removed now (the credit to the balance, used
+    by the next renewal), its removal."""
     start = datetime(2029, 3, 1, 8, 0, tzinfo=UTC)
-    basic = await make_plan(api, amount=1000, features=["posts"])
-    plus = await make_plan(api, amount=2000, features=["posts", "archive"])
+    seat = await make_plan(api, amount=1000, features=["posts"])
+    addon = await make_plan(api, amount=500, features=["archive"])
     deal = ok(
         await api.post(
             "/v1/coupons",
@@ -135,6 +141,7 @@ async def _discounts_scenario(api: httpx.AsyncClient) -> str:
                 "percent_off": 25,
                 "duration": "repeating",
                 "duration_in_months": 2,
+                "applies_to_plans": [seat["id"]],
             },
         ),
         201,
@@ -153,22 +160,55 @@ async def _discounts_scenario(api: httpx.AsyncClient) -> str:
     sub = await subscribe(
         api,
         customer_id=customer["id"],
-        plan_id=basic["id"],
+        items=[{"plan_id": seat["id"], "quantity": 2}, {"plan_id": addon["id"]}],
         test_clock_id=clock["id"],
         promotion_code=code.lower(),
     )
     path = f"/v1/subscriptions/{sub['id']}"
     await advance(api, clock["id"], start + timedelta(days=10))
-    ok(await api.post(f"{path}/change_plan", json={"plan_id": plus["id"]}))
+    items = [{"plan_id": seat["id"], "quantity": 3}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items}))
     await advance(api, clock["id"], datetime(2029, 5, 2, 8, 0, tzinfo=UTC))
     ok(await api.post(f"{path}/discount", json={"coupon_id": off["id"]}))
+    await advance(api, clock["id"], datetime(2029, 5, 16, 8, 0, tzinfo=UTC))
+    items = [{"plan_id": seat["id"], "quantity": 1}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items, "when": "now"}))
     await advance(api, clock["id"], datetime(2029, 6, 2, 8, 0, tzinfo=UTC))
     ok(await api.delete(f"{path}/discount"))
     await advance(api, clock["id"], datetime(2029, 7, 2, 8, 0, tzinfo=UTC))
     return str(sub["id"])
 
 
+async def _items_scenario(api: httpx.AsyncClient) -> str:
+    """Two items, seats up now (charged), seats down now (credit to the balance), a change
+    of items at the period end, renewals that use the balance, a plan change."""
+    start = datetime(2029, 9, 1, 8, 0, tzinfo=UTC)
+    seat = await make_plan(api, amount=800, features=["posts"])
+    addon = await make_plan(api, amount=300, features=["archive"])
+    other = await make_plan(api, amount=1200, features=["posts"])
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"], "quantity": 3}, {"plan_id": addon["id"]}],
+        test_clock_id=clock["id"],
+    )
+    path = f"/v1/subscriptions/{sub['id']}"
+    await advance(api, clock["id"], start + timedelta(days=10))
+    items = [{"plan_id": seat["id"], "quantity": 5}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items}))
+    items = [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items, "when": "now"}))
+    ok(await api.post(f"{path}/update_items", json={"items": [{"plan_id": seat["id"]}]}))
+    await advance(api, clock["id"], start + timedelta(days=45))
+    ok(await api.post(f"{path}/change_plan", json={"plan_id": other["id"]}))
+    await advance(api, clock["id"], start + timedelta(days=80))
+    return str(sub["id"])
+
+
 SCENARIOS = {
+    "items": _items_scenario,
     "lifecycle": _lifecycle_scenario,
     "dunning-pause-refund": _dunning_pause_refund_scenario,
     "discounts": _discounts_scenario,

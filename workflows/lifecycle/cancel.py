@@ -18,8 +18,9 @@ from domain.invoices import InvoiceLine
 from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
-from workflows.invoicing import allocate_refund, unused_time_credit
+from workflows.invoicing import allocate_refund
 from workflows.lifecycle.context import Subscription
+from workflows.lifecycle.item_lines import unused_credit
 from workflows.messages import ActorRequest, CancelRequest
 
 
@@ -133,11 +134,7 @@ async def _settle(
         and s.current_period_start is not None
         and s.current_period_end is not None
     ):
-        credit = unused_time_credit(
-            sub.prorated(s.plan), s.current_period_start, s.current_period_end, now
-        )
-        if credit is not None:
-            lines.append(credit)
+        lines += unused_credit(sub, s.current_period_start, s.current_period_end, now)
     total = sum(line.amount for line in lines)
     if total < 0 and refund == "prorated":
         return await _refund(sub, lines, actor)

@@ -1,5 +1,8 @@
 """Plan changes: upgrade, downgrade or switch interval, now or at the period end.
 
+A run with items (ITEMS_AND_BALANCE) changes plans as the one-item case of a change of
+items (`lifecycle/items.py`); what follows is how runs from before items do it.
+
 A change is validated and priced before anything happens (`workflows.plan_changes` holds
 the rules and the arithmetic); the validator and the handler price it the same way, so a
 rejected request leaves no trace. Asking for the current plan drops a scheduled change.
@@ -21,11 +24,14 @@ from domain.contracts import (
     PlanSnapshot,
 )
 from domain.errors import DomainError
+from domain.items import Item
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.invoicing import opening_line
+from workflows.lifecycle import items
 from workflows.lifecycle.context import Subscription, record_payment
 from workflows.messages import ChangePlanRequest, ChangePlanResult
+from workflows.patches import ITEMS_AND_BALANCE
 from workflows.plan_changes import (
     Billing,
     ChangeQuote,
@@ -41,6 +47,9 @@ from workflows.plan_changes import (
 
 
 def validate_change_plan(sub: Subscription, req: ChangePlanRequest) -> None:
+    if sub.patches.expects(ITEMS_AND_BALANCE):
+        items.validate(sub, _as_items(sub, req, "si_requested"))
+        return
     if _drops_pending_change(sub, req):
         return  # asking for the current plan cancels the scheduled change
     if sub.status == S.TRIALING:
@@ -50,6 +59,8 @@ def validate_change_plan(sub: Subscription, req: ChangePlanRequest) -> None:
 
 
 async def request_change(sub: Subscription, req: ChangePlanRequest) -> ChangePlanResult:
+    if sub.items_on():
+        return await items.request(sub, _as_items(sub, req, sub.new_id("si")))
     s = sub.state
     if _drops_pending_change(sub, req):
         if req.preview:
@@ -64,6 +75,21 @@ async def request_change(sub: Subscription, req: ChangePlanRequest) -> ChangePla
     if quote.billing == Billing.AT_PERIOD_END:
         return await _schedule_change(sub, req, quote)
     return await _change_now(sub, req, quote)
+
+
+def _as_items(sub: Subscription, req: ChangePlanRequest, item_id: str) -> items.Change:
+    """The plan change as a change of items: the first item moves to the plan, in its
+    quantity (its id kept when the plan is the same); the other items stay."""
+    current = sub.items()
+    first = Item(id=item_id, plan=req.plan, quantity=current[0].quantity)
+    return items.Change(
+        items=[first, *current[1:]],
+        when=req.when,
+        proration=req.proration,
+        preview=req.preview,
+        actor=req.actor,
+        plan_change=True,
+    )
 
 
 def _drops_pending_change(sub: Subscription, req: ChangePlanRequest) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from domain.balance import settle
 from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
@@ -35,7 +36,8 @@ from domain.contracts import (
     SyncRequest,
 )
 from domain.discounts import apply_discount, discounted_total, ended
-from domain.invoices import InvoiceLine
+from domain.invoices import InvoiceLine, LineKind
+from domain.items import Item, legacy_item_id
 from domain.status import SubscriptionStatus as S
 from workflows.clock import WorkflowClock
 from workflows.details import changed_only, current_details, search_attribute_updates
@@ -45,11 +47,18 @@ from workflows.patches import (
     CANCEL_REQUEST_CANCELS,
     DISCOUNTS,
     DURABLE_UPDATE_CHARGES,
+    ITEMS_AND_BALANCE,
     LEAN_RENEWALS,
     SEARCH_ATTRIBUTES_ON_CHANGE,
     RunPatches,
 )
-from workflows.projection import event_draft, initial_state, subscription_view, sync_request
+from workflows.projection import (
+    event_draft,
+    features,
+    initial_state,
+    subscription_view,
+    sync_request,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.ledger import LedgerActivities
@@ -165,10 +174,15 @@ class Subscription:
         *,
         preview: bool = False,
     ) -> tuple[InvoiceDraft, InvoiceLine | None]:
-        """An invoice never below zero: its discount first, then a net credit becomes a line
-        carried to the next one."""
+        """An invoice never below zero, its discount first: a net credit then goes to the
+        customer's balance (a `balance` line brings the total to zero; the charge activity
+        credits the ledger, and applies available credit last to any other invoice). Runs
+        from before items carry it to the next invoice as a `credit` line (returned)."""
         invoice_id = self.new_id("in")
         lines = self._discounted(invoice_id, lines, preview, start)
+        if self.items_on():
+            settled = settle(lines, 0, self.clock.now())
+            return self._draft(invoice_id, reason, settled.lines, start, end), None
         lines, carried = carry_credit(lines, self.clock.now())
         return self._draft(invoice_id, reason, lines, start, end), carried
 
@@ -221,6 +235,43 @@ class Subscription:
         amount = discounted_total(discount, plan.plan_id, plan.amount, self.clock.now())
         return plan if amount == plan.amount else plan.model_copy(update={"amount": amount})
 
+    def item_price(self, item: Item) -> int:
+        """An item's total per period as proration prices it now: amount x quantity, after
+        a percent discount that is active and covers its plan (no patch asked, as for
+        `prorated`)."""
+        return discounted_total(
+            self.state.discount, item.plan.plan_id, item.total, self.clock.now()
+        )
+
+    # ------------------------------------------------------------------ items
+
+    def items_on(self) -> bool:
+        """Whether this run bills items (ITEMS_AND_BALANCE). The first time a run from before
+        items says yes, its plan becomes its one item (the id the migration gave it), and
+        the credit it carried as a `credit` line is dropped: the migration moved it to the
+        customer's balance."""
+        if not self.patches.use(ITEMS_AND_BALANCE):
+            return False
+        s = self.state
+        if not s.items:
+            s.items = [Item(id=legacy_item_id(self.inp.subscription_id), plan=s.plan)]
+            s.pending_proration_lines = [
+                line for line in s.pending_proration_lines if line.kind != LineKind.CREDIT
+            ]
+            if s.pending_plan is not None:  # a plan change scheduled before: its one item
+                s.pending_items = [Item(id=self.new_id("si"), plan=s.pending_plan)]
+                s.pending_plan = None
+        return True
+
+    def items(self) -> list[Item]:
+        """The items as they bill: those of the state, else the one item of its plan."""
+        s = self.state
+        return list(s.items) or [Item(id=legacy_item_id(self.inp.subscription_id), plan=s.plan)]
+
+    def features(self, state: CarriedState | None = None) -> list[str]:
+        """What the subscription (or `state`, a copy) entitles to."""
+        return features(state or self.state)
+
     def start_period(self, start: datetime, end: datetime) -> None:
         s = self.state
         s.current_period_start, s.current_period_end = start, end
@@ -255,7 +306,7 @@ class Subscription:
     ) -> None:
         """Apply a paid outcome to the state (`paid`) and project it with the plan's features."""
         events = self.paid(self.state, invoice, outcome, before, when_paid, actor)
-        await self.sync(events, features=self.state.plan.features)
+        await self.sync(events, features=self.features())
 
     async def charge_opening(
         self, patch: str, invoice: InvoiceDraft, before: list[EventDraft], when_paid: WhenPaid
@@ -286,7 +337,7 @@ class Subscription:
         )
         events = [*self.paid(paid, invoice, expected, before, when_paid), *self.pending_events]
         request = sync_request(
-            self.inp, paid, events, self.clock.now(), self.new_id, features=paid.plan.features
+            self.inp, paid, events, self.clock.now(), self.new_id, features=self.features(paid)
         )
         outcome = await self.charge(invoice, 1, on_paid=request)
         if outcome.projected:
@@ -294,6 +345,12 @@ class Subscription:
             # Nothing else touched the state meanwhile: updates wait for the lock the step
             # holds, and the signals change only a past-due or incomplete subscription.
             self.state = paid
+            if outcome.amount != expected.amount and self.patches.use(ITEMS_AND_BALANCE):
+                # The customer's balance paid part of it: only the cash counts for a refund.
+                paid.period_payments = [
+                    p for p in paid.period_payments if p.invoice_id != invoice.id
+                ]
+                record_payment(paid, invoice, outcome)
             self.publish()
         return outcome
 

@@ -47,7 +47,7 @@ async def enter_dunning(
             sub.event("subscription.past_due", next_retry_at=s.dunning.next_retry_at),
         ],
         # Entitlements stay during the dunning grace (design rule).
-        features=s.plan.features,
+        features=sub.features(),
     )
 
 

@@ -15,9 +15,9 @@ from domain import errors
 from domain.contracts import EventDraft, PauseView
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
-from workflows.invoicing import unused_time_credit
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
+from workflows.lifecycle.item_lines import unused_credit
 from workflows.lifecycle.renewal import apply_pending_plan, next_invoice
 from workflows.messages import CarriedState, PauseRequest
 from workflows.plan_changes import period_after
@@ -50,11 +50,8 @@ async def start_pause(sub: Subscription, req: PauseRequest) -> None:
     assert s.current_period_start is not None and s.current_period_end is not None
     # Access stops now, so the paid time left in the period is credited to the invoice
     # that resumes the subscription.
-    credit = unused_time_credit(
-        sub.prorated(s.plan), s.current_period_start, s.current_period_end, now
-    )
-    if credit is not None:
-        s.pending_proration_lines.append(credit)
+    credits = unused_credit(sub, s.current_period_start, s.current_period_end, now)
+    s.pending_proration_lines += credits
     s.status = S.PAUSED
     s.pause = PauseView(paused_at=now, resumes_at=req.resumes_at)
     sub.dirty = True
@@ -63,7 +60,7 @@ async def start_pause(sub: Subscription, req: PauseRequest) -> None:
             sub.event(
                 "subscription.paused",
                 resumes_at=req.resumes_at,
-                credit=credit.amount if credit else 0,
+                credit=sum(line.amount for line in credits),
                 actor=req.actor,
             )
         ],

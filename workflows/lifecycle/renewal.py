@@ -1,7 +1,7 @@
 """A renewal: at the period end the next period is invoiced at the plan's price.
 
 A change scheduled for the period end (a downgrade, by default) takes effect first, so
-the renewal is at the new price; lines waiting for the next invoice (deferred
+the renewal is at the new price (or items); lines waiting for the next invoice (deferred
 prorations, carried credits, a pause's credit) are on it. Paid, the period is renewed;
 declined, the subscription enters dunning. A cancel scheduled for the period end ends it
 here instead.
@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.contracts import EventDraft, InvoiceDraft
-from workflows.invoicing import period_line
 from workflows.lifecycle.cancel import cancel_now
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
+from workflows.lifecycle.item_lines import renewal_lines
+from workflows.lifecycle.items import apply_pending_items
 from workflows.messages import CarriedState
 from workflows.patches import CHARGE_PROJECTS_RENEWAL
 from workflows.plan_changes import anchor_after_change, period_after
@@ -46,8 +47,10 @@ async def period_end(sub: Subscription) -> bool:
 
 
 def apply_pending_plan(sub: Subscription, at: datetime, when: str) -> list[EventDraft]:
-    """Switch to the scheduled plan; a new period length restarts periods at `at`."""
+    """Switch to the scheduled plan or items; a new period length restarts periods at `at`."""
     s = sub.state
+    if s.pending_items is not None:
+        return apply_pending_items(sub, at, when)
     if s.pending_plan is None:
         return []
     old = s.plan
@@ -63,7 +66,8 @@ def apply_pending_plan(sub: Subscription, at: datetime, when: str) -> list[Event
 def next_invoice(sub: Subscription, reason: str, start: datetime, end: datetime) -> InvoiceDraft:
     """The invoice opening a new period: waiting lines, then the period at the plan's price."""
     s = sub.state
-    lines = [*s.pending_proration_lines, period_line(s.plan, start, end)]
+    period = renewal_lines(sub, start, end)  # first: a run moving to items drops old credit
+    lines = [*s.pending_proration_lines, *period]
     invoice, carried = sub.build_invoice(reason, lines, start, end)
     s.pending_proration_lines = [carried] if carried else []
     return invoice

@@ -11,8 +11,8 @@ from __future__ import annotations
 from domain.contracts import EventDraft
 from domain.periods import next_boundary_after
 from domain.status import SubscriptionStatus as S
-from workflows.invoicing import partial_period_line, period_line
 from workflows.lifecycle.context import Subscription, WhenPaid
+from workflows.lifecycle.item_lines import first_lines
 from workflows.messages import CarriedState
 from workflows.patches import CHARGE_PROJECTS_FIRST_PAYMENT
 from workflows.projection import discount_applied, trial_start
@@ -31,11 +31,8 @@ async def begin(sub: Subscription) -> None:
     ]
     start = now
     end = next_boundary_after(s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, now)
-    if s.billing_cycle_anchor > now:
-        line = partial_period_line(sub.prorated(s.plan), s.billing_cycle_anchor, start, end)
-    else:
-        line = period_line(s.plan, start, end)
-    invoice = sub.invoice("subscription_create", [line], start, end)
+    lines = first_lines(sub, s.billing_cycle_anchor, start, end)
+    invoice = sub.invoice("subscription_create", lines, start, end)
     sub.start_period(start, end)
     outcome = await sub.charge_opening(
         CHARGE_PROJECTS_FIRST_PAYMENT, invoice, created, activated(sub)

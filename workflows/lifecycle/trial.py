@@ -14,10 +14,10 @@ from datetime import timedelta
 from domain import errors
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
-from workflows.invoicing import opening_line
 from workflows.lifecycle.cancel import cancel_now
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
+from workflows.lifecycle.item_lines import opening
 from workflows.lifecycle.start import activated
 from workflows.messages import ExtendTrialRequest
 from workflows.patches import CHARGE_PROJECTS_FIRST_PAYMENT
@@ -38,8 +38,8 @@ async def end_trial(sub: Subscription) -> bool:
         await cancel_now(sub, reason="cancel_at_period_end", actor=None, settle=True)
         return False
     start = s.trial_end
-    line, end = opening_line(s.plan, s.billing_cycle_anchor, start)
-    invoice = sub.invoice("subscription_cycle", [line], start, end)
+    lines, end = opening(sub, s.billing_cycle_anchor, start)
+    invoice = sub.invoice("subscription_cycle", lines, start, end)
     sub.start_period(start, end)
     outcome = await sub.charge_opening(CHARGE_PROJECTS_FIRST_PAYMENT, invoice, [], activated(sub))
     if outcome.status == "paid":
@@ -90,5 +90,5 @@ async def move_trial_end(sub: Subscription, req: ExtendTrialRequest) -> None:
                 actor=req.actor,
             )
         ],
-        features=s.plan.features,
+        features=sub.features(),
     )

@@ -1,7 +1,7 @@
 """coupons, promotion codes and their redemptions; a subscription's discount in the read model
 
-Revision ID: 0009_coupons
-Revises: 0008_usage
+Revision ID: 0010_coupons
+Revises: 0009_items_and_balance
 Create Date: 2026-12-03 04:10:00
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0009_coupons'
-down_revision = '0008_usage'
+revision = '0010_coupons'
+down_revision = '0009_items_and_balance'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,129 @@
+"""What a decided change of items does, computed before anything is done: its invoice
+lines, how they are billed, and the billing period once it has taken effect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from domain.invoices import InvoiceLine
+from domain.items import (
+    Item,
+    ItemPrice,
+    item_proration_lines,
+    period_lines,
+    period_months,
+    unused_items_credit,
+)
+from domain.periods import next_boundary_after
+from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
+
+
+class Billing(StrEnum):
+    """How the money side of a change is settled."""
+
+    INVOICE_NOW = "invoice_now"  # an invoice is issued (and charged) with the change
+    NEXT_INVOICE = "next_invoice"  # the lines wait for the next renewal invoice
+    NONE = "none"  # no proration at all
+    AT_PERIOD_END = "at_period_end"  # nothing now; the renewal is at the new items
+
+
+@dataclass(frozen=True)
+class ItemsQuote:
+    decision: ChangeDecision
+    billing: Billing
+    effective_at: datetime
+    # The change's own lines: prorations; for an interval change the unused-time credit
+    # and the first full period of the new items; at period end the renewal's lines.
+    lines: list[InvoiceLine]
+    invoice_start: datetime
+    invoice_end: datetime
+    anchor: datetime
+    period_start: datetime
+    period_end: datetime
+
+
+def anchor_after(
+    old: Sequence[Item], new: Sequence[Item], anchor: datetime, at: datetime
+) -> datetime:
+    """The anchor stays while the period length does (month ends spring back: Jan 31 ->
+    Feb 29 -> Mar 31); a new period length restarts periods at `at`."""
+    return anchor if period_months(old) == period_months(new) else at
+
+
+def period_from(
+    items: Sequence[Item], anchor: datetime, start: datetime
+) -> tuple[datetime, datetime]:
+    """The period of `items` that begins at `start`, ending on the next anchor boundary."""
+    plan = items[0].plan
+    return start, next_boundary_after(anchor, plan.interval, plan.interval_count, start)
+
+
+def quote_items_change(
+    old: Sequence[Item],
+    new: Sequence[Item],
+    decision: ChangeDecision,
+    *,
+    period_start: datetime,
+    period_end: datetime,
+    anchor: datetime,
+    now: datetime,
+    price: ItemPrice | None = None,
+) -> ItemsQuote:
+    """What `decision` does to a subscription on `old`, in its current period, at `now`.
+
+    `price` gives an item's total as proration prices it (after a percent discount that is
+    active); periods that start are invoiced at the items' own totals."""
+    if decision.when == ChangeWhen.PERIOD_END:
+        new_anchor = anchor_after(old, new, anchor, period_end)
+        start, end = period_from(new, new_anchor, period_end)
+        return ItemsQuote(
+            decision=decision,
+            billing=Billing.AT_PERIOD_END,
+            effective_at=period_end,
+            lines=period_lines(new, start, end),
+            invoice_start=start,
+            invoice_end=end,
+            anchor=new_anchor,
+            period_start=start,
+            period_end=end,
+        )
+    if decision.new_anchor:
+        start, end = period_from(new, now, now)
+        lines: list[InvoiceLine] = []
+        if decision.proration != ProrationBehavior.NONE:
+            lines += unused_items_credit(old, period_start, period_end, now, price)
+        lines += period_lines(new, start, end)
+        return ItemsQuote(
+            decision=decision,
+            billing=Billing.INVOICE_NOW,
+            effective_at=now,
+            lines=lines,
+            invoice_start=start,
+            invoice_end=end,
+            anchor=now,
+            period_start=start,
+            period_end=end,
+        )
+    if decision.proration == ProrationBehavior.NONE:
+        billing, lines = Billing.NONE, []
+    else:
+        lines = item_proration_lines(old, new, period_start, period_end, now, price)
+        billing = (
+            Billing.INVOICE_NOW
+            if decision.proration == ProrationBehavior.ALWAYS_INVOICE
+            else Billing.NEXT_INVOICE
+        )
+    return ItemsQuote(
+        decision=decision,
+        billing=billing,
+        effective_at=now,
+        lines=lines,
+        invoice_start=now,
+        invoice_end=period_end,
+        anchor=anchor,
+        period_start=period_start,
+        period_end=period_end,
+    )
