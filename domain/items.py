@@ -57,7 +57,8 @@ def _priced(item: Item, price: ItemPrice | None) -> int:
 
 def legacy_item_id(subscription_id: str) -> str:
     """The id of the one item of a subscription created before items existed: the migration
-    (0008) and the subscription's workflow both derive it from the subscription id."""
+    (0009_items_and_balance) and the subscription's workflow both derive it from the
+    subscription id."""
     digest = hashlib.md5(subscription_id.encode(), usedforsecurity=False).hexdigest()
     return f"si_{digest[:24]}"
 
