@@ -22,9 +22,11 @@ from api.input_guard import InputGuardMiddleware
 from api.observability import install_observability
 from api.openapi import install_openapi
 from api.orphan_check import OrphanCheck
+from api.redemption_sweeper import RedemptionSweeper
 from api.routes import (
     api_keys,
     balance,
+    coupons,
     customers,
     entitlements,
     events,
@@ -33,7 +35,9 @@ from api.routes import (
     items,
     meters,
     plans,
+    promotion_codes,
     stripe_webhooks,
+    subscription_discounts,
     subscription_usage,
     subscriptions,
     test_clocks,
@@ -81,6 +85,13 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         )
         app.state.orphan_check = orphans
         orphans.start()
+        # Reservations older than any request can run are settled (api/redemption_sweeper.py).
+        redemptions = RedemptionSweeper(
+            app.state.sessions,
+            interval=settings.orphan_check_seconds,
+            grace=timedelta(seconds=settings.update_deadline_seconds + 300),
+        )
+        redemptions.start()
         clocks = ClockSweeper(app.state.sessions, app.state.temporal, settings)
         app.state.clock_sweeper = clocks
         if settings.sandbox:
@@ -92,6 +103,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         gc.freeze()
         yield
         await clocks.stop()
+        await redemptions.stop()
         await orphans.stop()
         await sweeper.stop()
         await app.state.gateway.aclose()
@@ -123,6 +135,9 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         test_clocks,
         stripe_webhooks,
         webhook_endpoints,
+        coupons,
+        promotion_codes,
+        subscription_discounts,
         meters,
         subscription_usage,
     ):

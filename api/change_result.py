@@ -21,8 +21,9 @@ def subscription_out(view: SubscriptionView) -> dict[str, Any]:
 
 
 def draft_out(draft: InvoiceDraft) -> dict[str, Any]:
-    """A previewed invoice: the shape of an invoice, never stored, so no id."""
-    body = draft.model_dump(mode="json")
+    """A previewed invoice: the shape of an invoice, never stored, so no id (its lines as
+    stored ones show: without the plan a coupon looks at)."""
+    body = draft.model_dump(mode="json", exclude={"lines": {"__all__": {"plan_id"}}})
     return {
         **body,
         "id": None,

@@ -92,6 +92,14 @@ _EXAMPLES: dict[str, str] = {
     "invalid_trial_end": "trial_end must be a UTC time after the current trial end",
     "invalid_frozen_time": "frozen_time must not be before the clock's current time",
     "webhook_target_not_allowed": "url: webhooks may not target a loopback address",
+    "coupon_not_found": "No coupon with id 'coupon_0123'",
+    "promotion_code_not_found": "No promotion code 'LAUNCH25'",
+    "coupon_expired": "Coupon coupon_0123 was deleted",
+    "coupon_exhausted": "Coupon coupon_0123 has been redeemed 100 times",
+    "promotion_code_inactive": "Promotion code LAUNCH25 was deactivated",
+    "no_discount": "The subscription has no discount",
+    "coupon_not_applicable": "Coupon coupon_0123 applies to none of the subscription's plans",
+    "promotion_code_not_eligible": "Promotion code LAUNCH25 belongs to another customer",
     "meter_exists": "A meter with id 'meter_api_calls' exists",
     "unknown_customer": "No customer with id 'cus_0123'",
     "no_metered_subscription": "No subscription of customer 'cus_0123' meters 'api_call'",
@@ -113,6 +121,17 @@ _LIFECYCLE = (
     "subscription_not_running",
     "update_rejected",
     "workflow_unavailable",
+)
+
+# What redeeming a coupon or promotion code can answer.
+_REDEEMING = (
+    "coupon_not_found",
+    "promotion_code_not_found",
+    "coupon_expired",
+    "coupon_exhausted",
+    "promotion_code_inactive",
+    "coupon_not_applicable",
+    "promotion_code_not_eligible",
 )
 
 # What an operation checks itself, beyond what its dependencies imply.
@@ -152,6 +171,7 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "insufficient_balance",
     ),
     ("post", "/v1/subscriptions"): (
+        *_REDEEMING,
         "resource_missing",
         "invalid_items",
         "currency_mismatch",
@@ -221,6 +241,19 @@ SPECIFIC: dict[tuple[str, str], tuple[str, ...]] = {
         "time_out_of_range",
     ),
     ("post", "/v1/webhook_endpoints"): ("webhook_target_not_allowed",),
+    ("post", "/v1/coupons"): ("resource_missing", "already_exists"),
+    ("post", "/v1/subscriptions/{subscription_id}/discount"): (*_LIFECYCLE, *_REDEEMING),
+    ("delete", "/v1/subscriptions/{subscription_id}/discount"): (*_LIFECYCLE, "no_discount"),
+    ("get", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
+    ("delete", "/v1/coupons/{coupon_id}"): ("coupon_not_found",),
+    ("post", "/v1/promotion_codes"): (
+        "coupon_not_found",
+        "coupon_expired",
+        "resource_missing",
+        "already_exists",
+    ),
+    ("get", "/v1/promotion_codes/{code_id}"): ("promotion_code_not_found",),
+    ("post", "/v1/promotion_codes/{code_id}/deactivate"): ("promotion_code_not_found",),
     # The hot path authenticates and reads its parameters by hand (no dependencies).
     ("get", "/v1/entitlements/check"): ("unauthorized", "too_many_requests", "validation_error"),
     ("post", "/webhooks/stripe"): ("invalid_signature", "invalid_payload"),
@@ -325,6 +358,8 @@ _KINDS = {
     "invoice_id": ("invoice", "in"),
     "clock_id": ("test clock", "clock"),
     "endpoint_id": ("webhook endpoint", "we"),
+    "coupon_id": ("coupon", "coupon"),
+    "code_id": ("promotion code", "promo"),
 }
 
 

@@ -194,6 +194,17 @@ class SubscriptionCreate(Input):
     trial_days: Annotated[int, Field(ge=0, le=730, strict=True)] | None = None
     test_clock_id: Token | None = None
     billing_cycle_anchor: UtcTime | None = None
+    # A discount from the start: a coupon, or a promotion code's text (any case); not both.
+    coupon_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{3,100}$")] | None = None
+    promotion_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{3,50}$")] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _one_discount(self) -> SubscriptionCreate:
+        if self.coupon_id is not None and self.promotion_code is not None:
+            raise ValueError("give coupon_id or promotion_code, not both")
+        return self
 
     @model_validator(mode="after")
     def _plan_or_items(self) -> SubscriptionCreate:

@@ -8,6 +8,7 @@ Table models never enter workflow code.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    Numeric,
     UniqueConstraint,
     text,
 )
@@ -88,6 +90,9 @@ class Subscription(SQLModel, table=True):
     created_at: datetime = _utc()
     updated_at: datetime = _utc()
     state_version: int = Field(default=0, sa_type=BigInteger)
+    # The subscription's discount as the API shows it ({coupon_id, promotion_code_id, start,
+    # end}); None without one.
+    discount: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
 class SubscriptionItem(SQLModel, table=True):
@@ -392,4 +397,60 @@ class SubscriptionStart(SQLModel, table=True):
     input: dict[str, Any] = _json()  # the workflow's SubscriptionInput, as JSON
     attempts: int = 0
     last_error: str | None = None
+    created_at: datetime = _utc()
+
+
+class Coupon(SQLModel, table=True):
+    """A discount's terms. `times_redeemed` only ever moves through the conditional updates
+    of `db/repositories/coupons.py`, so it never passes `max_redemptions`."""
+
+    __tablename__ = "coupons"
+
+    id: str = Field(primary_key=True)
+    name: str
+    percent_off: Decimal | None = Field(default=None, sa_type=Numeric(5, 2))
+    amount_off: int | None = Field(default=None, sa_type=BigInteger)
+    currency: str | None = None
+    duration: str  # once | repeating | forever
+    duration_in_months: int | None = None
+    applies_to_plans: list[str] | None = Field(default=None, sa_type=JSON)
+    max_redemptions: int | None = None
+    times_redeemed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    redeem_by: datetime | None = _utc(default=None)
+    deleted_at: datetime | None = _utc(default=None)  # no new redemptions after
+    created_at: datetime = _utc()
+
+
+class PromotionCode(SQLModel, table=True):
+    """A customer-facing code over a coupon; `code_key` (the code in lower case) is unique."""
+
+    __tablename__ = "promotion_codes"
+
+    id: str = Field(primary_key=True)
+    code: str
+    code_key: str = Field(unique=True)
+    coupon_id: str = Field(index=True)
+    active: bool = True  # False once deactivated
+    max_redemptions: int | None = None
+    times_redeemed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    expires_at: datetime | None = _utc(default=None)
+    customer_id: str | None = None
+    first_time_transaction: bool = False
+    minimum_amount: int | None = Field(default=None, sa_type=BigInteger)
+    created_at: datetime = _utc()
+
+
+class CouponRedemption(SQLModel, table=True):
+    """One redemption counted against a coupon (and code): `reserved` while the request that
+    made it is still deciding (its subscription may yet be refused), `redeemed` once kept.
+    A reservation is released (deleted, its counts given back) if the request fails."""
+
+    __tablename__ = "coupon_redemptions"
+
+    id: str = Field(primary_key=True)
+    coupon_id: str = Field(index=True)
+    promotion_code_id: str | None = Field(default=None, index=True)
+    customer_id: str = Field(index=True)
+    subscription_id: str = Field(index=True)
+    status: str  # reserved | redeemed
     created_at: datetime = _utc()

@@ -124,6 +124,15 @@ class PendingChangeView(BaseModel):
     items: list[ItemView] | None = None
 
 
+class DiscountView(BaseModel):
+    """A subscription's discount as the API shows it (`end` None: until removed or used)."""
+
+    coupon_id: str
+    promotion_code_id: str | None = None
+    start: datetime
+    end: datetime | None = None
+
+
 class SubscriptionView(BaseModel):
     """What the API returns for a subscription, and what the read model stores."""
 
@@ -144,6 +153,7 @@ class SubscriptionView(BaseModel):
     test_clock_id: str | None = None
     created_at: datetime
     state_version: int = 0
+    discount: DiscountView | None = None
     # Empty only from a workflow started before items (its one item is in the read model).
     items: list[ItemView] = Field(default_factory=list)
 

@@ -108,6 +108,16 @@ NOT_ON_TEST_CLOCK = _declare("not_on_test_clock", 409)
 SAME_ITEMS = _declare("same_items", 409)
 INSUFFICIENT_BALANCE = _declare("insufficient_balance", 409)
 
+# Coupons and promotion codes (DESIGN.md, "Coupons and promotion codes").
+COUPON_NOT_FOUND = _declare("coupon_not_found", 404)
+PROMOTION_CODE_NOT_FOUND = _declare("promotion_code_not_found", 404)
+COUPON_EXPIRED = _declare("coupon_expired", 409)
+COUPON_EXHAUSTED = _declare("coupon_exhausted", 409)
+PROMOTION_CODE_INACTIVE = _declare("promotion_code_inactive", 409)
+NO_DISCOUNT = _declare("no_discount", 409)
+COUPON_NOT_APPLICABLE = _declare("coupon_not_applicable", 422)
+PROMOTION_CODE_NOT_ELIGIBLE = _declare("promotion_code_not_eligible", 422)
+
 # Values the rules refuse.
 INVALID_BILLING_CYCLE_ANCHOR = _declare("invalid_billing_cycle_anchor", 422)
 CURRENCY_MISMATCH = _declare("currency_mismatch", 422)

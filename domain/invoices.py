@@ -19,6 +19,10 @@ class LineKind(StrEnum):
     SUBSCRIPTION = "subscription"
     PRORATION = "proration"
     CREDIT = "credit"
+    # A metered item's billed usage of a period (DESIGN.md, usage-based billing).
+    USAGE = "usage"
+    # A coupon's discount on the invoice (negative).
+    DISCOUNT = "discount"
     # Customer balance: negative when credit pays part of the invoice, positive when a net
     # credit of the invoice's other lines moves into the balance (the total stays >= 0).
     BALANCE = "balance"
@@ -34,6 +38,9 @@ class InvoiceLine(BaseModel):
     amount: Annotated[int, Field(strict=True)]
     period_start: AwareDatetime
     period_end: AwareDatetime
+    # The plan a subscription, usage or proration line bills for (what a coupon limited to
+    # some plans looks at); None on other lines and on lines from before it was recorded.
+    plan_id: str | None = None
 
     @field_validator("period_start", "period_end")
     @classmethod

@@ -11,6 +11,7 @@ from enum import StrEnum
 from domain.invoices import InvoiceLine
 from domain.items import (
     Item,
+    ItemPrice,
     item_proration_lines,
     period_lines,
     period_months,
@@ -69,8 +70,12 @@ def quote_items_change(
     period_end: datetime,
     anchor: datetime,
     now: datetime,
+    price: ItemPrice | None = None,
 ) -> ItemsQuote:
-    """What `decision` does to a subscription on `old`, in its current period, at `now`."""
+    """What `decision` does to a subscription on `old`, in its current period, at `now`.
+
+    `price` gives an item's total as proration prices it (after a percent discount that is
+    active); periods that start are invoiced at the items' own totals."""
     if decision.when == ChangeWhen.PERIOD_END:
         new_anchor = anchor_after(old, new, anchor, period_end)
         start, end = period_from(new, new_anchor, period_end)
@@ -89,7 +94,7 @@ def quote_items_change(
         start, end = period_from(new, now, now)
         lines: list[InvoiceLine] = []
         if decision.proration != ProrationBehavior.NONE:
-            lines += unused_items_credit(old, period_start, period_end, now)
+            lines += unused_items_credit(old, period_start, period_end, now, price)
         lines += period_lines(new, start, end)
         return ItemsQuote(
             decision=decision,
@@ -105,7 +110,7 @@ def quote_items_change(
     if decision.proration == ProrationBehavior.NONE:
         billing, lines = Billing.NONE, []
     else:
-        lines = item_proration_lines(old, new, period_start, period_end, now)
+        lines = item_proration_lines(old, new, period_start, period_end, now, price)
         billing = (
             Billing.INVOICE_NOW
             if decision.proration == ProrationBehavior.ALWAYS_INVOICE

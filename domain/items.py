@@ -7,7 +7,7 @@ period, the per-item proration of a change and whether a change raises or lowers
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -46,9 +46,19 @@ class Item(BaseModel):
         return self.plan.amount * self.quantity
 
 
+# An item's total per period as proration prices it (after a percent discount that is
+# active); None: `Item.total`.
+ItemPrice = Callable[[Item], int]
+
+
+def _priced(item: Item, price: ItemPrice | None) -> int:
+    return item.total if price is None else price(item)
+
+
 def legacy_item_id(subscription_id: str) -> str:
     """The id of the one item of a subscription created before items existed: the migration
-    (0008) and the subscription's workflow both derive it from the subscription id."""
+    (0009_items_and_balance) and the subscription's workflow both derive it from the
+    subscription id."""
     digest = hashlib.md5(subscription_id.encode(), usedforsecurity=False).hexdigest()
     return f"si_{digest[:24]}"
 
@@ -118,16 +128,22 @@ def period_lines(items: Sequence[Item], start: datetime, end: datetime) -> list[
             amount=item.total,
             period_start=start,
             period_end=end,
+            plan_id=item.plan.plan_id,
         )
         for item in items
     ]
 
 
 def partial_period_lines(
-    items: Sequence[Item], anchor: datetime, start: datetime, end: datetime
+    items: Sequence[Item],
+    anchor: datetime,
+    start: datetime,
+    end: datetime,
+    price: ItemPrice | None = None,
 ) -> list[InvoiceLine]:
     """A first period shorter than a full one (a future billing anchor), each item charged
-    pro rata: `round(total x (end - start) / full period)`, as a `proration` line."""
+    pro rata: `round(total x (end - start) / full period)`, as a `proration` line (its total
+    as `price` gives it: a proration gets no discount line of its own)."""
     plan = items[0].plan
     full_start, full_end = period_containing(anchor, plan.interval, plan.interval_count, start)
     if full_end != end:
@@ -135,14 +151,14 @@ def partial_period_lines(
     span = period_range(start, end)
     lines: list[InvoiceLine] = []
     for item in items:
-        amount = prorate(0, item.total, full_start, full_end, start).debit
+        amount = prorate(0, _priced(item, price), full_start, full_end, start).debit
         label = item_label(item.plan.name, item.quantity)
-        lines.append(_proration(f"{label}, {span}", amount, start, end))
+        lines.append(_proration(f"{label}, {span}", amount, start, end, item.plan.plan_id))
     return lines
 
 
 def opening_lines(
-    items: Sequence[Item], anchor: datetime, start: datetime
+    items: Sequence[Item], anchor: datetime, start: datetime, price: ItemPrice | None = None
 ) -> tuple[list[InvoiceLine], datetime]:
     """The lines of the period starting at `start` and its end: full prices when `start` is
     on an anchor boundary, pro rata up to the next boundary otherwise."""
@@ -150,7 +166,7 @@ def opening_lines(
     full_start, end = period_containing(anchor, plan.interval, plan.interval_count, start)
     if full_start == start:
         return period_lines(items, start, end), end
-    return partial_period_lines(items, anchor, start, end), end
+    return partial_period_lines(items, anchor, start, end, price), end
 
 
 def features_of(items: Sequence[Item]) -> list[str]:
@@ -168,13 +184,14 @@ def item_proration_lines(
     period_start: datetime,
     period_end: datetime,
     at: datetime,
+    price: ItemPrice | None = None,
 ) -> list[InvoiceLine]:
     """Per-item proration of switching from `old` to `new` at `at` within the period.
 
-    For each plan whose total per period changes, a credit line
-    `-round(old_total * remaining / period)` and a debit line
-    `round(new_total * remaining / period)` (each rounded half-up; zero lines dropped).
-    Plans are listed in the order of `old`, then the plans only `new` has.
+    For each plan whose total per period (as `price` gives it: after a percent discount
+    that is active) changes, a credit line `-round(old_total * remaining / period)` and a
+    debit line `round(new_total * remaining / period)` (each rounded half-up; zero lines
+    dropped). Plans are listed in the order of `old`, then the plans only `new` has.
     """
     before, after = _by_plan(old), _by_plan(new)
     plans = [*before, *(plan_id for plan_id in after if plan_id not in before)]
@@ -182,38 +199,48 @@ def item_proration_lines(
     lines: list[InvoiceLine] = []
     for plan_id in plans:
         was, now = before.get(plan_id), after.get(plan_id)
-        old_total = was.total if was else 0
-        new_total = now.total if now else 0
+        old_total = _priced(was, price) if was else 0
+        new_total = _priced(now, price) if now else 0
         if old_total == new_total:
             continue
         split = prorate(old_total, new_total, period_start, period_end, at)
         if was is not None and split.credit != 0:
             label = item_label(was.plan.name, was.quantity)
             lines.append(
-                _proration(f"Unused time on {label}, {span}", split.credit, at, period_end)
+                _proration(f"Unused time on {label}, {span}", split.credit, at, period_end, plan_id)
             )
         if now is not None and split.debit != 0:
             label = item_label(now.plan.name, now.quantity)
             lines.append(
-                _proration(f"Remaining time on {label}, {span}", split.debit, at, period_end)
+                _proration(
+                    f"Remaining time on {label}, {span}", split.debit, at, period_end, plan_id
+                )
             )
     return lines
 
 
 def unused_items_credit(
-    items: Sequence[Item], period_start: datetime, period_end: datetime, at: datetime
+    items: Sequence[Item],
+    period_start: datetime,
+    period_end: datetime,
+    at: datetime,
+    price: ItemPrice | None = None,
 ) -> list[InvoiceLine]:
-    """Credit for the unused rest of a paid period on every item (an interval change)."""
-    return item_proration_lines(items, [], period_start, period_end, at)
+    """Credit for the unused rest of a paid period on every item (an interval change, a
+    pause, a prorated refund)."""
+    return item_proration_lines(items, [], period_start, period_end, at, price)
 
 
-def _proration(description: str, amount: int, at: datetime, end: datetime) -> InvoiceLine:
+def _proration(
+    description: str, amount: int, at: datetime, end: datetime, plan_id: str
+) -> InvoiceLine:
     return InvoiceLine(
         kind=LineKind.PRORATION,
         description=description,
         amount=amount,
         period_start=at,
         period_end=end,
+        plan_id=plan_id,
     )
 
 

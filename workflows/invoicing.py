@@ -19,6 +19,7 @@ def period_line(plan: PlanSnapshot, start: datetime, end: datetime) -> InvoiceLi
         amount=plan.amount,
         period_start=start,
         period_end=end,
+        plan_id=plan.plan_id,
     )
 
 
@@ -37,6 +38,7 @@ def partial_period_line(
         amount=amount,
         period_start=start,
         period_end=end,
+        plan_id=plan.plan_id,
     )
 
 
@@ -64,6 +66,7 @@ def unused_time_credit(
         amount=credit,
         period_start=at,
         period_end=period_end,
+        plan_id=plan.plan_id,
     )
 
 

@@ -14,6 +14,7 @@ from domain.contracts import (
     PlanSnapshot,
     SubscriptionView,
 )
+from domain.discounts import Discount, DiscountGrant
 from domain.dunning import DunningPolicy
 from domain.invoices import InvoiceLine
 from domain.items import Item
@@ -71,6 +72,8 @@ class CarriedState(BaseModel):
     last_decline: str | None = None
     cancel_reason: str | None = None
     refunded: int = 0
+    # The one discount the subscription holds (None: none, or from before discounts).
+    discount: Discount | None = None
 
 
 class BillingPolicy(BaseModel):
@@ -101,6 +104,8 @@ class SubscriptionInput(BaseModel):
     # before items: one item of `plan`, quantity 1.
     items: list[Item] = Field(default_factory=list)
     policy: BillingPolicy = Field(default_factory=BillingPolicy)
+    # A coupon redeemed with the creation: the discount starts with the subscription.
+    discount: DiscountGrant | None = None
     carried: CarriedState | None = None
 
 
@@ -154,6 +159,13 @@ class CancelRequest(BaseModel):
 class ActorRequest(BaseModel):
     """A lifecycle request whose only content is who asked."""
 
+    actor: str | None = None
+
+
+class SetDiscountRequest(BaseModel):
+    """Hold this redeemed coupon's discount from now on, replacing the one held."""
+
+    grant: DiscountGrant
     actor: str | None = None
 
 

@@ -21,6 +21,8 @@ before it beside the current one:
   steps that open a period call with their patch: CHARGE_PROJECTS_FIRST_PAYMENT
   (`lifecycle/start.py`, `lifecycle/trial.py`), CHARGE_PROJECTS_RENEWAL
   (`lifecycle/renewal.py`).
+- `workflows/lifecycle/context.py`, `_discounted`: DISCOUNTS (asked only by a run that
+  holds a discount, as an invoice is made).
 - `workflows/subscription.py`: CANCEL_REQUEST_CANCELS (`run`), LEAN_RENEWALS
   (`_run_is_full`: a run per period), ADVANCE_WAITS_FOR_FINAL_PROJECTION
   (`advance_clock`).
@@ -68,6 +70,10 @@ CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
 # items change by `update_items` (a plan change is the one-item case), and a net credit
 # goes to the customer's balance (a `balance` line; the charge activity writes the ledger).
 ITEMS_AND_BALANCE = "items-and-balance"
+
+# Runs recorded before this patch never held a discount (coupons did not exist); a run asks
+# for it only once it holds one, where a discount first changes an invoice or a proration.
+DISCOUNTS = "discounts"
 
 _BUNDLE_1 = frozenset(
     {

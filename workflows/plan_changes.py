@@ -102,8 +102,13 @@ def quote_change(
     period_end: datetime,
     anchor: datetime,
     now: datetime,
+    prices: tuple[PlanSnapshot, PlanSnapshot] | None = None,
 ) -> ChangeQuote:
-    """What `decision` does to a subscription on `current`, in its current period, at `now`."""
+    """What `decision` does to a subscription on `current`, in its current period, at `now`.
+
+    `prices` are `current` and `new` as proration prices them (after a percent discount
+    that is active); periods that start are invoiced at the plans' own price."""
+    prorate_current, prorate_new = prices or (current, new)
     if decision.when == ChangeWhen.PERIOD_END:
         new_anchor = anchor_after_change(current, new, anchor, period_end)
         start, end = period_after(new, new_anchor, period_end)
@@ -123,7 +128,7 @@ def quote_change(
         start, end = period_after(new, now, now)
         lines: list[InvoiceLine] = []
         if decision.proration != ProrationBehavior.NONE:
-            credit = unused_time_credit(current, period_start, period_end, now)
+            credit = unused_time_credit(prorate_current, period_start, period_end, now)
             if credit is not None:
                 lines.append(credit)
         lines.append(period_line(new, start, end))
@@ -142,7 +147,13 @@ def quote_change(
         billing, lines = Billing.NONE, []
     else:
         lines = proration_lines(
-            current, new, period_start, period_end, now, old_name=current.name, new_name=new.name
+            prorate_current,
+            prorate_new,
+            period_start,
+            period_end,
+            now,
+            old_name=current.name,
+            new_name=new.name,
         )
         billing = (
             Billing.INVOICE_NOW

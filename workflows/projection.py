@@ -19,6 +19,7 @@ from domain.contracts import (
     SubscriptionView,
     SyncRequest,
 )
+from domain.discounts import grant_discount
 from domain.items import features_of
 from domain.status import SubscriptionStatus as S
 from workflows.messages import CarriedState, SubscriptionInput
@@ -43,6 +44,7 @@ def initial_state(inp: SubscriptionInput, now: datetime) -> CarriedState:
         current_period_start=now if trial_end else None,
         current_period_end=trial_end,
         clock_now=inp.clock_now,
+        discount=grant_discount(inp.discount, now) if inp.discount else None,
     )
 
 
@@ -65,6 +67,7 @@ def subscription_view(inp: SubscriptionInput, s: CarriedState) -> SubscriptionVi
         test_clock_id=inp.test_clock_id,
         created_at=s.created_at,
         state_version=s.state_version,
+        discount=s.discount.view() if s.discount else None,
         items=[ItemView(id=i.id, plan_id=i.plan.plan_id, quantity=i.quantity) for i in s.items],
     )
 
@@ -146,4 +149,15 @@ def trial_start(
     started = event_draft(
         inp, new_id("evt"), "subscription.trial_started", at, trial_end=s.trial_end
     )
-    return sync_request(inp, s, [created, started], at, new_id, features=features(s))
+    events = [created, started, *discount_applied(inp, s, at, new_id)]
+    return sync_request(inp, s, events, at, new_id, features=features(s))
+
+
+def discount_applied(
+    inp: SubscriptionInput, s: CarriedState, at: datetime, new_id: NewId
+) -> list[EventDraft]:
+    """`subscription.discount_applied` for a discount redeemed with the creation."""
+    if s.discount is None:
+        return []
+    data = s.discount.event_data()
+    return [event_draft(inp, new_id("evt"), "subscription.discount_applied", at, inp.actor, **data)]

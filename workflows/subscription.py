@@ -30,6 +30,12 @@ from workflows.lifecycle.cancel import (
 )
 from workflows.lifecycle.change_plan import request_change, validate_change_plan
 from workflows.lifecycle.context import Subscription
+from workflows.lifecycle.discount import (
+    remove_discount,
+    set_discount,
+    validate_remove_discount,
+    validate_set_discount,
+)
 from workflows.lifecycle.dunning import (
     on_payment_method_changed,
     on_payment_succeeded,
@@ -51,6 +57,7 @@ from workflows.messages import (
     PauseRequest,
     PaymentMethodChanged,
     PaymentSucceeded,
+    SetDiscountRequest,
     SubscriptionInput,
     UpdateItemsRequest,
 )
@@ -252,6 +259,27 @@ class SubscriptionWorkflow:
     @retry_payment.validator
     def _validate_retry_payment(self, req: ActorRequest) -> None:
         validate_retry_payment(self._sub)
+
+    @workflow.update
+    async def set_discount(self, req: SetDiscountRequest) -> SubscriptionView:
+        """Hold a redeemed coupon's discount from now, replacing the one held."""
+        async with self._lock:
+            await set_discount(self._sub, req)
+            return self._sub.view()
+
+    @set_discount.validator
+    def _validate_set_discount(self, req: SetDiscountRequest) -> None:
+        validate_set_discount(self._sub)
+
+    @workflow.update
+    async def remove_discount(self, req: ActorRequest) -> SubscriptionView:
+        async with self._lock:
+            await remove_discount(self._sub, req)
+            return self._sub.view()
+
+    @remove_discount.validator
+    def _validate_remove_discount(self, req: ActorRequest) -> None:
+        validate_remove_discount(self._sub)
 
     @workflow.update
     async def advance_clock(self, req: AdvanceClock) -> AdvanceResult:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api import lifecycle, subscription_items
 from api.change_result import change_out
@@ -26,6 +26,7 @@ from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.items_view import with_items
 from api.schemas import CancelIn, ChangePlanIn, ExtendTrialIn, PauseIn, SubscriptionCreate
+from api.services import coupons as coupon_service
 from api.services.subscriptions import launch_trial
 from db.models import SubscriptionItem
 from db.repositories import items as items_repo
@@ -60,6 +61,7 @@ def _out(view: SubscriptionView, items: Sequence[SubscriptionItem] | None = None
 
 @router.post("", status_code=201)
 async def create_subscription(
+    request: Request,
     body: SubscriptionCreate,
     idem: IdempotencyDep,
     session: SessionDep,
@@ -114,8 +116,20 @@ async def create_subscription(
         policy=lifecycle.billing_policy(settings),
     )
     state = initial_state(inp, now)
-    if state.status != S.TRIALING:
-        view = await lifecycle.start_subscription(temporal, settings, inp)
+    trial = state.status == S.TRIALING
+    redemption = None
+    if body.coupon_id is not None or body.promotion_code is not None:
+        # Counted now: with a trial it commits with the subscription below; without, it is
+        # reserved until the workflow has decided the first charge.
+        redemption = await coupon_service.redeem_for(
+            session, body.coupon_id, body.promotion_code, inp, now, trial=trial
+        )
+        inp = inp.model_copy(update={"discount": redemption.grant})
+        state = initial_state(inp, now)
+    if not trial:
+        sessions = request.app.state.sessions
+        async with coupon_service.kept_if_applied(sessions, session, redemption):
+            view = await lifecycle.start_subscription(temporal, settings, inp)
         return await idem.respond(201, _out(view))
     # A trial: the subscription, its first state, the start to make (and the answer, under an
     # Idempotency-Key) commit together; the workflow is started after, here or (if Temporal

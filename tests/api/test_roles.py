@@ -41,6 +41,16 @@ MATRIX: list[tuple[str, str, set[str]]] = [
     ("POST", "/v1/test_clocks", PRODUCT),
     ("GET", "/v1/test_clocks/clock_missing", PRODUCT),
     ("POST", "/v1/test_clocks/clock_missing/advance", PRODUCT),
+    ("POST", "/v1/coupons", PRODUCT),
+    ("GET", "/v1/coupons", ANY),
+    ("GET", "/v1/coupons/coupon_missing", ANY),
+    ("DELETE", "/v1/coupons/coupon_missing", PRODUCT),
+    ("POST", "/v1/promotion_codes", PRODUCT),
+    ("GET", "/v1/promotion_codes", ANY),
+    ("GET", "/v1/promotion_codes/promo_missing", ANY),
+    ("POST", "/v1/promotion_codes/promo_missing/deactivate", PRODUCT),
+    ("POST", "/v1/subscriptions/sub_missing/discount", PRODUCT),
+    ("DELETE", "/v1/subscriptions/sub_missing/discount", PRODUCT),
 ]
 
 

@@ -192,6 +192,38 @@ def test_a_broken_step_stops_the_walkthrough(dev_stack: DevStack, repo_root: Pat
     assert "paused" not in walk.stdout.splitlines(), "and no further"
 
 
+def coupons_script(readme: str) -> str:
+    """The walkthrough's setup block (API, K, J, pick), then the `sh` blocks of the README's
+    "## Coupons and promotion codes" section, in order."""
+    setup = re.findall(r"^```sh\n(.*?)^```$", readme, re.S | re.M)
+    start = readme.index("\n## Coupons and promotion codes\n")
+    end = readme.index("\n## ", start + 1)
+    blocks = re.findall(r"^```sh\n(.*?)^```$", readme[start:end], re.S | re.M)
+    assert len(blocks) == 2, "the coupon section's sh blocks were not found"
+    pick = next(block for block in setup if "pick()" in block)
+    return "set -euo pipefail\n" + pick + "\n".join(blocks)
+
+
+def test_the_readme_coupon_examples_run_as_written(dev_stack: DevStack, repo_root: Path) -> None:
+    walk = dev_stack.walk(coupons_script((repo_root / "README.md").read_text()))
+    assert walk.returncode == 0, f"stdout:\n{walk.stdout}\nstderr:\n{walk.stderr}"
+    time = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|\+00:00)"
+    _in_order(
+        walk.stdout,
+        [
+            r"SPRING25 25 True",
+            r"500 usd forever",
+            r"SPRING25 True",  # the code, found in lower case
+            r"0 True",
+            rf"SPRING25 {time}",  # redeemed with the code: three months from now
+            time,  # replaced from now
+            r"None",  # removed
+            r"False",  # the code deactivated
+            r"True False",  # the coupon deleted
+        ],
+    )
+
+
 def test_the_items_and_balance_section_runs_as_written(
     dev_stack: DevStack, repo_root: Path
 ) -> None:

@@ -13,14 +13,19 @@ charge, where the charge activity now writes it; v5: the same for a first paymen
 patch asked for on its own, where a run now asks once for the bundle, `workflows.patches`;
 v7: the first bundle, where a charge caused by an update ran in the update's own task; v8:
 the second bundle, before items: one plan at quantity 1, a net credit carried to the next
-invoice as `credit` lines).
-A file leaves this directory when the code path it replays is removed (README, "Retiring a
-patch").
+invoice as `credit` lines; `v8-discounts` holds discounts on it, its proration priced on the
+discounted plan).
+`discounts-run*.json` is a run of two items that holds discounts (a repeating percent limited
+to one plan from a promotion code, seats added under it, its end on the clock, a replacement
+by an amount off, seats removed now with the credit to the balance, a removal): with
+`v8-discounts`, the only kind of run that asks for the DISCOUNTS patch. A file leaves this
+directory when the code path it replays is removed (README, "Retiring a patch").
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -120,6 +125,60 @@ async def _dunning_pause_refund_scenario(api: httpx.AsyncClient) -> str:
     return str(sub["id"])
 
 
+async def _discounts_scenario(api: httpx.AsyncClient) -> str:
+    """Two items under a repeating percent coupon limited to one plan, redeemed with a
+    promotion code; seats added under it (prorated on the discounted total), its end on the
+    clock, a replacement by an amount off, seats removed now (the credit to the balance, used
+    by the next renewal), its removal."""
+    start = datetime(2029, 3, 1, 8, 0, tzinfo=UTC)
+    seat = await make_plan(api, amount=1000, features=["posts"])
+    addon = await make_plan(api, amount=500, features=["archive"])
+    deal = ok(
+        await api.post(
+            "/v1/coupons",
+            json={
+                "name": "Spring",
+                "percent_off": 25,
+                "duration": "repeating",
+                "duration_in_months": 2,
+                "applies_to_plans": [seat["id"]],
+            },
+        ),
+        201,
+    )
+    code = f"SPRING{uuid.uuid4().hex[:8]}"
+    ok(await api.post("/v1/promotion_codes", json={"code": code, "coupon_id": deal["id"]}), 201)
+    off = ok(
+        await api.post(
+            "/v1/coupons",
+            json={"name": "Off", "amount_off": 300, "currency": "usd", "duration": "forever"},
+        ),
+        201,
+    )
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"], "quantity": 2}, {"plan_id": addon["id"]}],
+        test_clock_id=clock["id"],
+        promotion_code=code.lower(),
+    )
+    path = f"/v1/subscriptions/{sub['id']}"
+    await advance(api, clock["id"], start + timedelta(days=10))
+    items = [{"plan_id": seat["id"], "quantity": 3}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items}))
+    await advance(api, clock["id"], datetime(2029, 5, 2, 8, 0, tzinfo=UTC))
+    ok(await api.post(f"{path}/discount", json={"coupon_id": off["id"]}))
+    await advance(api, clock["id"], datetime(2029, 5, 16, 8, 0, tzinfo=UTC))
+    items = [{"plan_id": seat["id"], "quantity": 1}, {"plan_id": addon["id"]}]
+    ok(await api.post(f"{path}/update_items", json={"items": items, "when": "now"}))
+    await advance(api, clock["id"], datetime(2029, 6, 2, 8, 0, tzinfo=UTC))
+    ok(await api.delete(f"{path}/discount"))
+    await advance(api, clock["id"], datetime(2029, 7, 2, 8, 0, tzinfo=UTC))
+    return str(sub["id"])
+
+
 async def _items_scenario(api: httpx.AsyncClient) -> str:
     """Two items, seats up now (charged), seats down now (credit to the balance), a change
     of items at the period end, renewals that use the balance, a plan change."""
@@ -152,6 +211,7 @@ SCENARIOS = {
     "items": _items_scenario,
     "lifecycle": _lifecycle_scenario,
     "dunning-pause-refund": _dunning_pause_refund_scenario,
+    "discounts": _discounts_scenario,
 }
 
 

@@ -132,6 +132,7 @@ def _quote(sub: Subscription, req: ChangePlanRequest) -> ChangeQuote:
         period_end=end,
         anchor=s.billing_cycle_anchor,
         now=now,
+        prices=(sub.prorated(s.plan), sub.prorated(req.plan)),
     )
 
 
@@ -164,7 +165,9 @@ def _upcoming_renewal(sub: Subscription, plan: PlanSnapshot) -> InvoiceDraft:
 
 def _draft(sub: Subscription, content: InvoicePlan) -> InvoiceDraft:
     """A previewed invoice: built like a real one, never stored or charged."""
-    return sub.build_invoice(content.reason, content.lines, content.start, content.end)[0]
+    return sub.build_invoice(
+        content.reason, content.lines, content.start, content.end, preview=True
+    )[0]
 
 
 def _result(
@@ -202,7 +205,7 @@ async def _change_during_trial(sub: Subscription, req: ChangePlanRequest) -> Cha
     anchor = anchor_after_change(s.plan, req.plan, s.billing_cycle_anchor, s.trial_end)
     if req.preview:
         line, end = opening_line(req.plan, anchor, s.trial_end)
-        preview = sub.build_invoice("subscription_cycle", [line], s.trial_end, end)[0]
+        preview = sub.build_invoice("subscription_cycle", [line], s.trial_end, end, preview=True)[0]
         return _result(sub, req, preview=preview)
     old = s.plan
     s.plan = req.plan

@@ -29,11 +29,13 @@ from domain.contracts import (
     ChargeRequest,
     EventDraft,
     InvoiceDraft,
+    PlanSnapshot,
     RefundOutcome,
     RefundRequest,
     SubscriptionView,
     SyncRequest,
 )
+from domain.discounts import apply_discount, discounted_total, ended
 from domain.invoices import InvoiceLine, LineKind
 from domain.items import Item, legacy_item_id
 from domain.status import SubscriptionStatus as S
@@ -43,6 +45,7 @@ from workflows.invoicing import carry_credit
 from workflows.messages import CarriedState, PeriodPayment, SubscriptionInput
 from workflows.patches import (
     CANCEL_REQUEST_CANCELS,
+    DISCOUNTS,
     DURABLE_UPDATE_CHARGES,
     ITEMS_AND_BALANCE,
     LEAN_RENEWALS,
@@ -101,6 +104,9 @@ class Subscription:
         self.update_not_durable = False
         # Temporal was asked to cancel the workflow while an activity was in flight.
         self.cancel_requested = False
+        # Events of state changed along the way (a `once` discount used up by an invoice),
+        # projected with the next projection.
+        self.pending_events: list[EventDraft] = []
 
     @property
     def status(self) -> S:
@@ -145,10 +151,46 @@ class Subscription:
         )
 
     def invoice(
-        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+        self,
+        reason: str,
+        lines: list[InvoiceLine],
+        start: datetime,
+        end: datetime,
+        *,
+        preview: bool = False,
+    ) -> InvoiceDraft:
+        """An invoice with the discount line it gets (`preview`: one never issued)."""
+        invoice_id = self.new_id("in")
+        return self._draft(
+            invoice_id, reason, self._discounted(invoice_id, lines, preview, start), start, end
+        )
+
+    def build_invoice(
+        self,
+        reason: str,
+        lines: list[InvoiceLine],
+        start: datetime,
+        end: datetime,
+        *,
+        preview: bool = False,
+    ) -> tuple[InvoiceDraft, InvoiceLine | None]:
+        """An invoice never below zero, its discount first: a net credit then goes to the
+        customer's balance (a `balance` line brings the total to zero; the charge activity
+        credits the ledger, and applies available credit last to any other invoice). Runs
+        from before items carry it to the next invoice as a `credit` line (returned)."""
+        invoice_id = self.new_id("in")
+        lines = self._discounted(invoice_id, lines, preview, start)
+        if self.items_on():
+            settled = settle(lines, 0, self.clock.now())
+            return self._draft(invoice_id, reason, settled.lines, start, end), None
+        lines, carried = carry_credit(lines, self.clock.now())
+        return self._draft(invoice_id, reason, lines, start, end), carried
+
+    def _draft(
+        self, invoice_id: str, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
     ) -> InvoiceDraft:
         return InvoiceDraft(
-            id=self.new_id("in"),
+            id=invoice_id,
             subscription_id=self.inp.subscription_id,
             customer_id=self.inp.customer_id,
             currency=self.state.plan.currency,
@@ -159,17 +201,47 @@ class Subscription:
             created_at=self.clock.now(),
         )
 
-    def build_invoice(
-        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
-    ) -> tuple[InvoiceDraft, InvoiceLine | None]:
-        """An invoice never below zero: a net credit goes to the customer's balance (a
-        `balance` line brings the total to zero; the charge activity credits the ledger).
-        Runs from before items carry it to the next invoice as a `credit` line (returned)."""
-        if self.items_on():
-            settled = settle(lines, 0, self.clock.now())
-            return self.invoice(reason, settled.lines, start, end), None
-        lines, carried = carry_credit(lines, self.clock.now())
-        return self.invoice(reason, lines, start, end), carried
+    def _discounted(
+        self, invoice_id: str, lines: list[InvoiceLine], preview: bool, start: datetime
+    ) -> list[InvoiceLine]:
+        """`lines` with the held discount's line, if this invoice gets one. A `once`
+        discount is used up by an issued invoice: the subscription stops holding it, and
+        the next projection says so (`subscription.discount_ended`). A preview is of an
+        invoice made at its `start` (the next renewal, say), so the discount is taken as it
+        will be then."""
+        discount = self.state.discount
+        if discount is None or not self.patches.use(DISCOUNTS):
+            return lines
+        now = self.clock.now()
+        at = max(now, start) if preview else now
+        lines, after = apply_discount(discount, lines, invoice_id, at)
+        if not preview and after is not None and ended(after, now):
+            self.state.discount = None
+            self.pending_events.append(
+                self.event(
+                    "subscription.discount_ended", None, invoice_id=invoice_id, **after.event_data()
+                )
+            )
+        return lines
+
+    def prorated(self, plan: PlanSnapshot) -> PlanSnapshot:
+        """`plan` at the price proration uses now: its total after a percent discount that
+        is active and covers it (DESIGN: proration is priced on discounted totals). Called
+        by validators too, so it asks for no patch: a run without a discount (every run
+        recorded before DISCOUNTS) gets `plan` unchanged."""
+        discount = self.state.discount
+        if discount is None:
+            return plan
+        amount = discounted_total(discount, plan.plan_id, plan.amount, self.clock.now())
+        return plan if amount == plan.amount else plan.model_copy(update={"amount": amount})
+
+    def item_price(self, item: Item) -> int:
+        """An item's total per period as proration prices it now: amount x quantity, after
+        a percent discount that is active and covers its plan (no patch asked, as for
+        `prorated`)."""
+        return discounted_total(
+            self.state.discount, item.plan.plan_id, item.total, self.clock.now()
+        )
 
     # ------------------------------------------------------------------ items
 
@@ -263,12 +335,13 @@ class Subscription:
         expected = ChargeOutcome(
             status="paid", invoice_id=invoice.id, attempt_number=1, amount=invoice.total
         )
-        events = self.paid(paid, invoice, expected, before, when_paid)
+        events = [*self.paid(paid, invoice, expected, before, when_paid), *self.pending_events]
         request = sync_request(
             self.inp, paid, events, self.clock.now(), self.new_id, features=self.features(paid)
         )
         outcome = await self.charge(invoice, 1, on_paid=request)
         if outcome.projected:
+            self.pending_events = []
             # Nothing else touched the state meanwhile: updates wait for the lock the step
             # holds, and the signals change only a past-due or incomplete subscription.
             self.state = paid
@@ -333,12 +406,13 @@ class Subscription:
         request = sync_request(
             self.inp,
             self.state,
-            events,
+            [*events, *self.pending_events],
             self.clock.now(),
             self.new_id,
             features=features,
             invoice_status=invoice_status,
         )
+        self.pending_events = []
         await self.project(request)
 
     async def project(self, request: SyncRequest) -> None:

@@ -127,6 +127,7 @@ def _quote(
         period_end=end,
         anchor=s.billing_cycle_anchor,
         now=now,
+        price=sub.item_price,
     )
     return decision, quote
 
@@ -136,12 +137,16 @@ def _preview(sub: Subscription, quote: ItemsQuote, new: list[Item]) -> InvoiceDr
     s = sub.state
     if quote.billing == Billing.INVOICE_NOW and quote.lines:
         return sub.build_invoice(
-            "subscription_update", quote.lines, quote.invoice_start, quote.invoice_end
+            "subscription_update",
+            quote.lines,
+            quote.invoice_start,
+            quote.invoice_end,
+            preview=True,
         )[0]
     if quote.billing == Billing.AT_PERIOD_END:
         lines = [*s.pending_proration_lines, *quote.lines]
         return sub.build_invoice(
-            "subscription_cycle", lines, quote.invoice_start, quote.invoice_end
+            "subscription_cycle", lines, quote.invoice_start, quote.invoice_end, preview=True
         )[0]
     extra = quote.lines if quote.billing == Billing.NEXT_INVOICE else []
     return _upcoming_renewal(sub, new, extra)
@@ -157,7 +162,7 @@ def _upcoming_renewal(
         items, anchor_after(sub.items(), items, s.billing_cycle_anchor, at), at
     )
     lines = [*s.pending_proration_lines, *extra, *period_lines(items, start, end)]
-    return sub.build_invoice("subscription_cycle", lines, start, end)[0]
+    return sub.build_invoice("subscription_cycle", lines, start, end, preview=True)[0]
 
 
 def _result(
@@ -266,8 +271,8 @@ async def _change_during_trial(
     assert s.trial_end is not None
     anchor = anchor_after(sub.items(), new, s.billing_cycle_anchor, s.trial_end)
     if change.preview:
-        lines, end = opening_lines(new, anchor, s.trial_end)
-        preview = sub.build_invoice("subscription_cycle", lines, s.trial_end, end)[0]
+        lines, end = opening_lines(new, anchor, s.trial_end, sub.item_price)
+        preview = sub.build_invoice("subscription_cycle", lines, s.trial_end, end, preview=True)[0]
         return _result(sub, change, decision, preview=preview)
     old = sub.items()
     _set_items(sub, new)

@@ -15,7 +15,7 @@ from workflows.lifecycle.context import Subscription, WhenPaid
 from workflows.lifecycle.item_lines import first_lines
 from workflows.messages import CarriedState
 from workflows.patches import CHARGE_PROJECTS_FIRST_PAYMENT
-from workflows.projection import trial_start
+from workflows.projection import discount_applied, trial_start
 
 
 async def begin(sub: Subscription) -> None:
@@ -25,14 +25,17 @@ async def begin(sub: Subscription) -> None:
     if s.status == S.TRIALING:
         await sub.project(trial_start(sub.inp, s, now, sub.new_id))
         return
-    created = sub.event("subscription.created", plan_id=s.plan.plan_id)
+    created = [
+        sub.event("subscription.created", plan_id=s.plan.plan_id),
+        *discount_applied(sub.inp, s, now, sub.new_id),
+    ]
     start = now
     end = next_boundary_after(s.billing_cycle_anchor, s.plan.interval, s.plan.interval_count, now)
     lines = first_lines(sub, s.billing_cycle_anchor, start, end)
     invoice = sub.invoice("subscription_create", lines, start, end)
     sub.start_period(start, end)
     outcome = await sub.charge_opening(
-        CHARGE_PROJECTS_FIRST_PAYMENT, invoice, [created], activated(sub)
+        CHARGE_PROJECTS_FIRST_PAYMENT, invoice, created, activated(sub)
     )
     if outcome.status == "paid":
         return
@@ -40,7 +43,7 @@ async def begin(sub: Subscription) -> None:
     s.open_invoice = invoice
     s.incomplete_attempts = 1
     await sub.sync(
-        [created, sub.failed_event(invoice, outcome), sub.event("subscription.incomplete")],
+        [*created, sub.failed_event(invoice, outcome), sub.event("subscription.incomplete")],
         features=[],
     )
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from domain.status import SubscriptionStatus as S
-from workflows.lifecycle import dunning, pause, renewal, start, trial
+from workflows.lifecycle import discount, dunning, pause, renewal, start, trial
 from workflows.lifecycle.context import Subscription
 
 
@@ -22,11 +22,22 @@ class Step(StrEnum):
     DUNNING_RETRY = "dunning_retry"
     INCOMPLETE_EXPIRE = "incomplete_expire"
     RESUME = "resume"
+    DISCOUNT_END = "discount_end"  # a repeating discount's months are over
     NONE = "none"  # terminal: nothing is due any more
 
 
 def next_step(sub: Subscription) -> tuple[Step, datetime | None]:
-    """The step the subscription waits for, and when it is due (None: only a message)."""
+    """The step the subscription waits for, and when it is due (None: only a message). The
+    end of a repeating discount comes first when it is due no later than the status's step
+    (an invoice made at that very time is not discounted either way)."""
+    step, due = _status_step(sub)
+    ends = discount.discount_end(sub)
+    if ends is not None and step != Step.NONE and (due is None or ends <= due):
+        return Step.DISCOUNT_END, ends
+    return step, due
+
+
+def _status_step(sub: Subscription) -> tuple[Step, datetime | None]:
     s = sub.state
     policy = sub.inp.policy
     if s.status == S.TRIALING:
@@ -72,4 +83,7 @@ async def perform(sub: Subscription, step: Step) -> bool:
         case Step.RESUME:
             await pause.resume_now(sub, actor=None)
             return True
+        case Step.DISCOUNT_END:
+            await discount.end_discount(sub)
+            return False
     return False

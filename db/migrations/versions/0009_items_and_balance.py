@@ -1,8 +1,8 @@
 """items and the customer balance: every subscription becomes one item of quantity 1; credit
 carried as `credit` invoice lines becomes balance credit
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009_items_and_balance
+Revises: 0008_usage
 Create Date: 2026-12-03 04:00:00
 
 A subscription's item id is `si_` + the first 24 hex digits of md5(subscription id): the
