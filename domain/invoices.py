@@ -22,6 +22,8 @@ class LineKind(StrEnum):
     # Customer balance: negative when credit pays part of the invoice, positive when a net
     # credit of the invoice's other lines moves into the balance (the total stays >= 0).
     BALANCE = "balance"
+    # A metered item's usage of a period that has ended (billed in arrears).
+    USAGE = "usage"
 
 
 class InvoiceLine(BaseModel):

@@ -82,6 +82,8 @@ class BillingPolicy(BaseModel):
     trial_will_end_days: int = 3
     # What a cancel requested through Temporal (not the API) refunds: none, or prorated.
     temporal_cancel_refund: str = "none"
+    # Seconds after a period's end before its usage is invoiced (late events still count).
+    usage_grace_seconds: int = 3600
 
 
 class SubscriptionInput(BaseModel):

@@ -30,6 +30,9 @@ before it beside the current one:
   `lifecycle/pause.py` and `lifecycle/cancel.py`, and `lifecycle/change_plan.py`, which
   takes the items path (`lifecycle/items.py`). Validators, which may not ask, use
   `RunPatches.expects`.
+- USAGE_IN_ARREARS, asked through `lifecycle/usage.metered_items` by runs with metered
+  items only: the usage grace and `usage` lines of `lifecycle/renewal.py`, the final usage
+  of `lifecycle/cancel.py`.
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
 # items change by `update_items` (a plan change is the one-item case), and a net credit
 # goes to the customer's balance (a `balance` line; the charge activity writes the ledger).
 ITEMS_AND_BALANCE = "items-and-balance"
+# Runs recorded before this patch had no metered items (nothing billed in arrears). Now a
+# run with metered items waits the usage grace after a period end, then puts the ended
+# period's usage on the renewal invoice (`usage` lines), and a cancel bills the final
+# usage. Asked only by a run that has metered items (`lifecycle/usage.py`).
+USAGE_IN_ARREARS = "usage-in-arrears"
 
 _BUNDLE_1 = frozenset(
     {

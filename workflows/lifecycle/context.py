@@ -145,10 +145,17 @@ class Subscription:
         )
 
     def invoice(
-        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+        self,
+        reason: str,
+        lines: list[InvoiceLine],
+        start: datetime,
+        end: datetime,
+        invoice_id: str | None = None,
     ) -> InvoiceDraft:
+        """An invoice draft; `invoice_id` when the id was minted before (usage claimed
+        for it)."""
         return InvoiceDraft(
-            id=self.new_id("in"),
+            id=invoice_id or self.new_id("in"),
             subscription_id=self.inp.subscription_id,
             customer_id=self.inp.customer_id,
             currency=self.state.plan.currency,
@@ -160,16 +167,21 @@ class Subscription:
         )
 
     def build_invoice(
-        self, reason: str, lines: list[InvoiceLine], start: datetime, end: datetime
+        self,
+        reason: str,
+        lines: list[InvoiceLine],
+        start: datetime,
+        end: datetime,
+        invoice_id: str | None = None,
     ) -> tuple[InvoiceDraft, InvoiceLine | None]:
         """An invoice never below zero: a net credit goes to the customer's balance (a
         `balance` line brings the total to zero; the charge activity credits the ledger).
         Runs from before items carry it to the next invoice as a `credit` line (returned)."""
         if self.items_on():
             settled = settle(lines, 0, self.clock.now())
-            return self.invoice(reason, settled.lines, start, end), None
+            return self.invoice(reason, settled.lines, start, end, invoice_id), None
         lines, carried = carry_credit(lines, self.clock.now())
-        return self.invoice(reason, lines, start, end), carried
+        return self.invoice(reason, lines, start, end, invoice_id), carried
 
     # ------------------------------------------------------------------ items
 

@@ -1,0 +1,96 @@
+"""Billing in arrears: the usage lines of a subscription's metered items.
+
+The workflow decides when usage is billed: at a period end, on the renewal invoice, once
+the grace for late events (`BillingPolicy.usage_grace_seconds`, clock time) is over; and
+at a cancel, on the final invoice. The `usage_lines` activity decides how much: it prices
+the running aggregate of [period_start, period_end) and claims it for the invoice, so a
+retry or a replay prices the same aggregate again, and closes it (later events for that
+period are refused `period_closed`). Runs recorded before USAGE_IN_ARREARS had no metered
+items; the patch is asked only by a run that has some.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from domain.invoices import InvoiceLine, LineKind
+from domain.usage_contracts import MeteredItem, UsageLineDraft, UsageLinesRequest
+from workflows.lifecycle.context import Subscription
+from workflows.patches import USAGE_IN_ARREARS
+
+with workflow.unsafe.imports_passed_through():
+    from activities.usage import UsageActivities
+
+USAGE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+)
+
+
+def metered_items(sub: Subscription) -> list[MeteredItem]:
+    """The metered items billed in arrears by this run. Read from the state's items before
+    asking anything, so a run without metered items (every run recorded before) asks no
+    patch here."""
+    metered = [
+        MeteredItem(
+            plan_id=item.plan.plan_id,
+            meter_id=item.plan.meter_id,
+            amount=item.plan.amount,
+            package_size=item.plan.package_size,
+            item_id=item.id,
+        )
+        for item in sub.state.items
+        if item.plan.meter_id is not None
+    ]
+    if not metered or not sub.items_on() or not sub.patches.use(USAGE_IN_ARREARS):
+        return []
+    return metered
+
+
+async def wait_for_grace(sub: Subscription, period_end: datetime) -> None:
+    """Let late events of the period that ended at `period_end` count: a durable timer
+    (or the test clock reaching the time) `usage_grace_seconds` after it."""
+    grace = timedelta(seconds=sub.inp.policy.usage_grace_seconds)
+    await sub.clock.wait(period_end + grace, lambda: False)
+
+
+async def usage_lines(
+    sub: Subscription,
+    invoice_id: str,
+    items: list[MeteredItem],
+    start: datetime,
+    end: datetime,
+) -> list[InvoiceLine]:
+    """One `usage` line per metered item for [start, end), claimed for `invoice_id` and
+    closed."""
+    if not items:
+        return []
+    request = UsageLinesRequest(
+        subscription_id=sub.inp.subscription_id,
+        customer_id=sub.inp.customer_id,
+        invoice_id=invoice_id,
+        period_start=start,
+        period_end=end,
+        items=items,
+        close=True,
+    )
+    drafts = await workflow.execute_activity_method(
+        UsageActivities.usage_lines,
+        request,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=USAGE_RETRY,
+        summary=f"usage of {len(items)} metered item(s) for {invoice_id}",
+    )
+    return [_invoice_line(draft) for draft in drafts]
+
+
+def _invoice_line(draft: UsageLineDraft) -> InvoiceLine:
+    return InvoiceLine(
+        kind=LineKind.USAGE,
+        description=draft.description,
+        amount=draft.amount,
+        period_start=draft.period_start,
+        period_end=draft.period_end,
+    )
