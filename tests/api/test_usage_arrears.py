@@ -38,8 +38,9 @@ async def test_renewal_bills_the_ended_period_usage_after_the_grace(
         json=body | {"items": [{"plan_id": seat["id"]}, {"plan_id": metered["id"], "quantity": 2}]},
     )
     rejected(given, 422, "invalid_items")
-    sub = await subscribe(api, **body, items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}])
+    sub = await subscribe(api, **body, items=[{"plan_id": metered["id"]}, {"plan_id": seat["id"]}])
     assert sub["status"] == "active"
+    assert sub["plan_id"] == seat["id"], "the subscription's plan is its first licensed item's"
     (opening,) = await invoices(api, sub["id"])
     assert kinds(opening) == [("subscription", 1000)], "only the licensed item up front"
     cus = customer["id"]
@@ -111,3 +112,34 @@ async def test_metered_only_opens_at_zero_and_cancel_bills_final_usage(
         "2027-11-01T00:00:00Z",
         "2027-11-11T00:00:00Z",
     )
+
+
+async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    meter = await make_meter(api, "max", value_property="seats")
+    metered = await make_plan(api, usage_type="metered", meter_id=meter["id"], amount=300)
+    seat = await make_plan(api, amount=500)
+    start = at(2028, 1, 1)
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
+        test_clock_id=clock["id"],
+    )
+    cus = customer["id"]
+    ok(await api.post("/v1/usage_events", json=event(cus, "m1", seats=4)), 202)
+    path = f"/v1/subscriptions/{sub['id']}/cancel"
+    ok(await api.post(path, json={"at_period_end": True}))
+    await advance(api, clock["id"], at(2028, 2, 1, 0, 10))
+    late = event(cus, "m2", at(2028, 1, 31, 23), seats=6)
+    ok(await api.post("/v1/usage_events", json=late), 202)
+    await advance(api, clock["id"], at(2028, 2, 1, 1, 0, 1))
+    assert ok(await api.get(f"/v1/subscriptions/{sub['id']}"))["status"] == "canceled"
+    final = (await invoices(api, sub["id"]))[-1]
+    assert final["billing_reason"] == "subscription_cancel"
+    assert kinds(final) == [("usage", 1800)], "max 6 seats, January in full"
+    assert final["status"] == "paid"

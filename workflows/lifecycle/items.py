@@ -228,7 +228,9 @@ def _applied(
 def _set_items(sub: Subscription, new: list[Item]) -> None:
     s = sub.state
     s.items = list(new)
-    s.plan = new[0].plan  # the subscription's plan is its first item's
+    # The subscription's plan is its first licensed item's (the first item's if all are
+    # metered; every item was licensed before metered items existed).
+    s.plan = next((i.plan for i in new if not i.plan.metered), new[0].plan)
     s.pending_items, s.pending_plan, s.pending_change = None, None, None
 
 
