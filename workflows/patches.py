@@ -31,8 +31,9 @@ before it beside the current one:
   takes the items path (`lifecycle/items.py`). Validators, which may not ask, use
   `RunPatches.expects`.
 - USAGE_IN_ARREARS, asked through `lifecycle/usage.metered_items` by runs with metered
-  items only: the usage grace and `usage` lines of `lifecycle/renewal.py`, the final usage
-  of `lifecycle/cancel.py`.
+  items only: the renewal due after the usage grace (`lifecycle/steps.py`, through
+  `renewal.renews_at`) and its `usage` lines (`lifecycle/renewal.py`), the final usage of
+  `lifecycle/cancel.py`.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
 # goes to the customer's balance (a `balance` line; the charge activity writes the ledger).
 ITEMS_AND_BALANCE = "items-and-balance"
 # Runs recorded before this patch had no metered items (nothing billed in arrears). Now a
-# run with metered items waits the usage grace after a period end, then puts the ended
+# run with metered items renews the usage grace after a period end and puts the ended
 # period's usage on the renewal invoice (`usage` lines), and a cancel bills the final
 # usage. Asked only by a run that has metered items (`lifecycle/usage.py`).
 USAGE_IN_ARREARS = "usage-in-arrears"

@@ -51,6 +51,9 @@ async def test_renewal_bills_the_ended_period_usage_after_the_grace(
     assert len(await invoices(api, sub["id"])) == 1, "the renewal waits for the grace"
     late = event(cus, "u2", at(2027, 9, 30, 23), tokens=600)
     ok(await api.post("/v1/usage_events", json=late), 202)
+    change = {"items": [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": metered["id"]}]}
+    refused = await api.post(f"/v1/subscriptions/{sub['id']}/update_items", json=change)
+    rejected(refused, 409, "period_renewing")
 
     await advance(api, clock["id"], at(2027, 10, 1, 2))
     renewal = (await invoices(api, sub["id"]))[-1]

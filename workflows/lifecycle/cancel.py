@@ -139,6 +139,7 @@ async def _settle(
         and s.status == S.ACTIVE
         and s.current_period_start is not None
         and s.current_period_end is not None
+        and now < s.current_period_end  # not in a renewal's usage grace: nothing unused
     ):
         lines += unused_credit(sub, s.current_period_start, s.current_period_end, now)
     total = sum(line.amount for line in lines)

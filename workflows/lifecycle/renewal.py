@@ -1,8 +1,8 @@
 """A renewal: at the period end the next period is invoiced at the plan's price.
 
-With metered items the renewal waits the usage grace first (late events of the period
-that ended still count), and its invoice also bills that period's usage in arrears (a
-`usage` line per metered item, `lifecycle/usage.py`).
+With metered items the renewal is due the usage grace after the period end (late events
+of the period that ended still count meanwhile, `renews_at`), and its invoice also bills
+that period's usage in arrears (a `usage` line per metered item, `lifecycle/usage.py`).
 
 A change scheduled for the period end (a downgrade, by default) takes effect first, so
 the renewal is at the new price (or items); lines waiting for the next invoice (deferred
@@ -22,10 +22,17 @@ from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
 from workflows.lifecycle.item_lines import renewal_lines
 from workflows.lifecycle.items import apply_pending_items
-from workflows.lifecycle.usage import metered_items, usage_lines, wait_for_grace
+from workflows.lifecycle.usage import metered_items, usage_grace, usage_lines
 from workflows.messages import CarriedState
 from workflows.patches import CHARGE_PROJECTS_RENEWAL
 from workflows.plan_changes import anchor_after_change, period_after
+
+
+def renews_at(sub: Subscription) -> datetime:
+    """When the renewal is due: the period end, plus the usage grace with metered items."""
+    end = sub.state.current_period_end
+    assert end is not None
+    return end + usage_grace(sub) if metered_items(sub) else end
 
 
 async def period_end(sub: Subscription) -> bool:
@@ -35,8 +42,6 @@ async def period_end(sub: Subscription) -> bool:
     # The usage of the period that ended, by the items it had (before a scheduled change).
     metered = metered_items(sub)
     used_from, used_to = s.current_period_start, s.current_period_end
-    if metered:
-        await wait_for_grace(sub, used_to)
     if s.cancel_at_period_end:
         await cancel_now(sub, reason="cancel_at_period_end", actor=None, settle=True)
         return False

@@ -1,8 +1,9 @@
 """Billing in arrears: the usage lines of a subscription's metered items.
 
-The workflow decides when usage is billed: at a period end, on the renewal invoice, once
-the grace for late events (`BillingPolicy.usage_grace_seconds`, clock time) is over; and
-at a cancel, on the final invoice. The `usage_lines` activity decides how much: it prices
+The workflow decides when usage is billed: on the renewal invoice, which is due once the
+grace for late events after the period end (`BillingPolicy.usage_grace_seconds`, clock
+time: a timer, or the test clock reaching it) is over (`renewal.renews_at`); and at a
+cancel, on the final invoice. The `usage_lines` activity decides how much: it prices
 the running aggregate of [period_start, period_end) and claims it for the invoice, so a
 retry or a replay prices the same aggregate again, and closes it (later events for that
 period are refused `period_closed`). Runs recorded before USAGE_IN_ARREARS had no metered
@@ -49,11 +50,9 @@ def metered_items(sub: Subscription) -> list[MeteredItem]:
     return metered
 
 
-async def wait_for_grace(sub: Subscription, period_end: datetime) -> None:
-    """Let late events of the period that ended at `period_end` count: a durable timer
-    (or the test clock reaching the time) `usage_grace_seconds` after it."""
-    grace = timedelta(seconds=sub.inp.policy.usage_grace_seconds)
-    await sub.clock.wait(period_end + grace, lambda: False)
+def usage_grace(sub: Subscription) -> timedelta:
+    """How long after a period end its late events still count (clock time)."""
+    return timedelta(seconds=sub.inp.policy.usage_grace_seconds)
 
 
 async def usage_lines(
