@@ -146,3 +146,40 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     assert final["billing_reason"] == "subscription_cancel"
     assert kinds(final) == [("usage", 1800)], "max 6 seats, January in full"
     assert final["status"] == "paid"
+
+
+async def test_a_metered_item_removed_mid_period_bills_its_usage_on_the_renewal(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    meter = await make_meter(api, "sum", value_property="tokens")
+    seat = await make_plan(api, amount=1000)
+    metered = await make_plan(
+        api, usage_type="metered", meter_id=meter["id"], amount=200, package_size=1000
+    )
+    start = at(2028, 3, 1)
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
+        test_clock_id=clock["id"],
+    )
+    cus = customer["id"]
+    ok(await api.post("/v1/usage_events", json=event(cus, "r1", tokens=2500)), 202)
+    await advance(api, clock["id"], at(2028, 3, 11))
+    change = {"items": [{"plan_id": seat["id"], "quantity": 2}], "when": "now"}
+    ok(await api.post(f"/v1/subscriptions/{sub['id']}/update_items", json=change))
+    gone = event(cus, "r2", tokens=1)
+    rejected(await api.post("/v1/usage_events", json=gone), 409, "no_metered_subscription")
+
+    await advance(api, clock["id"], at(2028, 4, 1, 1, 0, 1))
+    renewal = (await invoices(api, sub["id"]))[-1]
+    assert renewal["billing_reason"] == "subscription_cycle"
+    assert kinds(renewal) == [("subscription", 2000), ("usage", 600)]
+    (usage,) = [line for line in renewal["lines"] if line["kind"] == "usage"]
+    assert (usage["period_start"], usage["period_end"]) == (
+        "2028-03-01T00:00:00Z",
+        "2028-03-11T00:00:00Z",
+    )

@@ -25,7 +25,7 @@ from workflows.errors import rejected
 from workflows.invoicing import allocate_refund
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.item_lines import unused_credit
-from workflows.lifecycle.usage import metered_items, usage_lines
+from workflows.lifecycle.usage import arrears_lines, metered_items
 from workflows.messages import ActorRequest, CancelRequest
 
 
@@ -158,17 +158,19 @@ async def _settle(
 
 async def _final_usage(sub: Subscription, now: datetime) -> tuple[str | None, list[InvoiceLine]]:
     """The id minted for the final invoice and its usage lines, when the subscription has
-    metered items and an active (or past due) period: [period start, min(now, period end))."""
+    metered items (or usage a change left) and an active (or past due) period: [period
+    start, min(now, period end))."""
     s = sub.state
     metered = metered_items(sub)
     start, end = s.current_period_start, s.current_period_end
-    if not metered or s.status not in (S.ACTIVE, S.PAST_DUE) or start is None or end is None:
+    billed = s.status in (S.ACTIVE, S.PAST_DUE) and start is not None and end is not None
+    if not billed or not (metered or s.unbilled_usage):
         return None, []
+    assert start is not None and end is not None
     used_to = min(now, end)
-    if used_to <= start:
-        return None, []
     invoice_id = sub.new_id("in")
-    return invoice_id, await usage_lines(sub, invoice_id, metered, start, used_to)
+    from_ = start if used_to > start else None  # the items' usage: none when nothing elapsed
+    return invoice_id, await arrears_lines(sub, invoice_id, metered, from_, used_to)
 
 
 async def _refund(

@@ -32,6 +32,7 @@ from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.lifecycle.context import Subscription, record_payment
+from workflows.lifecycle.usage import leave_usage
 from workflows.messages import ChangePlanResult, UpdateItemsRequest
 
 
@@ -353,6 +354,7 @@ async def _change_now(
     elif quote.billing == Billing.NEXT_INVOICE:
         s.pending_proration_lines += quote.lines
     replaced = _replaced(sub)
+    leave_usage(sub, new, sub.clock.now(), restarts=bool(quote.decision.new_anchor))
     _set_items(sub, new)
     if quote.decision.new_anchor:
         s.billing_cycle_anchor = quote.anchor

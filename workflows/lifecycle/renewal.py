@@ -22,7 +22,7 @@ from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
 from workflows.lifecycle.item_lines import renewal_lines
 from workflows.lifecycle.items import apply_pending_items
-from workflows.lifecycle.usage import metered_items, usage_grace, usage_lines
+from workflows.lifecycle.usage import arrears_lines, bills_usage, metered_items, usage_grace
 from workflows.messages import CarriedState
 from workflows.patches import CHARGE_PROJECTS_RENEWAL
 from workflows.plan_changes import anchor_after_change, period_after
@@ -32,7 +32,7 @@ def renews_at(sub: Subscription) -> datetime:
     """When the renewal is due: the period end, plus the usage grace with metered items."""
     end = sub.state.current_period_end
     assert end is not None
-    return end + usage_grace(sub) if metered_items(sub) else end
+    return end + usage_grace(sub) if bills_usage(sub) else end
 
 
 async def period_end(sub: Subscription) -> bool:
@@ -41,6 +41,7 @@ async def period_end(sub: Subscription) -> bool:
     assert s.current_period_end is not None
     # The usage of the period that ended, by the items it had (before a scheduled change).
     metered = metered_items(sub)
+    in_arrears = bool(metered) or bool(s.unbilled_usage)
     used_from, used_to = s.current_period_start, s.current_period_end
     if s.cancel_at_period_end:
         await cancel_now(sub, reason="cancel_at_period_end", actor=None, settle=True)
@@ -50,10 +51,9 @@ async def period_end(sub: Subscription) -> bool:
     start, end = period_after(s.plan, s.billing_cycle_anchor, start)
     usage: list[InvoiceLine] = []
     invoice_id = None
-    if metered:
-        assert used_from is not None
+    if in_arrears:
         invoice_id = sub.new_id("in")
-        usage = await usage_lines(sub, invoice_id, metered, used_from, used_to)
+        usage = await arrears_lines(sub, invoice_id, metered, used_from, used_to)
     invoice = next_invoice(sub, "subscription_cycle", start, end, usage, invoice_id)
     sub.start_period(start, end)
 

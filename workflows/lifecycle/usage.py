@@ -18,8 +18,10 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 from domain.invoices import InvoiceLine, LineKind
+from domain.items import Item
 from domain.usage_contracts import MeteredItem, UsageLineDraft, UsageLinesRequest
 from workflows.lifecycle.context import Subscription
+from workflows.messages import UsageStretch
 from workflows.patches import USAGE_IN_ARREARS
 
 with workflow.unsafe.imports_passed_through():
@@ -48,6 +50,46 @@ def metered_items(sub: Subscription) -> list[MeteredItem]:
     if not metered or not sub.items_on() or not sub.patches.use(USAGE_IN_ARREARS):
         return []
     return metered
+
+
+def bills_usage(sub: Subscription) -> bool:
+    """Whether the next renewal bills usage: metered items, or usage left by a change."""
+    return bool(metered_items(sub)) or bool(sub.state.unbilled_usage)
+
+
+def leave_usage(sub: Subscription, new: list[Item], at: datetime, restarts: bool) -> None:
+    """A change of items at `at` in the middle of the period: remember the usage so far of
+    each metered item that leaves (of every one when the period restarts at `at`), to bill
+    it with the next usage billing."""
+    s = sub.state
+    start = s.current_period_start
+    if start is None or at <= start:
+        return
+    staying = {item.plan.plan_id for item in new}
+    for item in metered_items(sub):
+        if restarts or item.plan_id not in staying:
+            s.unbilled_usage.append(UsageStretch(item=item, start=start, end=at))
+
+
+async def arrears_lines(
+    sub: Subscription,
+    invoice_id: str,
+    items: list[MeteredItem],
+    start: datetime | None,
+    end: datetime,
+) -> list[InvoiceLine]:
+    """The usage lines of an invoice: the metered items' for [start, end), then the usage
+    changes left waiting (a stretch the items' own claim covers is not billed twice)."""
+    lines = await usage_lines(sub, invoice_id, items, start, end) if start is not None else []
+    covered = {(item.meter_id, start) for item in items}
+    waiting: dict[tuple[datetime, datetime], list[MeteredItem]] = {}
+    for stretch in sub.state.unbilled_usage:
+        if (stretch.item.meter_id, stretch.start) not in covered:
+            waiting.setdefault((stretch.start, stretch.end), []).append(stretch.item)
+    sub.state.unbilled_usage = []
+    for (from_, to), left in waiting.items():
+        lines += await usage_lines(sub, invoice_id, left, from_, to)
+    return lines
 
 
 def usage_grace(sub: Subscription) -> timedelta:
