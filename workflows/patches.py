@@ -33,7 +33,8 @@ before it beside the current one:
 - USAGE_IN_ARREARS, asked through `lifecycle/usage.metered_items` by runs with metered
   items only: the renewal due after the usage grace (`lifecycle/steps.py`, through
   `renewal.renews_at`) and its `usage` lines (`lifecycle/renewal.py`), the final usage of
-  `lifecycle/cancel.py`.
+  `lifecycle/cancel.py`, the usage a change of items now (`lifecycle/items.py`) or a pause
+  (`lifecycle/pause.py`) leaves for the next invoice.
 """
 
 from __future__ import annotations

@@ -183,3 +183,38 @@ async def test_a_metered_item_removed_mid_period_bills_its_usage_on_the_renewal(
         "2028-03-01T00:00:00Z",
         "2028-03-11T00:00:00Z",
     )
+
+
+async def test_usage_before_a_pause_is_billed_by_the_resuming_invoice(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    meter = await make_meter(api, "count")
+    metered = await make_plan(api, usage_type="metered", meter_id=meter["id"], amount=25)
+    seat = await make_plan(api, amount=3000)
+    start = at(2028, 5, 1)
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
+        test_clock_id=clock["id"],
+    )
+    cus = customer["id"]
+    calls = [event(cus, f"p{i}") for i in range(4)]
+    ok(await api.post("/v1/usage_events/batch", json={"events": calls}), 202)
+    await advance(api, clock["id"], at(2028, 5, 16))
+    path = f"/v1/subscriptions/{sub['id']}"
+    ok(await api.post(f"{path}/pause", json={}))
+    paused = event(cus, "p-paused")
+    rejected(await api.post("/v1/usage_events", json=paused), 409, "no_metered_subscription")
+    await advance(api, clock["id"], at(2028, 5, 20))
+    resumed = ok(await api.post(f"{path}/resume", json={}))
+    assert resumed["status"] == "active"
+    invoice = (await invoices(api, sub["id"]))[-1]
+    assert invoice["billing_reason"] == "subscription_resume"
+    usage = [line for line in invoice["lines"] if line["kind"] == "usage"]
+    assert [(u["amount"], u["period_start"], u["period_end"]) for u in usage] == [
+        (100, "2028-05-01T00:00:00Z", "2028-05-16T00:00:00Z")
+    ], "4 calls at 25, up to the pause"

@@ -157,19 +157,20 @@ async def _settle(
 
 
 async def _final_usage(sub: Subscription, now: datetime) -> tuple[str | None, list[InvoiceLine]]:
-    """The id minted for the final invoice and its usage lines, when the subscription has
-    metered items (or usage a change left) and an active (or past due) period: [period
-    start, min(now, period end))."""
+    """The id minted for the final invoice and its usage lines: the metered items' for
+    [period start, min(now, period end)) in an active (or past due) period, and the usage
+    a change or a pause left waiting."""
     s = sub.state
     metered = metered_items(sub)
     start, end = s.current_period_start, s.current_period_end
     billed = s.status in (S.ACTIVE, S.PAST_DUE) and start is not None and end is not None
-    if not billed or not (metered or s.unbilled_usage):
+    if not (metered and billed) and not s.unbilled_usage:
         return None, []
-    assert start is not None and end is not None
-    used_to = min(now, end)
+    used_to = min(now, end) if end is not None else now
     invoice_id = sub.new_id("in")
-    from_ = start if used_to > start else None  # the items' usage: none when nothing elapsed
+    # The items' own usage: an active (or past due) period that has begun; a paused one
+    # has only the usage left waiting (up to the pause).
+    from_ = start if billed and start is not None and used_to > start else None
     return invoice_id, await arrears_lines(sub, invoice_id, metered, from_, used_to)
 
 
