@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     dunning_exhausted_action: str = "cancel"
     # What a cancel requested through Temporal (the UI's "Request Cancellation") refunds.
     temporal_cancel_refund: Literal["none", "prorated"] = "none"
+    # How long after a period ends its usage is still counted (late events) before the
+    # renewal invoice with its usage lines is finalized and charged; clock time.
+    usage_grace_seconds: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
     def _no_dev_defaults_in_production(self) -> Settings:

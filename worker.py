@@ -24,6 +24,7 @@ from activities.notifications import Deliveries
 from activities.payments import PaymentActivities
 from activities.stripe_gateway import StripeGateway
 from activities.stripe_inbox import StripeInbox
+from activities.usage import UsageActivities
 from config import Settings, configure_gc, configure_logging, get_settings, run_loop
 from db.engine import get_worker_engine
 from workflows.converter import data_converter
@@ -136,6 +137,7 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
             parts.payments.charge_invoice,
             parts.payments.refund_invoice,
             parts.ledger.sync_subscription,
+            UsageActivities(engine).usage_lines,
         ],
         **worker_options(settings),
     )

@@ -59,6 +59,7 @@ def billing_policy(settings: Settings) -> BillingPolicy:
         incomplete_expiry_hours=settings.incomplete_expiry_hours,
         trial_will_end_days=settings.trial_will_end_days,
         temporal_cancel_refund=settings.temporal_cancel_refund,
+        usage_grace_seconds=settings.usage_grace_seconds,
     )
 
 
@@ -426,4 +427,6 @@ def plan_snapshot(plan: Any) -> PlanSnapshot:
         interval_count=plan.interval_count,
         features=list(plan.features),
         trial_days=plan.trial_days,
+        meter_id=plan.meter_id if plan.usage_type == "metered" else None,
+        package_size=plan.package_size,
     )

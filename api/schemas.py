@@ -177,8 +177,10 @@ Quantity = Annotated[int, Field(ge=1, le=10_000, strict=True)]
 
 
 class ItemIn(Input):
+    """A plan and its quantity (1 when left out); a metered plan takes no quantity."""
+
     plan_id: Token
-    quantity: Quantity = 1
+    quantity: Quantity | None = None
 
 
 Items = Annotated[list[ItemIn], Field(min_length=1, max_length=20)]
@@ -214,12 +216,12 @@ class SubscriptionCreate(Input):
             raise ValueError("quantity goes with plan_id; each item has its own")
         return self
 
-    def item_specs(self) -> list[tuple[str, int]]:
-        """(plan_id, quantity) of each item asked for, in order."""
+    def item_specs(self) -> list[tuple[str, int | None]]:
+        """(plan_id, quantity or None when not given) of each item asked for, in order."""
         if self.items is not None:
             return [(item.plan_id, item.quantity) for item in self.items]
         assert self.plan_id is not None
-        return [(self.plan_id, self.quantity or 1)]
+        return [(self.plan_id, self.quantity)]
 
 
 class UpdateItemsIn(Input):

@@ -101,6 +101,11 @@ def seed(database_url: str, customers: int) -> tuple[datetime, datetime]:
                 (sub, customer, PLAN, start, end, start, now, now),
             )
             cur.execute(
+                "INSERT INTO subscription_items (id, subscription_id, plan_id, quantity,"
+                " position, created_at) VALUES (%s, %s, %s, 1, 0, %s)",
+                (f"si_{sub}", sub, PLAN, now),
+            )
+            cur.execute(
                 "INSERT INTO entitlements (customer_id, feature, subscription_id, plan_id,"
                 " active_until, granted_at) VALUES (%s, %s, %s, %s, %s, %s)",
                 (customer, FEATURE, sub, PLAN, end, now),

@@ -7,7 +7,7 @@ sandbox and serialise as pydantic JSON (`workflows.converter`).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +20,14 @@ class PlanSnapshot(PlanTerms):
 
     name: str
     trial_days: int = 0
+    # A metered plan (billed in arrears for its meter's usage: `amount` per started
+    # `package_size` units) has its meter; a licensed plan has none.
+    meter_id: str | None = None
+    package_size: Annotated[int, Field(ge=1, strict=True)] = 1
+
+    @property
+    def metered(self) -> bool:
+        return self.meter_id is not None
 
 
 class InvoiceDraft(BaseModel):

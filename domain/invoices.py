@@ -19,7 +19,7 @@ class LineKind(StrEnum):
     SUBSCRIPTION = "subscription"
     PRORATION = "proration"
     CREDIT = "credit"
-    # A metered item's billed usage of a period (DESIGN.md, usage-based billing).
+    # A metered item's usage of a period that has ended (billed in arrears).
     USAGE = "usage"
     # A coupon's discount on the invoice (negative).
     DISCOUNT = "discount"

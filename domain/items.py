@@ -42,7 +42,10 @@ class Item(BaseModel):
 
     @property
     def total(self) -> int:
-        """What the item costs per period, in minor units."""
+        """What the item costs per period up front, in minor units: a metered item bills its
+        usage in arrears instead, so it has no up-front price (and nothing to prorate)."""
+        if self.plan.metered:
+            return 0
         return self.plan.amount * self.quantity
 
 
@@ -119,7 +122,7 @@ def item_label(name: str, quantity: int) -> str:
 
 
 def period_lines(items: Sequence[Item], start: datetime, end: datetime) -> list[InvoiceLine]:
-    """One `subscription` line per item for the period [start, end)."""
+    """One `subscription` line per licensed item for the period [start, end)."""
     span = period_range(start, end)
     return [
         InvoiceLine(
@@ -131,6 +134,7 @@ def period_lines(items: Sequence[Item], start: datetime, end: datetime) -> list[
             plan_id=item.plan.plan_id,
         )
         for item in items
+        if not item.plan.metered
     ]
 
 
@@ -151,6 +155,8 @@ def partial_period_lines(
     span = period_range(start, end)
     lines: list[InvoiceLine] = []
     for item in items:
+        if item.plan.metered:
+            continue
         amount = prorate(0, _priced(item, price), full_start, full_end, start).debit
         label = item_label(item.plan.name, item.quantity)
         lines.append(_proration(f"{label}, {span}", amount, start, end, item.plan.plan_id))

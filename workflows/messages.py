@@ -19,11 +19,21 @@ from domain.dunning import DunningPolicy
 from domain.invoices import InvoiceLine
 from domain.items import Item
 from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
+from domain.usage_contracts import MeteredItem
 
 
 def workflow_id_for(subscription_id: str) -> str:
     """One workflow per subscription; the id says what it is in the Temporal UI."""
     return f"subscription/{subscription_id}"
+
+
+class UsageStretch(BaseModel):
+    """Usage of a metered item up to a change in the middle of a period (the item left, or
+    the period restarted): billed on the next invoice that bills usage."""
+
+    item: MeteredItem
+    start: datetime
+    end: datetime
 
 
 class PeriodPayment(BaseModel):
@@ -56,6 +66,8 @@ class CarriedState(BaseModel):
     pending_items: list[Item] | None = None
     # Lines waiting for the next invoice: create_prorations, carried credits, pause credit.
     pending_proration_lines: list[InvoiceLine] = Field(default_factory=list)
+    # Usage of metered items changed away mid-period, waiting for the next usage billing.
+    unbilled_usage: list[UsageStretch] = Field(default_factory=list)
     period_payments: list[PeriodPayment] = Field(default_factory=list)
     latest_invoice_id: str | None = None
     open_invoice: InvoiceDraft | None = None
@@ -85,6 +97,8 @@ class BillingPolicy(BaseModel):
     trial_will_end_days: int = 3
     # What a cancel requested through Temporal (not the API) refunds: none, or prorated.
     temporal_cancel_refund: str = "none"
+    # Seconds after a period's end before its usage is invoiced (late events still count).
+    usage_grace_seconds: int = 3600
 
 
 class SubscriptionInput(BaseModel):

@@ -32,6 +32,11 @@ before it beside the current one:
   `lifecycle/pause.py` and `lifecycle/cancel.py`, and `lifecycle/change_plan.py`, which
   takes the items path (`lifecycle/items.py`). Validators, which may not ask, use
   `RunPatches.expects`.
+- USAGE_IN_ARREARS, asked through `lifecycle/usage.metered_items` by runs with metered
+  items only: the renewal due after the usage grace (`lifecycle/steps.py`, through
+  `renewal.renews_at`) and its `usage` lines (`lifecycle/renewal.py`), the final usage of
+  `lifecycle/cancel.py`, the usage a change of items now (`lifecycle/items.py`) or a pause
+  (`lifecycle/pause.py`) leaves for the next invoice.
 """
 
 from __future__ import annotations
@@ -70,6 +75,11 @@ CANCEL_REQUEST_CANCELS = "cancel-request-cancels-subscription"
 # items change by `update_items` (a plan change is the one-item case), and a net credit
 # goes to the customer's balance (a `balance` line; the charge activity writes the ledger).
 ITEMS_AND_BALANCE = "items-and-balance"
+# Runs recorded before this patch had no metered items (nothing billed in arrears). Now a
+# run with metered items renews the usage grace after a period end and puts the ended
+# period's usage on the renewal invoice (`usage` lines), and a cancel bills the final
+# usage. Asked only by a run that has metered items (`lifecycle/usage.py`).
+USAGE_IN_ARREARS = "usage-in-arrears"
 
 # Runs recorded before this patch never held a discount (coupons did not exist); a run asks
 # for it only once it holds one, where a discount first changes an invoice or a proration.

@@ -97,10 +97,13 @@ async def create_subscription(
                 "billing_cycle_anchor must be between now and one period ahead"
             )
     snapshot = lifecycle.plan_snapshot(plan)
-    if specs == [(plan.id, 1)]:
+    if specs == [(plan.id, None)]:
         items = [Item(id=new_id("si"), plan=snapshot)]
     else:
         items = await subscription_items.resolve(session, specs)
+        # The subscription's plan is its first licensed item's (its first item's if all
+        # are metered).
+        snapshot = next((i.plan for i in items if not i.plan.metered), items[0].plan)
     inp = SubscriptionInput(
         subscription_id=new_id("sub"),
         customer_id=customer.id,

@@ -25,14 +25,20 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
 
 
 # The check with usage limits, still one statement: per granting subscription, its
-# entitlement, the feature's limit on that plan (if any) and the quantity of the limit's
-# meter in the subscription's current period, read from the running aggregate (never from
-# raw events): its latest stretch, when a plan change split the period. The lateral
-# lookup runs only for a limited feature.
+# entitlement, the feature's limit on the plans of its items (`subscription_items`; the
+# greatest when several items limit it) and the quantity of the limit's meter in the
+# subscription's current period, read from the running aggregate (never from raw events):
+# its latest stretch, when a plan change split the period. The lateral lookups run only
+# for a limited feature.
 _CHECK_USAGE = compact(
     """
     SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e
-    LEFT JOIN plan_feature_limits l ON l.plan_id = e.plan_id AND l.feature = e.feature
+    LEFT JOIN LATERAL (
+        SELECT fl.usage_limit, fl.meter_id FROM subscription_items i
+        JOIN plan_feature_limits fl ON fl.plan_id = i.plan_id AND fl.feature = e.feature
+        WHERE i.subscription_id = e.subscription_id
+        ORDER BY fl.usage_limit DESC LIMIT 1
+    ) l ON true
     LEFT JOIN LATERAL (
         SELECT a.quantity FROM subscriptions s JOIN usage_aggregates a
         ON a.subscription_id = s.id AND a.meter_id = l.meter_id

@@ -30,11 +30,11 @@ Db = AsyncConnection | AsyncSession
 
 # Which subscriptions meter what, for a batch's customers: one row per (customer,
 # subscription, meter) — a customer with no metering subscription has one row of NULLs,
-# an unknown one `known = false`. A subscription meters the meter of its metered plan and
-# those of its plan's limited features (with subscription items: of every item's plan, a
-# join on `subscription_items` in place of `s.plan_id`). `periods`: the meter's aggregates
-# still open, and those of the current billing period, open or closed, as JSON
-# [start, end, closed] (`domain.usage.period_of`).
+# an unknown one `known = false`. A subscription meters the meters of its metered items
+# and those of its items' limited features (every plan of `subscription_items`; the items
+# share one billing period, so the plan of `s.plan_id` gives it). `periods`: the
+# meter's aggregates still open, and those of the current billing period, open or
+# closed, as JSON [start, end, closed] (`domain.usage.period_of`).
 _RESOLVE = compact(
     """
 WITH c AS (SELECT DISTINCT unnest(CAST(%(customers)s AS text[])) AS id)
@@ -42,10 +42,12 @@ SELECT c.id AS customer_id, cu.id IS NOT NULL AS known, s.id AS subscription_id,
        s.current_period_start, s.current_period_end, s.billing_cycle_anchor,
        p.interval, p.interval_count, tc.frozen_time AS clock_time,
        m.id AS meter_id, m.event_name, m.aggregation, m.value_property, m.unique_property,
-       ARRAY(SELECT l.feature FROM plan_feature_limits l
-             WHERE l.plan_id = p.id AND l.meter_id = m.id ORDER BY l.feature) AS limit_features,
-       ARRAY(SELECT l.usage_limit FROM plan_feature_limits l
-             WHERE l.plan_id = p.id AND l.meter_id = m.id ORDER BY l.feature) AS limit_values,
+       ARRAY(SELECT l.feature FROM plan_feature_limits l JOIN subscription_items i
+             ON i.plan_id = l.plan_id AND i.subscription_id = s.id
+             WHERE l.meter_id = m.id ORDER BY l.feature, l.usage_limit) AS limit_features,
+       ARRAY(SELECT l.usage_limit FROM plan_feature_limits l JOIN subscription_items i
+             ON i.plan_id = l.plan_id AND i.subscription_id = s.id
+             WHERE l.meter_id = m.id ORDER BY l.feature, l.usage_limit) AS limit_values,
        ARRAY(SELECT json_build_array(a.period_start, a.period_end, a.closed_at IS NOT NULL)
              FROM usage_aggregates a
              WHERE a.subscription_id = s.id AND a.meter_id = m.id
@@ -58,8 +60,10 @@ LEFT JOIN subscriptions s
 LEFT JOIN plans p ON p.id = s.plan_id
 LEFT JOIN test_clocks tc ON tc.id = s.test_clock_id
 LEFT JOIN LATERAL (
-    SELECT p.meter_id AS id WHERE p.usage_type = 'metered'
-    UNION SELECT l.meter_id FROM plan_feature_limits l WHERE l.plan_id = p.id
+    SELECT ip.meter_id AS id FROM subscription_items i JOIN plans ip ON ip.id = i.plan_id
+    WHERE i.subscription_id = s.id AND ip.usage_type = 'metered'
+    UNION SELECT l.meter_id FROM subscription_items i
+    JOIN plan_feature_limits l ON l.plan_id = i.plan_id WHERE i.subscription_id = s.id
 ) used ON true
 LEFT JOIN meters m ON m.id = used.id
 ORDER BY c.id, s.id, m.id
@@ -231,15 +235,19 @@ async def existing_id(db: Db, customer_id: str, transaction_id: str) -> str | No
     return str(rows[0]["id"]) if rows else None
 
 
-# The metered plans of a subscription with their current period's aggregate, its latest
-# stretch when a plan change split the period (one row of NULL plan for a subscription
-# without one; no row for an unknown subscription).
+# The metered items of a subscription (through `subscription_items`) with their current
+# period's aggregate, its latest stretch when a plan change split the period (one row of
+# NULL plan for a subscription without one; no row for an unknown subscription).
 _CURRENT = compact(
     """
 SELECT s.id AS subscription_id, s.current_period_start, s.current_period_end,
        p.id AS plan_id, p.meter_id, p.amount, p.package_size, u.period_start, u.quantity
 FROM subscriptions s
-LEFT JOIN plans p ON p.id = s.plan_id AND p.usage_type = 'metered'
+LEFT JOIN LATERAL (
+    SELECT mp.id, mp.meter_id, mp.amount, mp.package_size, mi.position
+    FROM subscription_items mi JOIN plans mp ON mp.id = mi.plan_id
+    WHERE mi.subscription_id = s.id AND mp.usage_type = 'metered'
+) p ON true
 LEFT JOIN LATERAL (
     SELECT a.period_start, a.quantity FROM usage_aggregates a
     WHERE a.subscription_id = s.id AND a.meter_id = p.meter_id
@@ -247,6 +255,7 @@ LEFT JOIN LATERAL (
     ORDER BY a.period_start DESC LIMIT 1
 ) u ON true
 WHERE s.id = %(id)s
+ORDER BY p.position
 """
 )
 

@@ -85,6 +85,13 @@ async def _customer(engine: AsyncEngine) -> str:
                 "end": datetime(2027, 4, 1, tzinfo=UTC),
             },
         )
+        await conn.execute(
+            text(
+                "INSERT INTO subscription_items (id, subscription_id, plan_id, quantity,"
+                " position, created_at) VALUES (:i, :s, 'plan_p', 1, 0, now())"
+            ),
+            {"i": f"si_{suffix}", "s": f"sub_{suffix}"},
+        )
     return suffix
 
 

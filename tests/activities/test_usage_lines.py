@@ -27,7 +27,7 @@ MARCH, APRIL = datetime(2027, 3, 1, tzinfo=UTC), datetime(2027, 4, 1, tzinfo=UTC
 
 async def _seed(engine: AsyncEngine) -> None:
     """A metered plan (sum of `tokens`, 200 per started 1,000) and one customer subscribed
-    to it, in its April period (March ended)."""
+    to it (its one item), in its April period (March ended)."""
     async with engine.begin() as conn:
         for sql in (
             "INSERT INTO meters VALUES ('meter_t', 'Tokens', 'api_call', 'sum', 'tokens',"
@@ -41,6 +41,8 @@ async def _seed(engine: AsyncEngine) -> None:
             " created_at, updated_at, state_version) VALUES ('sub_1', 'cus_1', 'plan_m',"
             " 'active', '2027-04-01Z', '2027-05-01Z', '2027-03-01Z', false, '{}', now(),"
             " now(), 1)",
+            "INSERT INTO subscription_items (id, subscription_id, plan_id, quantity, position,"
+            " created_at) VALUES ('si_1', 'sub_1', 'plan_m', 1, 0, now())",
         ):
             await conn.execute(text(sql))
 

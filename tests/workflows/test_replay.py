@@ -207,8 +207,55 @@ async def _items_scenario(api: httpx.AsyncClient) -> str:
     return str(sub["id"])
 
 
+async def _usage_scenario(api: httpx.AsyncClient) -> str:
+    """A licensed and a metered item: usage, a renewal that waits the usage grace and bills
+    the ended period's usage in arrears (a late event counted), then a cancel that bills
+    the final usage."""
+    start = datetime(2029, 11, 1, 8, 0, tzinfo=UTC)
+    meter = ok(
+        await api.post(
+            "/v1/meters",
+            json={"name": "Calls", "event_name": "call", "aggregation": "count"},
+        ),
+        201,
+    )
+    seat = await make_plan(api, amount=900)
+    metered = await make_plan(
+        api, usage_type="metered", meter_id=meter["id"], amount=40, package_size=5
+    )
+    customer = await make_customer(api)
+    clock = await make_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
+        test_clock_id=clock["id"],
+    )
+
+    def call(tx: str, when: datetime) -> dict[str, object]:
+        return {
+            "transaction_id": tx,
+            "customer_id": customer["id"],
+            "event_name": "call",
+            "timestamp": when.isoformat(),
+            "properties": {},
+        }
+
+    events = [call(f"a{i}", start + timedelta(days=1)) for i in range(7)]
+    ok(await api.post("/v1/usage_events/batch", json={"events": events}), 202)
+    end = datetime(2029, 12, 1, 8, 0, tzinfo=UTC)
+    await advance(api, clock["id"], end + timedelta(minutes=20))
+    ok(await api.post("/v1/usage_events", json=call("late", end - timedelta(hours=1))), 202)
+    await advance(api, clock["id"], end + timedelta(days=5))
+    ok(await api.post("/v1/usage_events", json=call("b", end + timedelta(days=4))), 202)
+    cancel = {"at_period_end": False}
+    ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json=cancel))
+    return str(sub["id"])
+
+
 SCENARIOS = {
     "items": _items_scenario,
+    "usage": _usage_scenario,
     "lifecycle": _lifecycle_scenario,
     "dunning-pause-refund": _dunning_pause_refund_scenario,
     "discounts": _discounts_scenario,

@@ -5,10 +5,14 @@ it instead of charging. An immediate cancel, requested through the API or throug
 Temporal, settles what waits for the next invoice: prorations owed are invoiced, and with
 a prorated refund the unused time plus any waiting credit is refunded over the period's
 payments. Dunning that runs out, or a trial that ends with no payment method, also ends
-here, without settling.
+here, without settling. A settling cancel also bills the usage of metered items from the
+period's start up to the cancel (or the period end, for a cancel at period end) in
+arrears, on the final invoice.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from temporalio import workflow
 
@@ -21,6 +25,7 @@ from workflows.errors import rejected
 from workflows.invoicing import allocate_refund
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.item_lines import unused_credit
+from workflows.lifecycle.usage import arrears_lines, metered_items
 from workflows.messages import ActorRequest, CancelRequest
 
 
@@ -126,22 +131,24 @@ async def _settle(
 ) -> list[EventDraft]:
     s = sub.state
     now = sub.clock.now()
-    lines = list(s.pending_proration_lines)
+    invoice_id, usage = await _final_usage(sub, now)
+    lines = [*s.pending_proration_lines, *usage]
     s.pending_proration_lines = []
     if (
         refund == "prorated"
         and s.status == S.ACTIVE
         and s.current_period_start is not None
         and s.current_period_end is not None
+        and now < s.current_period_end  # not in a renewal's usage grace: nothing unused
     ):
         lines += unused_credit(sub, s.current_period_start, s.current_period_end, now)
     total = sum(line.amount for line in lines)
     if total < 0 and refund == "prorated":
-        return await _refund(sub, lines, actor)
+        return await _refund(sub, lines, actor, invoice_id)
     if total <= 0:
         return []
-    # Prorations owed (e.g. an upgrade with create_prorations): a final invoice.
-    invoice = sub.invoice("subscription_cancel", lines, now, now)
+    # Prorations owed (e.g. an upgrade with create_prorations), usage: a final invoice.
+    invoice = sub.invoice("subscription_cancel", lines, now, now, invoice_id)
     outcome = await sub.charge(invoice, 1, actor=actor)
     if outcome.status == "paid":
         return sub.paid_events(invoice, outcome, actor=actor)
@@ -149,15 +156,33 @@ async def _settle(
     return [sub.failed_event(invoice, outcome, actor=actor)]
 
 
+async def _final_usage(sub: Subscription, now: datetime) -> tuple[str | None, list[InvoiceLine]]:
+    """The id minted for the final invoice and its usage lines: the metered items' for
+    [period start, min(now, period end)) in an active (or past due) period, and the usage
+    a change or a pause left waiting."""
+    s = sub.state
+    metered = metered_items(sub)
+    start, end = s.current_period_start, s.current_period_end
+    billed = s.status in (S.ACTIVE, S.PAST_DUE) and start is not None and end is not None
+    if not (metered and billed) and not s.unbilled_usage:
+        return None, []
+    used_to = min(now, end) if end is not None else now
+    invoice_id = sub.new_id("in")
+    # The items' own usage: an active (or past due) period that has begun; a paused one
+    # has only the usage left waiting (up to the pause).
+    from_ = start if billed and start is not None and used_to > start else None
+    return invoice_id, await arrears_lines(sub, invoice_id, metered, from_, used_to)
+
+
 async def _refund(
-    sub: Subscription, lines: list[InvoiceLine], actor: str | None
+    sub: Subscription, lines: list[InvoiceLine], actor: str | None, invoice_id: str | None
 ) -> list[EventDraft]:
     """A credit note for `lines` (a net credit), refunded over the period's payments."""
     s = sub.state
     subscription_id = sub.inp.subscription_id
     start = min(line.period_start for line in lines)
     end = max(line.period_end for line in lines)
-    note = sub.invoice("subscription_cancel_refund", lines, start, end)
+    note = sub.invoice("subscription_cancel_refund", lines, start, end, invoice_id)
     payments = [(p.invoice_id, p.amount) for p in s.period_payments]
     # Nothing paid in cash this period: the activity records the note, refunds nothing.
     parts = allocate_refund(-note.total, payments) or [(note.id, 0)]

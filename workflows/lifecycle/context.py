@@ -156,11 +156,13 @@ class Subscription:
         lines: list[InvoiceLine],
         start: datetime,
         end: datetime,
+        invoice_id: str | None = None,
         *,
         preview: bool = False,
     ) -> InvoiceDraft:
-        """An invoice with the discount line it gets (`preview`: one never issued)."""
-        invoice_id = self.new_id("in")
+        """An invoice with the discount line it gets (`preview`: one never issued;
+        `invoice_id` when the id was minted before, usage claimed for it)."""
+        invoice_id = invoice_id or self.new_id("in")
         return self._draft(
             invoice_id, reason, self._discounted(invoice_id, lines, preview, start), start, end
         )
@@ -171,14 +173,16 @@ class Subscription:
         lines: list[InvoiceLine],
         start: datetime,
         end: datetime,
+        invoice_id: str | None = None,
         *,
         preview: bool = False,
     ) -> tuple[InvoiceDraft, InvoiceLine | None]:
         """An invoice never below zero, its discount first: a net credit then goes to the
         customer's balance (a `balance` line brings the total to zero; the charge activity
         credits the ledger, and applies available credit last to any other invoice). Runs
-        from before items carry it to the next invoice as a `credit` line (returned)."""
-        invoice_id = self.new_id("in")
+        from before items carry it to the next invoice as a `credit` line (returned).
+        `invoice_id` when the id was minted before (usage claimed for it)."""
+        invoice_id = invoice_id or self.new_id("in")
         lines = self._discounted(invoice_id, lines, preview, start)
         if self.items_on():
             settled = settle(lines, 0, self.clock.now())

@@ -32,6 +32,7 @@ from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.lifecycle.context import Subscription, record_payment
+from workflows.lifecycle.usage import leave_usage
 from workflows.messages import ChangePlanResult, UpdateItemsRequest
 
 
@@ -233,7 +234,9 @@ def _applied(
 def _set_items(sub: Subscription, new: list[Item]) -> None:
     s = sub.state
     s.items = list(new)
-    s.plan = new[0].plan  # the subscription's plan is its first item's
+    # The subscription's plan is its first licensed item's (the first item's if all are
+    # metered; every item was licensed before metered items existed).
+    s.plan = next((i.plan for i in new if not i.plan.metered), new[0].plan)
     s.pending_items, s.pending_plan, s.pending_change = None, None, None
 
 
@@ -356,6 +359,7 @@ async def _change_now(
     elif quote.billing == Billing.NEXT_INVOICE:
         s.pending_proration_lines += quote.lines
     replaced = _replaced(sub)
+    leave_usage(sub, new, sub.clock.now(), restarts=bool(quote.decision.new_anchor))
     _set_items(sub, new)
     if quote.decision.new_anchor:
         s.billing_cycle_anchor = quote.anchor

@@ -4,7 +4,8 @@ Only an active subscription without a pending cancel can be paused. Access stops
 and the paid time left in the period is credited to the invoice that resumes it. A pause
 lasts until its `resumes_at` (at most `MAX_PAUSE`) or until resumed; resuming starts a new
 period now, anchored there, and charges it (after a change scheduled while paused has
-taken effect): paid, active again; declined, dunning.
+taken effect): paid, active again; declined, dunning. Metered items' usage up to the pause
+is billed on the resuming invoice; the paused stretch has none (events are refused).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from datetime import timedelta
 
 from domain import errors
 from domain.contracts import EventDraft, PauseView
+from domain.invoices import InvoiceLine
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.lifecycle.context import Subscription
 from workflows.lifecycle.dunning import enter_dunning
 from workflows.lifecycle.item_lines import unused_credit
 from workflows.lifecycle.renewal import apply_pending_plan, next_invoice
+from workflows.lifecycle.usage import arrears_lines, leave_usage
 from workflows.messages import CarriedState, PauseRequest
 from workflows.plan_changes import period_after
 
@@ -52,6 +55,8 @@ async def start_pause(sub: Subscription, req: PauseRequest) -> None:
     # that resumes the subscription.
     credits = unused_credit(sub, s.current_period_start, s.current_period_end, now)
     s.pending_proration_lines += credits
+    # The metered items' usage up to the pause is billed by the invoice that resumes it.
+    leave_usage(sub, [], now, restarts=True)
     s.status = S.PAUSED
     s.pause = PauseView(paused_at=now, resumes_at=req.resumes_at)
     sub.dirty = True
@@ -82,7 +87,12 @@ async def resume_now(sub: Subscription, actor: str | None) -> None:
     events += apply_pending_plan(sub, now, when="resume")
     s.billing_cycle_anchor = now
     start, end = period_after(s.plan, now, now)
-    invoice = next_invoice(sub, "subscription_resume", start, end)
+    usage: list[InvoiceLine] = []
+    invoice_id = None
+    if s.unbilled_usage:
+        invoice_id = sub.new_id("in")
+        usage = await arrears_lines(sub, invoice_id, [], None, now)
+    invoice = next_invoice(sub, "subscription_resume", start, end, usage, invoice_id)
     sub.start_period(start, end)
     outcome = await sub.charge(invoice, 1, actor=actor)
     if outcome.status == "paid":

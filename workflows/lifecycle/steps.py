@@ -47,8 +47,7 @@ def _status_step(sub: Subscription) -> tuple[Step, datetime | None]:
             return Step.TRIAL_WILL_END, warn_at
         return Step.TRIAL_END, s.trial_end
     if s.status == S.ACTIVE:
-        assert s.current_period_end is not None
-        return Step.PERIOD_END, s.current_period_end
+        return Step.PERIOD_END, renewal.renews_at(sub)
     if s.status in (S.PAST_DUE, S.UNPAID):
         if s.dunning.awaiting_payment_method or s.dunning.next_retry_at is None:
             return Step.AWAIT_PAYMENT_METHOD, None
