@@ -265,24 +265,10 @@ async def _change_now(
     invoice: InvoiceDraft | None = None
     outcome: ChargeOutcome | None = None
     if quote.billing == Billing.INVOICE_NOW and quote.lines:
-        invoice, carried = sub.build_invoice(
-            "subscription_update", quote.lines, quote.invoice_start, quote.invoice_end
+        invoice, outcome, paid, carried = await sub.charge_for_change(
+            quote.lines, quote.invoice_start, quote.invoice_end, req.actor
         )
-        latest = s.latest_invoice_id
-        outcome = await sub.charge(invoice, 1, actor=req.actor)
-        if outcome.status != "paid":
-            s.latest_invoice_id = latest
-            await sub.sync(
-                [sub.failed_event(invoice, outcome, actor=req.actor)],
-                invoice_status={invoice.id: "void"},
-            )
-            raise rejected(
-                errors.PAYMENT_FAILED(
-                    f"The change was not applied: the charge of {invoice.total} was declined "
-                    f"({outcome.decline_code or outcome.failure_code})"
-                )
-            )
-        events += sub.paid_events(invoice, outcome, actor=req.actor)
+        events += paid
         if carried is not None:
             s.pending_proration_lines.append(carried)
     elif quote.billing == Billing.NEXT_INVOICE:

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from temporalio import workflow
 
+from domain import errors
 from domain.balance import settle
 from domain.contracts import (
     ChargeOutcome,
@@ -29,6 +30,7 @@ from domain.invoices import InvoiceLine, LineKind
 from domain.items import Item, legacy_item_id
 from domain.status import SubscriptionStatus as S
 from workflows.clock import WorkflowClock
+from workflows.errors import rejected
 from workflows.invoicing import carry_credit
 from workflows.lifecycle.calls import ActivityCalls
 from workflows.messages import CarriedState, PeriodPayment, SubscriptionInput
@@ -212,6 +214,30 @@ class Subscription(ActivityCalls):
         return discounted_total(
             self.state.discount, item.plan.plan_id, item.total, self.clock.now()
         )
+
+    async def charge_for_change(
+        self, lines: list[InvoiceLine], start: datetime, end: datetime, actor: str | None
+    ) -> tuple[InvoiceDraft, ChargeOutcome, list[EventDraft], InvoiceLine | None]:
+        """Invoice a change's lines now and charge them before the change takes effect: a
+        declined charge voids the invoice and rejects the change (409 `payment_failed`).
+        Returns the paid invoice, its outcome, its events and any credit carried (runs from
+        before items; with items a net credit goes to the balance)."""
+        invoice, carried = self.build_invoice("subscription_update", lines, start, end)
+        latest = self.state.latest_invoice_id
+        outcome = await self.charge(invoice, 1, actor=actor)
+        if outcome.status != "paid":
+            self.state.latest_invoice_id = latest
+            await self.sync(
+                [self.failed_event(invoice, outcome, actor=actor)],
+                invoice_status={invoice.id: "void"},
+            )
+            raise rejected(
+                errors.PAYMENT_FAILED(
+                    f"The change was not applied: the charge of {invoice.total} was declined "
+                    f"({outcome.decline_code or outcome.failure_code})"
+                )
+            )
+        return invoice, outcome, self.paid_events(invoice, outcome, actor=actor), carried
 
     # ------------------------------------------------------------------ items
 

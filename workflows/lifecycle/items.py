@@ -338,24 +338,10 @@ async def _change_now(
     outcome: ChargeOutcome | None = None
     if quote.billing == Billing.INVOICE_NOW and quote.lines:
         # A net credit makes a zero invoice whose `balance` line credits the balance.
-        invoice, _ = sub.build_invoice(
-            "subscription_update", quote.lines, quote.invoice_start, quote.invoice_end
+        invoice, outcome, paid, _ = await sub.charge_for_change(
+            quote.lines, quote.invoice_start, quote.invoice_end, change.actor
         )
-        latest = s.latest_invoice_id
-        outcome = await sub.charge(invoice, 1, actor=change.actor)
-        if outcome.status != "paid":
-            s.latest_invoice_id = latest
-            await sub.sync(
-                [sub.failed_event(invoice, outcome, actor=change.actor)],
-                invoice_status={invoice.id: "void"},
-            )
-            raise rejected(
-                errors.PAYMENT_FAILED(
-                    f"The change was not applied: the charge of {invoice.total} was declined "
-                    f"({outcome.decline_code or outcome.failure_code})"
-                )
-            )
-        events += sub.paid_events(invoice, outcome, actor=change.actor)
+        events += paid
     elif quote.billing == Billing.NEXT_INVOICE:
         s.pending_proration_lines += quote.lines
     replaced = _replaced(sub)
