@@ -22,12 +22,12 @@ from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 
 
 class Billing(StrEnum):
-    """How the money side of a change is settled."""
+    """How the money side of a change (of items, or of the plan) is settled."""
 
     INVOICE_NOW = "invoice_now"  # an invoice is issued (and charged) with the change
     NEXT_INVOICE = "next_invoice"  # the lines wait for the next renewal invoice
     NONE = "none"  # no proration at all
-    AT_PERIOD_END = "at_period_end"  # nothing now; the renewal is at the new items
+    AT_PERIOD_END = "at_period_end"  # nothing now; the renewal is at the new plan or items
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from domain.contracts import PlanSnapshot
 from domain.invoices import InvoiceLine, proration_lines
+from domain.item_quote import Billing
 from domain.periods import interval_months, next_boundary_after
 from domain.plan_change import (
     ChangeDecision,
@@ -22,15 +22,6 @@ from domain.plan_change import (
 )
 from domain.plans import PlanTerms
 from workflows.invoicing import period_line, unused_time_credit
-
-
-class Billing(StrEnum):
-    """How the money side of a change is settled."""
-
-    INVOICE_NOW = "invoice_now"  # an invoice is issued and charged with the change
-    NEXT_INVOICE = "next_invoice"  # the lines wait for the next renewal invoice
-    NONE = "none"  # no proration at all
-    AT_PERIOD_END = "at_period_end"  # nothing now; the renewal is at the new price
 
 
 @dataclass(frozen=True)
