@@ -129,6 +129,7 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
         dispatcher=dispatcher,
         stripe_inbox=StripeInbox.from_settings(engine, client, settings, dispatcher.wake),
     )
+    usage = UsageActivities(engine)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -137,7 +138,8 @@ def build_worker(client: Client, settings: Settings) -> tuple[Worker, WorkerPart
             parts.payments.charge_invoice,
             parts.payments.refund_invoice,
             parts.ledger.sync_subscription,
-            UsageActivities(engine).usage_lines,
+            usage.usage_lines,
+            usage.usage_so_far,
         ],
         **worker_options(settings),
     )

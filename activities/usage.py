@@ -20,7 +20,12 @@ from temporalio.exceptions import ApplicationError
 
 from db.repositories import usage
 from domain.usage import number_text, packages
-from domain.usage_contracts import MeteredItem, UsageLineDraft, UsageLinesRequest
+from domain.usage_contracts import (
+    MeteredItem,
+    UsageLineDraft,
+    UsageLinesRequest,
+    UsagePreviewRequest,
+)
 
 log = structlog.get_logger()
 
@@ -67,14 +72,38 @@ class UsageActivities:
         )
         return drafts
 
+    @activity.defn(name="usage_so_far")
+    async def usage_so_far(self, req: UsagePreviewRequest) -> list[UsageLineDraft]:
+        """The lines a usage billing would make now, read without claiming anything (a
+        preview): safe to repeat, it writes nothing."""
+        keys = [(item.meter_id, part.start) for part in req.stretches for item in part.items]
+        async with self._autocommit.connect() as conn:
+            found = await usage.aggregates_so_far(conn, req.subscription_id, keys)
+        drafts = []
+        for part in req.stretches:
+            for item in part.items:
+                row = found.get((item.meter_id, part.start))
+                if row is None:
+                    raise ApplicationError(
+                        f"meter {item.meter_id} does not exist",
+                        type="unknown_meter",
+                        non_retryable=True,
+                    )
+                drafts.append(_line(item, row, part.start, part.end))
+        return drafts
 
-def _line(item: MeteredItem, row: dict[str, object], start: datetime) -> UsageLineDraft:
+
+def _line(
+    item: MeteredItem, row: dict[str, object], start: datetime, end: datetime | None = None
+) -> UsageLineDraft:
+    """The line of `item` for the aggregate `row`, over [start, end) (by default the
+    aggregate's own end)."""
     quantity = row["quantity"]
     assert isinstance(quantity, Decimal)
     count = packages(quantity, item.package_size)
     size = f", {count} package(s) of {item.package_size}" if item.package_size > 1 else ""
-    end = row["period_end"]
-    assert isinstance(end, datetime)
+    until = end if end is not None else row["period_end"]
+    assert isinstance(until, datetime)
     return UsageLineDraft(
         plan_id=item.plan_id,
         meter_id=item.meter_id,
@@ -84,6 +113,6 @@ def _line(item: MeteredItem, row: dict[str, object], start: datetime) -> UsageLi
         amount=count * item.amount,
         description=f"{row['meter_name']}: {number_text(quantity)}{size}",
         period_start=start,
-        period_end=end,
+        period_end=until,
         closed=row["closed_at"] is not None,
     )

@@ -36,6 +36,22 @@ class UsageLinesRequest(BaseModel):
     close: bool = False
 
 
+class UsagePeriod(BaseModel):
+    """Metered items whose usage of [start, end) one invoice bills."""
+
+    items: list[MeteredItem]
+    start: datetime
+    end: datetime
+
+
+class UsagePreviewRequest(BaseModel):
+    """The usage so far of a subscription's next usage billing, for a preview: read from
+    the running aggregates, never claimed or closed."""
+
+    subscription_id: str
+    stretches: list[UsagePeriod]
+
+
 class UsageLineDraft(BaseModel):
     """An invoice line of kind `usage`. `quantity` is the exact decimal as text."""
 

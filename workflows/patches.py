@@ -37,6 +37,8 @@ before it beside the current one:
   `renewal.renews_at`) and its `usage` lines (`lifecycle/renewal.py`), the final usage of
   `lifecycle/cancel.py`, the usage a change of items now (`lifecycle/items.py`) or a pause
   (`lifecycle/pause.py`) leaves for the next invoice.
+- USAGE_IN_PREVIEWS, asked through `lifecycle/usage.renewal_usage_so_far` by a preview of
+  the next renewal that has usage to show (`lifecycle/items.py`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ ITEMS_AND_BALANCE = "items-and-balance"
 # period's usage on the renewal invoice (`usage` lines), and a cancel bills the final
 # usage. Asked only by a run that has metered items (`lifecycle/usage.py`).
 USAGE_IN_ARREARS = "usage-in-arrears"
+# Runs recorded before this patch showed no usage in previews. Now a preview of the next
+# renewal (`change_plan`/`update_items` with `preview`) reads the usage so far with an
+# activity and shows its `usage` lines. Asked only by a run that has usage to show.
+USAGE_IN_PREVIEWS = "usage-in-previews"
 
 # Runs recorded before this patch never held a discount (coupons did not exist); a run asks
 # for it only once it holds one, where a discount first changes an invoice or a proration.

@@ -264,6 +264,34 @@ async def current_usage(db: Db, subscription_id: str) -> list[dict[str, Any]]:
     return await fetch_all(db, _CURRENT, {"id": subscription_id})
 
 
+# The aggregates of some of a subscription's (meter, period start) pairs, as they stand: a
+# pair without one yet reads 0 (with the meter's name; no row for an unknown meter).
+_SO_FAR = compact(
+    """
+SELECT k.meter_id, k.period_start, m.name AS meter_name,
+       coalesce(a.quantity, 0) AS quantity, a.closed_at
+FROM unnest(CAST(%(meters)s AS text[]), CAST(%(starts)s AS timestamptz[]))
+     AS k(meter_id, period_start)
+JOIN meters m ON m.id = k.meter_id
+LEFT JOIN usage_aggregates a ON a.subscription_id = %(id)s AND a.meter_id = k.meter_id
+     AND a.period_start = k.period_start
+"""
+)
+
+
+async def aggregates_so_far(
+    db: Db, subscription_id: str, keys: list[tuple[str, datetime]]
+) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """The aggregate of each (meter, period start) of `keys`, by that pair."""
+    params = {
+        "id": subscription_id,
+        "meters": [meter for meter, _ in keys],
+        "starts": [start for _, start in keys],
+    }
+    rows = await fetch_all(db, _SO_FAR, params)
+    return {(row["meter_id"], row["period_start"]): row for row in rows}
+
+
 # Claim one (subscription, meter, period) aggregate for an invoice, creating it empty when no
 # event came: a second invoice cannot take it, the same invoice gets it again (a retried
 # activity), and `close` freezes it (coalesce: the first close stands).

@@ -4,7 +4,7 @@
 would break running subscriptions (a new activity call, a reordered timer) fails here
 unless it is guarded by `workflow.patched`. To record fresh histories after a deliberate,
 patched change: `RECUR_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflows/test_replay.py`.
-Files named `v1-*` to `v8-*` were recorded by earlier versions and are kept as they are: they
+Files named `v1-*` to `v9-*` were recorded by earlier versions and are kept as they are: they
 stand for subscriptions still running on old code (v1: before the final-projection patch; v2:
 a run per renewal, charge and projection as remote activities; v3: a trial started by
 update-with-start and projected by the workflow, where the API now starts it from the state
@@ -14,7 +14,8 @@ patch asked for on its own, where a run now asks once for the bundle, `workflows
 v7: the first bundle, where a charge caused by an update ran in the update's own task; v8:
 the second bundle, before items: one plan at quantity 1, a net credit carried to the next
 invoice as `credit` lines; `v8-discounts` holds discounts on it, its proration priced on the
-discounted plan).
+discounted plan; v9: a run with a metered item whose preview of the renewal showed no usage,
+before USAGE_IN_PREVIEWS).
 `discounts-run*.json` is a run of two items that holds discounts (a repeating percent limited
 to one plan from a promotion code, seats added under it, its end on the clock, a replacement
 by an amount off, seats removed now with the credit to the balance, a removal): with
@@ -208,9 +209,9 @@ async def _items_scenario(api: httpx.AsyncClient) -> str:
 
 
 async def _usage_scenario(api: httpx.AsyncClient) -> str:
-    """A licensed and a metered item: usage, a renewal that waits the usage grace and bills
-    the ended period's usage in arrears (a late event counted), then a cancel that bills
-    the final usage."""
+    """A licensed and a metered item: usage, a preview of the renewal (with the usage so
+    far), a renewal that waits the usage grace and bills the ended period's usage in
+    arrears (a late event counted), then a cancel that bills the final usage."""
     start = datetime(2029, 11, 1, 8, 0, tzinfo=UTC)
     meter = ok(
         await api.post(
@@ -243,6 +244,9 @@ async def _usage_scenario(api: httpx.AsyncClient) -> str:
 
     events = [call(f"a{i}", start + timedelta(days=1)) for i in range(7)]
     ok(await api.post("/v1/usage_events/batch", json={"events": events}), 202)
+    more = {"items": [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": metered["id"]}]}
+    path = f"/v1/subscriptions/{sub['id']}/update_items"
+    ok(await api.post(path, json=more | {"preview": True, "proration": "create_prorations"}))
     end = datetime(2029, 12, 1, 8, 0, tzinfo=UTC)
     await advance(api, clock["id"], end + timedelta(minutes=20))
     ok(await api.post("/v1/usage_events", json=call("late", end - timedelta(hours=1))), 202)

@@ -32,7 +32,7 @@ from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.lifecycle.context import Subscription, record_payment
-from workflows.lifecycle.usage import leave_usage
+from workflows.lifecycle.usage import leave_usage, renewal_usage_so_far
 from workflows.messages import ChangePlanResult, UpdateItemsRequest
 
 
@@ -64,14 +64,15 @@ async def request(sub: Subscription, change: Change) -> ChangePlanResult:
     new = _new_items(sub, change)
     if _drops_pending(sub, new):
         if change.preview:
-            return _result(sub, change, preview=_upcoming_renewal(sub, new, []))
+            usage = await renewal_usage_so_far(sub)
+            return _result(sub, change, preview=_upcoming_renewal(sub, new, [], usage))
         return await _drop_pending(sub, change)
     decision, quote = _quote(sub, change, new)
     if s.status == S.TRIALING:
         return await _change_during_trial(sub, change, new, decision)
     assert quote is not None
     if change.preview:
-        return _result(sub, change, decision, preview=_preview(sub, quote, new))
+        return _result(sub, change, decision, preview=await _preview(sub, quote, new))
     if quote.billing == Billing.AT_PERIOD_END:
         return await _schedule(sub, change, new, quote)
     return await _change_now(sub, change, new, quote)
@@ -133,8 +134,9 @@ def _quote(
     return decision, quote
 
 
-def _preview(sub: Subscription, quote: ItemsQuote, new: list[Item]) -> InvoiceDraft:
-    """The invoice the change charges now, else the next renewal as it would be."""
+async def _preview(sub: Subscription, quote: ItemsQuote, new: list[Item]) -> InvoiceDraft:
+    """The invoice the change charges now, else the next renewal as it would be (with the
+    usage so far of the period it bills in arrears)."""
     s = sub.state
     if quote.billing == Billing.INVOICE_NOW and quote.lines:
         return sub.build_invoice(
@@ -145,24 +147,30 @@ def _preview(sub: Subscription, quote: ItemsQuote, new: list[Item]) -> InvoiceDr
             preview=True,
         )[0]
     if quote.billing == Billing.AT_PERIOD_END:
-        lines = [*s.pending_proration_lines, *quote.lines]
+        usage = await renewal_usage_so_far(sub)
+        lines = [*s.pending_proration_lines, *quote.lines, *usage]
         return sub.build_invoice(
             "subscription_cycle", lines, quote.invoice_start, quote.invoice_end, preview=True
         )[0]
+    # The change applies now: the renewal bills the new items.
+    restarts = bool(quote.decision.new_anchor)
+    usage = await renewal_usage_so_far(sub, (new, sub.clock.now(), restarts))
     extra = quote.lines if quote.billing == Billing.NEXT_INVOICE else []
-    return _upcoming_renewal(sub, new, extra)
+    return _upcoming_renewal(sub, new, extra, usage)
 
 
 def _upcoming_renewal(
-    sub: Subscription, items: list[Item], extra: list[InvoiceLine]
+    sub: Subscription, items: list[Item], extra: list[InvoiceLine], usage: list[InvoiceLine]
 ) -> InvoiceDraft:
+    """The next renewal on `items`: waiting and `extra` lines, the next period, then the
+    `usage` of the period ending."""
     s = sub.state
     assert s.current_period_end is not None
     at = s.current_period_end
     start, end = period_from(
         items, anchor_after(sub.items(), items, s.billing_cycle_anchor, at), at
     )
-    lines = [*s.pending_proration_lines, *extra, *period_lines(items, start, end)]
+    lines = [*s.pending_proration_lines, *extra, *period_lines(items, start, end), *usage]
     return sub.build_invoice("subscription_cycle", lines, start, end, preview=True)[0]
 
 

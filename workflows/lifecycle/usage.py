@@ -12,6 +12,7 @@ items; the patch is asked only by a run that has some.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -19,10 +20,16 @@ from temporalio.common import RetryPolicy
 
 from domain.invoices import InvoiceLine, LineKind
 from domain.items import Item
-from domain.usage_contracts import MeteredItem, UsageLineDraft, UsageLinesRequest
+from domain.usage_contracts import (
+    MeteredItem,
+    UsageLineDraft,
+    UsageLinesRequest,
+    UsagePeriod,
+    UsagePreviewRequest,
+)
 from workflows.lifecycle.context import Subscription
 from workflows.messages import UsageStretch
-from workflows.patches import USAGE_IN_ARREARS
+from workflows.patches import USAGE_IN_ARREARS, USAGE_IN_PREVIEWS
 
 with workflow.unsafe.imports_passed_through():
     from activities.usage import UsageActivities
@@ -36,7 +43,14 @@ def metered_items(sub: Subscription) -> list[MeteredItem]:
     """The metered items billed in arrears by this run. Read from the state's items before
     asking anything, so a run without metered items (every run recorded before) asks no
     patch here."""
-    metered = [
+    metered = _metered(sub.state.items)
+    if not metered or not sub.items_on() or not sub.patches.use(USAGE_IN_ARREARS):
+        return []
+    return metered
+
+
+def _metered(items: list[Item]) -> list[MeteredItem]:
+    return [
         MeteredItem(
             plan_id=item.plan.plan_id,
             meter_id=item.plan.meter_id,
@@ -44,12 +58,9 @@ def metered_items(sub: Subscription) -> list[MeteredItem]:
             package_size=item.plan.package_size,
             item_id=item.id,
         )
-        for item in sub.state.items
+        for item in items
         if item.plan.meter_id is not None
     ]
-    if not metered or not sub.items_on() or not sub.patches.use(USAGE_IN_ARREARS):
-        return []
-    return metered
 
 
 def bills_usage(sub: Subscription) -> bool:
@@ -62,13 +73,48 @@ def leave_usage(sub: Subscription, new: list[Item], at: datetime, restarts: bool
     each metered item that leaves (of every one when the period restarts at `at`), to bill
     it with the next usage billing."""
     s = sub.state
-    start = s.current_period_start
+    s.unbilled_usage += _left(sub, metered_items(sub), new, at, restarts)
+
+
+def _left(
+    sub: Subscription, metered: list[MeteredItem], new: list[Item], at: datetime, restarts: bool
+) -> list[UsageStretch]:
+    start = sub.state.current_period_start
     if start is None or at <= start:
-        return
+        return []
     staying = {item.plan.plan_id for item in new}
-    for item in metered_items(sub):
-        if restarts or item.plan_id not in staying:
-            s.unbilled_usage.append(UsageStretch(item=item, start=start, end=at))
+    return [
+        UsageStretch(item=item, start=start, end=at)
+        for item in metered
+        if restarts or item.plan_id not in staying
+    ]
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """Metered items whose usage of [start, end) goes on one invoice."""
+
+    items: list[MeteredItem]
+    start: datetime
+    end: datetime
+
+
+def _groups(
+    items: list[MeteredItem],
+    start: datetime | None,
+    end: datetime,
+    waiting: list[UsageStretch],
+) -> list[UsageGroup]:
+    """What an invoice bills in arrears: the metered items' usage of [start, end), then the
+    stretches left waiting by changes (one the items' own period covers is not billed
+    twice)."""
+    groups = [UsageGroup(items, start, end)] if start is not None else []
+    covered = {(item.meter_id, start) for item in items}
+    left: dict[tuple[datetime, datetime], list[MeteredItem]] = {}
+    for stretch in waiting:
+        if (stretch.item.meter_id, stretch.start) not in covered:
+            left.setdefault((stretch.start, stretch.end), []).append(stretch.item)
+    return groups + [UsageGroup(items, from_, to) for (from_, to), items in left.items()]
 
 
 async def arrears_lines(
@@ -79,17 +125,49 @@ async def arrears_lines(
     end: datetime,
 ) -> list[InvoiceLine]:
     """The usage lines of an invoice: the metered items' for [start, end), then the usage
-    changes left waiting (a stretch the items' own claim covers is not billed twice)."""
-    lines = await usage_lines(sub, invoice_id, items, start, end) if start is not None else []
-    covered = {(item.meter_id, start) for item in items}
-    waiting: dict[tuple[datetime, datetime], list[MeteredItem]] = {}
-    for stretch in sub.state.unbilled_usage:
-        if (stretch.item.meter_id, stretch.start) not in covered:
-            waiting.setdefault((stretch.start, stretch.end), []).append(stretch.item)
+    changes left waiting."""
+    groups = _groups(items, start, end, sub.state.unbilled_usage)
     sub.state.unbilled_usage = []
-    for (from_, to), left in waiting.items():
-        lines += await usage_lines(sub, invoice_id, left, from_, to)
+    lines: list[InvoiceLine] = []
+    for group in groups:
+        lines += await usage_lines(sub, invoice_id, group.items, group.start, group.end)
     return lines
+
+
+async def renewal_usage_so_far(
+    sub: Subscription, change: tuple[list[Item], datetime, bool] | None = None
+) -> list[InvoiceLine]:
+    """For a preview of the next renewal: the `usage` lines it would bill, priced on the
+    usage so far (read, neither claimed nor closed). `change`: the items, time and whether
+    the period restarts, of a change applied now (the items leaving are billed up to it,
+    the new metered items from the period's start). A run recorded before
+    USAGE_IN_PREVIEWS showed no usage in previews; the patch is asked only when there is
+    some to show."""
+    s = sub.state
+    start, end = s.current_period_start, s.current_period_end
+    if end is None or not sub.items_on():
+        return []
+    metered = metered_items(sub)
+    waiting = list(s.unbilled_usage)
+    if change is not None:
+        new, at, restarts = change
+        waiting += _left(sub, metered, new, at, restarts)
+        metered = [] if restarts else _metered(new)
+    groups = [g for g in _groups(metered, start, end, waiting) if g.items]
+    if not groups or not sub.patches.use(USAGE_IN_PREVIEWS):
+        return []
+    request = UsagePreviewRequest(
+        subscription_id=sub.inp.subscription_id,
+        stretches=[UsagePeriod(items=g.items, start=g.start, end=g.end) for g in groups],
+    )
+    drafts = await workflow.execute_activity_method(
+        UsageActivities.usage_so_far,
+        request,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=USAGE_RETRY,
+        summary=f"usage so far of {sum(len(g.items) for g in groups)} metered item(s)",
+    )
+    return [_invoice_line(draft) for draft in drafts]
 
 
 def usage_grace(sub: Subscription) -> timedelta:
@@ -130,6 +208,7 @@ async def usage_lines(
 def _invoice_line(draft: UsageLineDraft) -> InvoiceLine:
     return InvoiceLine(
         kind=LineKind.USAGE,
+        plan_id=draft.plan_id,
         description=draft.description,
         amount=draft.amount,
         period_start=draft.period_start,

@@ -1,0 +1,105 @@
+"""The usage so far in invoice previews, through the real stack on a test clock: a preview
+of the next renewal carries the `usage` line it would bill in arrears (priced on the usage
+so far, discounted like a real invoice), a preview of a change that removes a metered item
+now bills that item up to the change, and a preview claims and closes nothing (the real
+renewal counts the events that came after it).
+
+Expected amounts are worked out here by hand, not with `domain/`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.api.billing_support import at
+from tests.api.test_item_discounts import coupon
+from tests.api.test_usage import event, make_meter
+from tests.api.test_usage_arrears import kinds
+from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
+
+
+async def preview(api: httpx.AsyncClient, sub_id: str, **change: Any) -> dict[str, Any]:
+    path = f"/v1/subscriptions/{sub_id}/update_items"
+    answer = ok(await api.post(path, json=change | {"preview": True}))
+    assert "invoice" not in answer, "a preview charges nothing"
+    return answer["invoice_preview"]  # type: ignore[no-any-return]
+
+
+def usage_of(invoice: dict[str, Any]) -> list[tuple[int, str, str]]:
+    return [
+        (line["amount"], line["period_start"], line["period_end"])
+        for line in invoice["lines"]
+        if line["kind"] == "usage"
+    ]
+
+
+async def test_previews_show_the_usage_so_far_and_claim_nothing(
+    app_client: httpx.AsyncClient,
+) -> None:
+    api = app_client
+    meter = await make_meter(api, "sum", value_property="tokens")
+    seat = await make_plan(api, amount=1000)
+    metered = await make_plan(
+        api, usage_type="metered", meter_id=meter["id"], amount=200, package_size=1000
+    )
+    # Half off the metered plan only: the discount looks at the usage lines.
+    half = await coupon(api, percent_off=50, duration="forever", applies_to_plans=[metered["id"]])
+    customer = await make_customer(api)
+    clock = await make_clock(api, at(2028, 7, 1))
+    both = [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": metered["id"]}]
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=both,
+        coupon_id=half["id"],
+        test_clock_id=clock["id"],
+    )
+    (opening,) = await invoices(api, sub["id"])
+    assert kinds(opening) == [("subscription", 2000)], "nothing eligible: no discount line"
+    cus = customer["id"]
+    ok(await api.post("/v1/usage_events", json=event(cus, "v1", tokens=2500)), 202)
+    await advance(api, clock["id"], at(2028, 7, 11))
+    july = ("2028-07-01T00:00:00Z", "2028-08-01T00:00:00Z")
+
+    # A decrease waits for the period end: the renewal it previews bills one seat for
+    # August and July's usage so far, 2500 tokens = 3 packages of 200, half off.
+    one_seat = [{"plan_id": seat["id"], "quantity": 1}, {"plan_id": metered["id"]}]
+    later = await preview(api, sub["id"], items=one_seat)
+    assert kinds(later) == [("subscription", 1000), ("usage", 600), ("discount", -300)]
+    assert usage_of(later) == [(600, *july)]
+    assert later["total"] == 1300
+
+    # Removing the metered item now, prorations for the next invoice: the renewal bills
+    # the item's usage up to the change (July 11) beside the seat's prorations.
+    seats_only = [{"plan_id": seat["id"], "quantity": 1}]
+    now = await preview(api, sub["id"], items=seats_only, when="now", proration="create_prorations")
+    assert [kind for kind, _ in kinds(now)] == [
+        "proration",
+        "proration",
+        "subscription",
+        "usage",
+        "discount",
+    ]
+    assert usage_of(now) == [(600, "2028-07-01T00:00:00Z", "2028-07-11T00:00:00Z")]
+    assert kinds(now)[-1] == ("discount", -300)
+
+    # Schedule the decrease; previewing the current items (which drops it) shows the
+    # renewal as it stands, two seats.
+    scheduled = ok(
+        await api.post(f"/v1/subscriptions/{sub['id']}/update_items", json={"items": one_seat})
+    )
+    assert scheduled["subscription"]["pending_change"] is not None
+    kept = await preview(api, sub["id"], items=both)
+    assert kinds(kept) == [("subscription", 2000), ("usage", 600), ("discount", -300)]
+
+    # The previews claimed nothing: a later event still counts on the real renewal.
+    ok(await api.post("/v1/usage_events", json=event(cus, "v2", tokens=1000)), 202)
+    shown = ok(await api.get(f"/v1/subscriptions/{sub['id']}/usage"))
+    assert [u["amount"] for u in shown] == [800]
+    await advance(api, clock["id"], at(2028, 8, 1, 1, 0, 1))
+    renewal = (await invoices(api, sub["id"]))[-1]
+    assert renewal["billing_reason"] == "subscription_cycle"
+    assert kinds(renewal) == [("subscription", 1000), ("usage", 800), ("discount", -400)]
+    assert usage_of(renewal) == [(800, *july)]
+    assert renewal["status"] == "paid" and renewal["total"] == 1400
