@@ -13,14 +13,17 @@ from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
 from activities.invoice_balance import settle_balance
 from activities.stripe_gateway import InvalidPaymentRequest, PaymentResult, StripeGateway
+from db import balance_ledger
 from db.engine import transaction
 from db.repositories import charges
 from db.repositories import invoices as invoice_repo
 from db.repositories.invoices import CREDITED
+from domain.balance import BalanceTxnType
 from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
@@ -192,6 +195,8 @@ class PaymentActivities:
             # A credit note is issued, never paid: no paid_at; its time is its created_at,
             # the workflow's (test-clock) time.
             await invoice_repo.set_invoice_status(session, req.credit_note.id, CREDITED)
+            if req.to_balance > 0:
+                await _credit_back(session, req)
         if paid is None or paid.stripe_payment_intent_id is None:
             return RefundOutcome(refunded=0)
         amount = min(req.amount, paid.amount)
@@ -240,4 +245,24 @@ def _outcome(attempt: charges.Attempt) -> ChargeOutcome:
         failure_message=attempt.failure_message,
         hard_decline=is_hard_decline(attempt.decline_code),
         no_payment_method=attempt.failure_code == "no_payment_method",
+    )
+
+
+async def _credit_back(session: AsyncSession, req: RefundRequest) -> None:
+    """The credit note's part that was paid from the balance goes back to it (keyed by the
+    note: a retried refund writes it once)."""
+    note = req.credit_note
+    await balance_ledger.post(
+        session,
+        balance_ledger.Entry(
+            customer_id=note.customer_id,
+            currency=note.currency,
+            amount=req.to_balance,
+            type=BalanceTxnType.PRORATION_CREDIT,
+            description=f"Unused time paid from the balance, credit note {note.id}",
+            invoice_id=note.id,
+            subscription_id=note.subscription_id,
+            source_key=balance_ledger.credited_key(note.id),
+        ),
+        note.created_at,
     )

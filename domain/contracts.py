@@ -77,13 +77,16 @@ class ChargeOutcome(BaseModel):
 
 
 class RefundRequest(BaseModel):
-    """Refund `amount` of a paid invoice; `credit_note` records the money moving back."""
+    """Refund `amount` of a paid invoice; `credit_note` records the money moving back.
+    `to_balance`: the part of the credit no payment can take back in cash (time paid from
+    the customer's balance), credited back to the balance, once per credit note."""
 
     invoice_id: str
     subscription_id: str
     amount: int
     refund_key: str
     credit_note: InvoiceDraft
+    to_balance: Annotated[int, Field(ge=0, strict=True)] = 0
 
 
 class RefundOutcome(BaseModel):

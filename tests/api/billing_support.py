@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import stripe
 
+from tests.conftest import Stack
 from tests.helpers import make_clock, make_customer, ok, subscribe, ts
 
 
@@ -82,3 +84,21 @@ async def api_key(api: httpx.AsyncClient, role: str) -> dict[str, str]:
     """Headers authenticating as a fresh key of `role` (created by the admin client)."""
     created = ok(await api.post("/v1/api_keys", json={"role": role}), 201)
     return {"Authorization": f"Bearer {created['key']}"}
+
+
+def stripe_client(stack: Stack) -> stripe.StripeClient:
+    """The real `stripe` SDK against the stack's Stripe fake, with the stack's key."""
+    base = stack.settings.effective_stripe_api_base
+    assert base is not None
+    return stripe.StripeClient(
+        stack.settings.stripe_api_key, base_addresses={"api": base}, max_network_retries=0
+    )
+
+
+def stripe_refunds(stack: Stack, invoice: dict[str, Any]) -> list[tuple[int, str]]:
+    """The Stripe refunds of the PaymentIntent that paid `invoice`: (amount, status)."""
+    (attempt,) = [a for a in invoice["attempts"] if a["status"] == "succeeded"]
+    intent = attempt["stripe_payment_intent_id"]
+    assert intent
+    found = stripe_client(stack).v1.refunds.list({"payment_intent": intent, "limit": 100})
+    return sorted((r.amount, r.status) for r in found.data)

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.api.billing_support import api_key, at, rejected
+from tests.api.billing_support import api_key, at, events_of, rejected, stripe_refunds
+from tests.conftest import Stack
 from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
 
 
@@ -216,3 +217,39 @@ async def test_a_voided_invoice_gives_its_credit_back(app_client: httpx.AsyncCli
         ("adjustment", 300, voided["id"]),
     ]
     assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 300}
+
+
+async def test_a_prorated_refund_returns_time_paid_from_the_balance_to_it(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    api = app_client
+    plan = await make_plan(api, amount=1000)
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 4, 1))
+    body = {"amount": 600, "currency": "usd", "description": "Goodwill"}
+    ok(await _post(api, customer["id"], body), 201)
+    sub = await subscribe(
+        api, customer_id=customer["id"], plan_id=plan["id"], test_clock_id=clock["id"]
+    )
+    (opening,) = await invoices(api, sub["id"])
+    assert [(li["kind"], li["amount"]) for li in opening["lines"]] == [
+        ("subscription", 1000),
+        ("balance", -600),
+    ]
+    assert opening["total"] == 400
+
+    # Half of April left: 500 of unused time, of which 400 was paid in cash.
+    await advance(api, clock["id"], at(2027, 4, 16))
+    cancel = {"at_period_end": False, "refund": "prorated"}
+    ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json=cancel))
+    _, note = await invoices(api, sub["id"])
+    assert (note["billing_reason"], note["total"]) == ("subscription_cancel_refund", -500)
+    assert stripe_refunds(stack, opening) == [(400, "succeeded")]
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert [(t["amount"], t["type"], t["invoice_id"], t["balance_after"]) for t in ledger] == [
+        (600, "manual", None, 600),
+        (-600, "applied_to_invoice", opening["id"], 0),
+        (100, "proration_credit", note["id"], 100),
+    ]
+    assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 100}
+    (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
+    assert (refunded["data"]["amount"], refunded["data"]["to_balance"]) == (400, 100)

@@ -4,10 +4,8 @@ Stripe), pause and resume, and trial extension by support, on test clocks."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import httpx
-import stripe
 
 from tests.api.billing_support import (
     api_key,
@@ -18,6 +16,7 @@ from tests.api.billing_support import (
     prorated,
     rejected,
     start_active,
+    stripe_refunds,
     timeline,
 )
 from tests.conftest import Stack
@@ -34,23 +33,6 @@ from tests.helpers import (
     subscribe,
     ts,
 )
-
-
-def _stripe(stack: Stack) -> stripe.StripeClient:
-    return stripe.StripeClient(
-        stack.settings.stripe_api_key,
-        base_addresses={"api": stack.settings.effective_stripe_api_base},
-        max_network_retries=0,
-    )
-
-
-def _refunds(stack: Stack, invoice: dict[str, Any]) -> list[tuple[int, str]]:
-    """The Stripe refunds of the PaymentIntent that paid `invoice`: (amount, status)."""
-    (attempt,) = [a for a in invoice["attempts"] if a["status"] == "succeeded"]
-    intent = attempt["stripe_payment_intent_id"]
-    assert intent
-    found = _stripe(stack).v1.refunds.list({"payment_intent": intent, "limit": 100})
-    return sorted((r.amount, r.status) for r in found.data)
 
 
 async def test_cancel_at_period_end_then_reactivate_then_cancel_for_good(
@@ -132,7 +114,7 @@ async def test_immediate_cancel_with_prorated_refund(
         "credited",
     )
     assert line_tuples(note) == [("proration", credit, moment, at(2027, 11, 1))]
-    assert _refunds(stack, first) == [(2032, "succeeded")]
+    assert stripe_refunds(stack, first) == [(2032, "succeeded")]
 
     (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
     assert refunded["data"]["credit_note_id"] == note["id"]
@@ -158,8 +140,8 @@ async def test_refund_after_an_upgrade_spreads_over_both_payments(
     first, paid_upgrade, note = await invoices(api, sub["id"])
     assert note["total"] == -2400  # 24 of 30 days at 3000
     # Newest payment first: all 1800 of the upgrade, then 600 of the first invoice.
-    assert _refunds(stack, paid_upgrade) == [(1800, "succeeded")]
-    assert _refunds(stack, first) == [(600, "succeeded")]
+    assert stripe_refunds(stack, paid_upgrade) == [(1800, "succeeded")]
+    assert stripe_refunds(stack, first) == [(600, "succeeded")]
     (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
     assert refunded["data"]["amount"] == 2400
     assert refunded["data"]["refunded_invoices"] == [paid_upgrade["id"], first["id"]]

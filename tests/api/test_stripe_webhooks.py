@@ -32,6 +32,7 @@ from db.repositories import stripe_inbox
 from db.repositories.stripe_inbox import Item
 from devstack.process import free_port
 from domain.notifications import DeliveryRetry
+from tests.api.billing_support import stripe_client
 from tests.conftest import ADMIN_KEY, Stack
 from tests.helpers import (
     event_types,
@@ -47,12 +48,6 @@ from workflows.converter import data_converter
 from workflows.messages import workflow_id_for
 
 THREE_D_SECURE_CARD = "4000002500003155"
-
-
-def _stripe(stack: Stack) -> stripe.StripeClient:
-    base = stack.settings.effective_stripe_api_base
-    assert base is not None
-    return stripe.StripeClient("sk_test_recur_tests", base_addresses={"api": base})
 
 
 async def _post_event(
@@ -77,7 +72,7 @@ async def test_async_payment_success_applied_once(
 ) -> None:
     """3-D Secure: the charge needs authentication, Stripe reports success later by webhook."""
     api = app_client
-    client = _stripe(stack)
+    client = stripe_client(stack)
     card = client.v1.payment_methods.create(
         {
             "type": "card",
@@ -320,7 +315,7 @@ async def test_a_signal_that_fails_is_handed_off_later_exactly_once(
     temporal_client: Client,
     drainer: StripeInbox,
 ) -> None:
-    client = _stripe(stack)
+    client = stripe_client(stack)
     sub, intent_id = await _three_d_secure_subscription(app_client, client)
     event = _authenticated_event(client, intent_id)
 
@@ -370,7 +365,7 @@ async def test_b_payment_for_an_ended_subscription_is_refunded_once(
     app_client: httpx.AsyncClient, stack: Stack, temporal_client: Client, drainer: StripeInbox
 ) -> None:
     api = app_client
-    client = _stripe(stack)
+    client = stripe_client(stack)
     sub, intent_id = await _three_d_secure_subscription(api, client)
     canceled = ok(
         await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at_period_end": False})
@@ -430,7 +425,7 @@ async def test_a_payment_the_subscription_already_had_is_not_refunded_after_it_e
     [invoice] = await invoices(api, sub["id"])
     intent_id = invoice["attempts"][0]["stripe_payment_intent_id"]
     ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at_period_end": False}))
-    client = _stripe(stack)
+    client = stripe_client(stack)
     event = {
         "id": f"evt_{uuid.uuid4().hex}",
         "type": "payment_intent.succeeded",
@@ -450,7 +445,7 @@ async def test_a_workflow_that_stays_missing_is_flagged_for_support(
     """The workflow was terminated by hand while the subscription had not ended: the signal
     is tried `max_attempts` times (3 here), then the event waits for a person."""
     api = app_client
-    client = _stripe(stack)
+    client = stripe_client(stack)
     sub, intent_id = await _three_d_secure_subscription(api, client)
     await temporal_client.get_workflow_handle(workflow_id_for(sub["id"])).terminate("by hand")
     event = _authenticated_event(client, intent_id)
@@ -479,7 +474,7 @@ async def test_a_refund_stripe_refuses_is_flagged_for_support(
     """A payment of an ended subscription under a PaymentIntent this Stripe account does not
     know (the attempt row says so): the refund is refused, and the event waits for a person."""
     api = app_client
-    client = _stripe(stack)
+    client = stripe_client(stack)
     sub, intent_id = await _three_d_secure_subscription(api, client)
     ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json={"at_period_end": False}))
     unknown = f"pi_unknown_{uuid.uuid4().hex[:12]}"
@@ -510,7 +505,7 @@ async def test_the_drainer_loop_hands_off_what_the_api_could_not(
     temporal_client: Client,
 ) -> None:
     """As a worker runs it (`StripeInbox.from_settings`, started beside the worker)."""
-    client = _stripe(stack)
+    client = stripe_client(stack)
     sub, intent_id = await _three_d_secure_subscription(app_client, client)
     event = _authenticated_event(client, intent_id)
     ok(await _post_event(api_without_temporal, stack, event))

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-import stripe
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.engine import get_engine
+from tests.api.billing_support import stripe_client
 from tests.conftest import Stack
 from tests.helpers import invoices, make_plan, ok, subscribe
 
@@ -46,17 +46,11 @@ def engine(stack: Stack) -> AsyncEngine:
     return get_engine(stack.settings.effective_database_url)
 
 
-def _stripe(stack: Stack) -> stripe.StripeClient:
-    base = stack.settings.effective_stripe_api_base
-    assert base is not None
-    return stripe.StripeClient(stack.settings.stripe_api_key, base_addresses={"api": base})
-
-
 def _payment_method(stack: Stack, card: str) -> str:
     """The shortcut as is; a card number becomes a PaymentMethod, as a reader would make one."""
     if card.startswith("pm_"):
         return card
-    created = _stripe(stack).v1.payment_methods.create(
+    created = stripe_client(stack).v1.payment_methods.create(
         {
             "type": "card",
             "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"},
@@ -77,7 +71,7 @@ async def _nothing_kept(engine: AsyncEngine, stack: Stack, email: str) -> None:
             text("select count(*) from customers where email = :e"), {"e": email}
         )
         assert rows.scalar_one() == 0, "no customer row for a refused card"
-    in_stripe = _stripe(stack).v1.customers.list({"email": email, "limit": 10})
+    in_stripe = stripe_client(stack).v1.customers.list({"email": email, "limit": 10})
     assert [c.id for c in in_stripe.data] == [], "its Stripe customer was deleted"
 
 

@@ -186,8 +186,11 @@ async def _refund(
     payments = [(p.invoice_id, p.amount) for p in s.period_payments]
     # Nothing paid in cash this period: the activity records the note, refunds nothing.
     parts = allocate_refund(-note.total, payments) or [(note.id, 0)]
+    # What the cash payments cannot take back was paid from the balance: it returns there
+    # (runs with a balance only).
+    to_balance = -note.total - sum(amount for _, amount in parts) if sub.items_on() else 0
     refunded = 0
-    for invoice_id, amount in parts:
+    for n, (invoice_id, amount) in enumerate(parts):
         result = await sub.refund(
             RefundRequest(
                 invoice_id=invoice_id,
@@ -195,6 +198,7 @@ async def _refund(
                 amount=amount,
                 refund_key=f"{subscription_id}:{note.id}:{invoice_id}:refund",
                 credit_note=note,
+                to_balance=to_balance if n == 0 else 0,
             )
         )
         refunded += result.refunded
@@ -207,6 +211,7 @@ async def _refund(
             credit_note_id=note.id,
             credit=-note.total,
             amount=refunded,
+            to_balance=to_balance,
             actor=actor,
         )
     ]
