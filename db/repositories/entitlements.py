@@ -29,7 +29,9 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
 # greatest when several items limit it) and the quantity of the limit's meter in the
 # subscription's current period, read from the running aggregate (never from raw events):
 # its latest stretch, when a plan change split the period. The lateral lookups run only
-# for a limited feature.
+# for a limited feature. A subscription canceling at period end grants nothing once that
+# end has passed by its clock (the test clock's time, if it has one), though it is still
+# active: with metered items its cancel waits the usage grace to bill late events.
 _CHECK_USAGE = compact(
     """
     SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e
@@ -47,6 +49,11 @@ _CHECK_USAGE = compact(
         ORDER BY a.period_start DESC LIMIT 1
     ) u ON true
     WHERE e.customer_id = %(customer_id)s AND e.feature = %(feature)s
+    AND NOT EXISTS (
+        SELECT 1 FROM subscriptions s LEFT JOIN test_clocks tc ON tc.id = s.test_clock_id
+        WHERE s.id = e.subscription_id AND s.cancel_at_period_end
+        AND s.current_period_end <= COALESCE(tc.frozen_time, now())
+    )
     """
 )
 
