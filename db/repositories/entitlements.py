@@ -7,18 +7,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import ColumnElement, exists, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.driver import ConnectionLost, compact, fetch_all
-from db.models import Entitlement
+from db.models import Entitlement, Subscription, TestClock
+
+
+def _ended() -> ColumnElement[bool]:
+    """The entitlement's subscription is canceling at period end and that end has passed by
+    its clock (the test clock's time, if it has one): still active while its cancel waits
+    the usage grace, but its service has ended."""
+    clock_now = func.coalesce(col(TestClock.frozen_time), func.now())
+    return exists(
+        select(col(Subscription.id))
+        .outerjoin(TestClock, col(TestClock.id) == col(Subscription.test_clock_id))
+        .where(
+            col(Subscription.id) == col(Entitlement.subscription_id),
+            col(Subscription.cancel_at_period_end),
+            col(Subscription.current_period_end) <= clock_now,
+        )
+    )
 
 
 async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Entitlement]:
+    """The customer's grants, as the entitlement check sees them."""
     query = (
         select(Entitlement)
-        .where(Entitlement.customer_id == customer_id)
+        .where(Entitlement.customer_id == customer_id, ~_ended())
         .order_by(col(Entitlement.feature), col(Entitlement.subscription_id))
     )
     return (await session.exec(query)).all()

@@ -155,6 +155,8 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     before = await check(api, cus, "posts")
     assert before == {"entitled": True, "active_until": "2028-02-01T00:00:00Z"}
     assert (await check(api, cus, "seats"))["used"] == 4
+    granted = ok(await api.get(f"/v1/customers/{cus}/entitlements"))
+    assert sorted(g["feature"] for g in granted) == ["posts", "seats"]
 
     # In the grace: still active (late events count), but service ended at the period end.
     await advance(api, clock["id"], at(2028, 2, 1, 0, 10))
@@ -163,6 +165,7 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     for feature in ("posts", "seats"):
         answer = await check(api, cus, feature)
         assert answer == {"entitled": False, "active_until": None}, (feature, answer)
+    assert ok(await api.get(f"/v1/customers/{cus}/entitlements")) == []
     late = event(cus, "m2", at(2028, 1, 31, 23), seats=6)
     ok(await api.post("/v1/usage_events", json=late), 202)
     await advance(api, clock["id"], at(2028, 2, 1, 1, 0, 1))
