@@ -19,7 +19,6 @@ from domain.contracts import PlanSnapshot
 from domain.invoices import InvoiceLine, LineKind
 from domain.periods import interval_months, period_containing
 from domain.plan_change import ChangeKind
-from domain.plans import PlanTerms
 from domain.proration import prorate
 
 MAX_ITEMS = 20
@@ -66,16 +65,27 @@ def legacy_item_id(subscription_id: str) -> str:
     return f"si_{digest[:24]}"
 
 
-def check_items(items: Sequence[tuple[PlanTerms, int]]) -> None:
+def check_items(items: Sequence[tuple[PlanSnapshot, int]]) -> None:
     """An item set a subscription may have: 1-20 items of distinct plans, each quantity
-    1-10,000, one currency and one billing period (interval and interval_count)."""
+    1-10,000, at most one metered item per meter, one currency and one billing period
+    (interval and interval_count)."""
     if not 1 <= len(items) <= MAX_ITEMS:
         raise errors.INVALID_ITEMS(f"A subscription has 1 to {MAX_ITEMS} items, not {len(items)}")
     seen: set[str] = set()
+    # Usage is aggregated per (subscription, meter, period): two metered items on one meter
+    # would each bill the whole quantity.
+    metering: dict[str, str] = {}
     for plan, quantity in items:
         if plan.plan_id in seen:
             raise errors.INVALID_ITEMS(f"Plan {plan.plan_id} is listed twice")
         seen.add(plan.plan_id)
+        if plan.meter_id is not None:
+            if (other := metering.get(plan.meter_id)) is not None:
+                raise errors.INVALID_ITEMS(
+                    f"Plans {other} and {plan.plan_id} share meter {plan.meter_id}: a "
+                    "subscription has at most one metered item per meter"
+                )
+            metering[plan.meter_id] = plan.plan_id
         if isinstance(quantity, bool) or not 1 <= quantity <= MAX_QUANTITY:
             raise errors.INVALID_ITEMS(
                 f"Quantity of {plan.plan_id} must be 1 to {MAX_QUANTITY}, not {quantity}"
@@ -95,7 +105,7 @@ def check_items(items: Sequence[tuple[PlanTerms, int]]) -> None:
             )
 
 
-def item_terms(items: Sequence[Item]) -> list[tuple[PlanTerms, int]]:
+def item_terms(items: Sequence[Item]) -> list[tuple[PlanSnapshot, int]]:
     """The (plan, quantity) pairs `check_items` validates."""
     return [(item.plan, item.quantity) for item in items]
 

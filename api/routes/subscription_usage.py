@@ -1,6 +1,6 @@
 """A subscription's usage in its current period: one line per metered plan, priced as its
-invoice will price it (`ceil(quantity / package_size) * amount`), from the running
-aggregate (no raw events read)."""
+invoice will price it (`ceil(quantity / package_size) * amount`; 0 during a free trial,
+whose usage is never billed), from the running aggregate (no raw events read)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from api.deps import CurrentKey, SessionDep
 from api.errors import not_found
 from api.usage_schemas import UsageLine
 from db.repositories import usage
+from domain.status import SubscriptionStatus
 from domain.usage import as_number, usage_amount
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["usage"])
@@ -27,6 +28,7 @@ async def current_usage(subscription_id: str, session: SessionDep, _: CurrentKey
         if row["plan_id"] is None or row["current_period_start"] is None:
             continue
         quantity = row["quantity"] if row["quantity"] is not None else Decimal(0)
+        free = row["status"] == SubscriptionStatus.TRIALING
         lines.append(
             UsageLine(
                 meter_id=row["meter_id"],
@@ -34,7 +36,7 @@ async def current_usage(subscription_id: str, session: SessionDep, _: CurrentKey
                 period_start=row["period_start"] or row["current_period_start"],
                 period_end=row["current_period_end"],
                 quantity=as_number(quantity),
-                amount=usage_amount(quantity, row["package_size"], row["amount"]),
+                amount=0 if free else usage_amount(quantity, row["package_size"], row["amount"]),
             )
         )
     return lines

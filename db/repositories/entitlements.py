@@ -7,18 +7,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import ColumnElement, exists, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.driver import ConnectionLost, compact, fetch_all
-from db.models import Entitlement
+from db.models import Entitlement, Subscription, TestClock
+
+
+def _ended() -> ColumnElement[bool]:
+    """The entitlement's subscription is canceling at period end and that end has passed by
+    its clock (the test clock's time, if it has one): still active while its cancel waits
+    the usage grace, but its service has ended."""
+    clock_now = func.coalesce(col(TestClock.frozen_time), func.now())
+    return exists(
+        select(col(Subscription.id))
+        .outerjoin(TestClock, col(TestClock.id) == col(Subscription.test_clock_id))
+        .where(
+            col(Subscription.id) == col(Entitlement.subscription_id),
+            col(Subscription.cancel_at_period_end),
+            col(Subscription.current_period_end) <= clock_now,
+        )
+    )
 
 
 async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Entitlement]:
+    """The customer's grants, as the entitlement check sees them."""
     query = (
         select(Entitlement)
-        .where(Entitlement.customer_id == customer_id)
+        .where(Entitlement.customer_id == customer_id, ~_ended())
         .order_by(col(Entitlement.feature), col(Entitlement.subscription_id))
     )
     return (await session.exec(query)).all()
@@ -29,7 +47,9 @@ async def for_customer(session: AsyncSession, customer_id: str) -> Sequence[Enti
 # greatest when several items limit it) and the quantity of the limit's meter in the
 # subscription's current period, read from the running aggregate (never from raw events):
 # its latest stretch, when a plan change split the period. The lateral lookups run only
-# for a limited feature.
+# for a limited feature. A subscription canceling at period end grants nothing once that
+# end has passed by its clock (the test clock's time, if it has one), though it is still
+# active: with metered items its cancel waits the usage grace to bill late events.
 _CHECK_USAGE = compact(
     """
     SELECT e.active_until, l.usage_limit, u.quantity FROM entitlements e
@@ -47,6 +67,11 @@ _CHECK_USAGE = compact(
         ORDER BY a.period_start DESC LIMIT 1
     ) u ON true
     WHERE e.customer_id = %(customer_id)s AND e.feature = %(feature)s
+    AND NOT EXISTS (
+        SELECT 1 FROM subscriptions s LEFT JOIN test_clocks tc ON tc.id = s.test_clock_id
+        WHERE s.id = e.subscription_id AND s.cancel_at_period_end
+        AND s.current_period_end <= COALESCE(tc.frozen_time, now())
+    )
     """
 )
 

@@ -240,7 +240,7 @@ async def existing_id(db: Db, customer_id: str, transaction_id: str) -> str | No
 # NULL plan for a subscription without one; no row for an unknown subscription).
 _CURRENT = compact(
     """
-SELECT s.id AS subscription_id, s.current_period_start, s.current_period_end,
+SELECT s.id AS subscription_id, s.status, s.current_period_start, s.current_period_end,
        p.id AS plan_id, p.meter_id, p.amount, p.package_size, u.period_start, u.quantity
 FROM subscriptions s
 LEFT JOIN LATERAL (

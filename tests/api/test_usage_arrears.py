@@ -2,7 +2,8 @@
 licensed one, the renewal invoice's `usage` line (package rounding) after the grace for
 late events (`RECUR_USAGE_GRACE_SECONDS`, 3600 by default), a late event inside the grace
 counted and one after it refused, a metered-only subscription opening with a zero invoice,
-and a cancel mid-period billing the final usage."""
+a cancel mid-period billing the final usage, and a cancel at period end ending service (and
+entitlements) at the period end while its final usage waits the grace."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ from typing import Any
 
 import httpx
 
-from tests.api.billing_support import at, rejected
-from tests.api.test_usage import event, make_meter
-from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
+from tests.api.billing_support import at, events_of, rejected
+from tests.api.test_usage import check, event, make_meter
+from tests.helpers import (
+    advance,
+    entitled,
+    invoices,
+    make_clock,
+    make_customer,
+    make_plan,
+    ok,
+    subscribe,
+    ts,
+)
 
 
 def kinds(invoice: dict[str, Any]) -> list[tuple[str, int]]:
@@ -122,7 +133,10 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
 ) -> None:
     api = app_client
     meter = await make_meter(api, "max", value_property="seats")
-    metered = await make_plan(api, usage_type="metered", meter_id=meter["id"], amount=300)
+    limited = {"key": "seats", "limit": 100, "meter_id": meter["id"]}
+    metered = await make_plan(
+        api, usage_type="metered", meter_id=meter["id"], amount=300, features=[limited]
+    )
     seat = await make_plan(api, amount=500)
     start = at(2028, 1, 1)
     customer = await make_customer(api)
@@ -137,15 +151,36 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     ok(await api.post("/v1/usage_events", json=event(cus, "m1", seats=4)), 202)
     path = f"/v1/subscriptions/{sub['id']}/cancel"
     ok(await api.post(path, json={"at_period_end": True}))
+    period_end = at(2028, 2, 1)
+    before = await check(api, cus, "posts")
+    assert before == {"entitled": True, "active_until": "2028-02-01T00:00:00Z"}
+    assert (await check(api, cus, "seats"))["used"] == 4
+    granted = ok(await api.get(f"/v1/customers/{cus}/entitlements"))
+    assert sorted(g["feature"] for g in granted) == ["posts", "seats"]
+
+    # In the grace: still active (late events count), but service ended at the period end.
     await advance(api, clock["id"], at(2028, 2, 1, 0, 10))
+    waiting = ok(await api.get(f"/v1/subscriptions/{sub['id']}"))
+    assert (waiting["status"], waiting["cancel_at_period_end"]) == ("active", True)
+    for feature in ("posts", "seats"):
+        answer = await check(api, cus, feature)
+        assert answer == {"entitled": False, "active_until": None}, (feature, answer)
+    assert ok(await api.get(f"/v1/customers/{cus}/entitlements")) == []
     late = event(cus, "m2", at(2028, 1, 31, 23), seats=6)
     ok(await api.post("/v1/usage_events", json=late), 202)
     await advance(api, clock["id"], at(2028, 2, 1, 1, 0, 1))
-    assert ok(await api.get(f"/v1/subscriptions/{sub['id']}"))["status"] == "canceled"
+    ended = ok(await api.get(f"/v1/subscriptions/{sub['id']}"))
+    assert ended["status"] == "canceled"
+    assert ts(ended["canceled_at"]) == period_end, "when service ended, not the grace end"
+    (canceled,) = await events_of(api, sub["id"], "subscription.canceled")
+    assert ts(canceled["occurred_at"]) == period_end
+    assert canceled["data"]["reason"] == "cancel_at_period_end"
     final = (await invoices(api, sub["id"]))[-1]
     assert final["billing_reason"] == "subscription_cancel"
     assert kinds(final) == [("usage", 1800)], "max 6 seats, January in full"
     assert final["status"] == "paid"
+    assert ts(final["created_at"]) == period_end + timedelta(hours=1), "made at the grace end"
+    assert not await entitled(api, cus, "posts")
 
 
 async def test_a_metered_item_removed_mid_period_bills_its_usage_on_the_renewal(

@@ -195,6 +195,32 @@ def test_invalid_sets(items: list[tuple[PlanSnapshot, int]], code: str) -> None:
     assert (info.value.code, info.value.http_status) == (code, 422)
 
 
+def metered(plan_id: str, meter_id: str) -> PlanSnapshot:
+    return plan(plan_id, 200, plan_id).model_copy(update={"meter_id": meter_id})
+
+
+def test_at_most_one_metered_item_per_meter() -> None:
+    """Usage aggregates per (subscription, meter, period): two metered items on one meter
+    would both bill the whole quantity."""
+    calls, storage = metered("plan_calls", "mtr_calls"), metered("plan_storage", "mtr_gb")
+    check_items([(INSIDER, 1), (calls, 1), (storage, 1)])
+    overage = metered("plan_overage", "mtr_calls")
+    with pytest.raises(DomainError) as info:
+        check_items([(calls, 1), (INSIDER, 1), (overage, 1)])
+    assert (info.value.code, info.value.http_status) == ("invalid_items", 422)
+    assert info.value.message.startswith("Plans plan_calls and plan_overage share meter mtr_calls")
+
+
+def test_a_change_to_a_second_item_on_a_meter_is_rejected() -> None:
+    calls, overage = metered("plan_calls", "mtr_calls"), metered("plan_overage", "mtr_calls")
+    old = [item(INSIDER, 1), item(calls, 1)]
+    with pytest.raises(DomainError) as info:
+        decide_items_change(old, [*old, item(overage, 1)], "active", 0)
+    assert info.value.code == "invalid_items" and "share meter mtr_calls" in info.value.message
+    swapped = decide_items_change(old, [item(INSIDER, 1), item(overage, 1)], "active", 0)
+    assert swapped.kind == ChangeKind.LATERAL, "replacing the meter's item is allowed"
+
+
 # ---------------------------------------------------------------- deciding a change
 
 

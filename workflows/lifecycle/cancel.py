@@ -7,7 +7,9 @@ a prorated refund the unused time plus any waiting credit is refunded over the p
 payments. Dunning that runs out, or a trial that ends with no payment method, also ends
 here, without settling. A settling cancel also bills the usage of metered items from the
 period's start up to the cancel (or the period end, for a cancel at period end) in
-arrears, on the final invoice.
+arrears, on the final invoice. A cancel at period end of a subscription with metered items
+runs at the end of the usage grace; it records the period end, when service ended, as
+`canceled_at` and as the time of `subscription.canceled`.
 """
 
 from __future__ import annotations
@@ -99,12 +101,17 @@ async def cancel_now(
     refund: str = "none",
     settle: bool = False,
     detail: str | None = None,
+    ended_at: datetime | None = None,
 ) -> None:
     """End the subscription now. With `settle` (a requested or scheduled cancel), lines
     still waiting for the next invoice are settled: a net debit is invoiced, and with
-    `refund="prorated"` the unused time plus any waiting credit is refunded."""
+    `refund="prorated"` the unused time plus any waiting credit is refunded. `ended_at`
+    (default now) is when service ended, recorded as `canceled_at` and as the time of
+    `subscription.canceled`: a cancel at period end with metered items runs at the end of
+    the usage grace, after the service ended at the period end."""
     s = sub.state
     now = sub.clock.now()
+    ended = now if ended_at is None else ended_at
     events: list[EventDraft] = []
     statuses: dict[str, str] = {}
     if void:
@@ -114,7 +121,7 @@ async def cancel_now(
     if settle:
         events += await _settle(sub, refund, actor, statuses)
     s.status = S.CANCELED
-    s.canceled_at = now
+    s.canceled_at = ended
     s.cancel_reason = reason
     s.cancel_at_period_end = False
     s.pending_change, s.pending_plan = None, None
@@ -122,7 +129,8 @@ async def cancel_now(
     s.dunning.next_retry_at = None
     s.open_invoice = None
     extra = {"detail": detail} if detail else {}
-    events.append(sub.event("subscription.canceled", reason=reason, actor=actor, **extra))
+    canceled = sub.event("subscription.canceled", reason=reason, actor=actor, **extra)
+    events.append(canceled.model_copy(update={"occurred_at": ended}))
     await sub.sync(events, features=[], invoice_status=statuses or None)
 
 

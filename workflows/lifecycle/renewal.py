@@ -44,7 +44,10 @@ async def period_end(sub: Subscription) -> bool:
     in_arrears = bool(metered) or bool(s.unbilled_usage)
     used_from, used_to = s.current_period_start, s.current_period_end
     if s.cancel_at_period_end:
-        await cancel_now(sub, reason="cancel_at_period_end", actor=None, settle=True)
+        # Service ended at the period end, even when the usage grace delayed this step.
+        await cancel_now(
+            sub, reason="cancel_at_period_end", actor=None, settle=True, ended_at=used_to
+        )
         return False
     start = s.current_period_end
     events = apply_pending_plan(sub, start, when="period_end")

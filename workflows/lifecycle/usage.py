@@ -8,6 +8,12 @@ the running aggregate of [period_start, period_end) and claims it for the invoic
 retry or a replay prices the same aggregate again, and closes it (later events for that
 period are refused `period_closed`). Runs recorded before USAGE_IN_ARREARS had no metered
 items; the patch is asked only by a run that has some.
+
+Usage during a free trial is free: ingestion accepts its events into the trial's aggregate
+and they count against usage limits, but nothing here bills it. The trial end
+(`lifecycle/trial.py`) invoices licensed lines only, a change of items during the trial
+leaves no usage behind, a cancel while trialing bills no final usage (`cancel._final_usage`
+bills an active or past-due period), and the first renewal bills [trial end, period end).
 """
 
 from __future__ import annotations
