@@ -3,7 +3,7 @@ lines, how they are billed, and the billing period once it has taken effect."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -31,7 +31,10 @@ class Billing(StrEnum):
 
 
 @dataclass(frozen=True)
-class ItemsQuote:
+class ChangeQuote:
+    """Everything a decided change (of items, or of the plan) does, computed before
+    anything is done."""
+
     decision: ChangeDecision
     billing: Billing
     effective_at: datetime
@@ -40,9 +43,82 @@ class ItemsQuote:
     lines: list[InvoiceLine]
     invoice_start: datetime
     invoice_end: datetime
+    # The billing anchor and period once the change has taken effect.
     anchor: datetime
     period_start: datetime
     period_end: datetime
+
+
+def at_period_end(
+    decision: ChangeDecision,
+    renewal: list[InvoiceLine],
+    anchor: datetime,
+    start: datetime,
+    end: datetime,
+) -> ChangeQuote:
+    """A change that waits for the period end: nothing now; the renewal bills `renewal`
+    for the period [start, end) on `anchor`."""
+    return ChangeQuote(
+        decision=decision,
+        billing=Billing.AT_PERIOD_END,
+        effective_at=start,
+        lines=renewal,
+        invoice_start=start,
+        invoice_end=end,
+        anchor=anchor,
+        period_start=start,
+        period_end=end,
+    )
+
+
+def restarting(
+    decision: ChangeDecision, lines: list[InvoiceLine], now: datetime, end: datetime
+) -> ChangeQuote:
+    """A change of period length: a new period [now, end) on a new anchor, invoiced now."""
+    return ChangeQuote(
+        decision=decision,
+        billing=Billing.INVOICE_NOW,
+        effective_at=now,
+        lines=lines,
+        invoice_start=now,
+        invoice_end=end,
+        anchor=now,
+        period_start=now,
+        period_end=end,
+    )
+
+
+def within_period(
+    decision: ChangeDecision,
+    prorations: Callable[[], list[InvoiceLine]],
+    *,
+    now: datetime,
+    anchor: datetime,
+    period_start: datetime,
+    period_end: datetime,
+) -> ChangeQuote:
+    """A change now inside the current period: its prorations (none with proration
+    `none`) invoiced at once or left for the next invoice, as the decision says."""
+    if decision.proration == ProrationBehavior.NONE:
+        billing, lines = Billing.NONE, []
+    else:
+        lines = prorations()
+        billing = (
+            Billing.INVOICE_NOW
+            if decision.proration == ProrationBehavior.ALWAYS_INVOICE
+            else Billing.NEXT_INVOICE
+        )
+    return ChangeQuote(
+        decision=decision,
+        billing=billing,
+        effective_at=now,
+        lines=lines,
+        invoice_start=now,
+        invoice_end=period_end,
+        anchor=anchor,
+        period_start=period_start,
+        period_end=period_end,
+    )
 
 
 def anchor_after(
@@ -71,7 +147,7 @@ def quote_items_change(
     anchor: datetime,
     now: datetime,
     price: ItemPrice | None = None,
-) -> ItemsQuote:
+) -> ChangeQuote:
     """What `decision` does to a subscription on `old`, in its current period, at `now`.
 
     `price` gives an item's total as proration prices it (after a percent discount that is
@@ -79,50 +155,17 @@ def quote_items_change(
     if decision.when == ChangeWhen.PERIOD_END:
         new_anchor = anchor_after(old, new, anchor, period_end)
         start, end = period_from(new, new_anchor, period_end)
-        return ItemsQuote(
-            decision=decision,
-            billing=Billing.AT_PERIOD_END,
-            effective_at=period_end,
-            lines=period_lines(new, start, end),
-            invoice_start=start,
-            invoice_end=end,
-            anchor=new_anchor,
-            period_start=start,
-            period_end=end,
-        )
+        return at_period_end(decision, period_lines(new, start, end), new_anchor, start, end)
     if decision.new_anchor:
         start, end = period_from(new, now, now)
         lines: list[InvoiceLine] = []
         if decision.proration != ProrationBehavior.NONE:
             lines += unused_items_credit(old, period_start, period_end, now, price)
-        lines += period_lines(new, start, end)
-        return ItemsQuote(
-            decision=decision,
-            billing=Billing.INVOICE_NOW,
-            effective_at=now,
-            lines=lines,
-            invoice_start=start,
-            invoice_end=end,
-            anchor=now,
-            period_start=start,
-            period_end=end,
-        )
-    if decision.proration == ProrationBehavior.NONE:
-        billing, lines = Billing.NONE, []
-    else:
-        lines = item_proration_lines(old, new, period_start, period_end, now, price)
-        billing = (
-            Billing.INVOICE_NOW
-            if decision.proration == ProrationBehavior.ALWAYS_INVOICE
-            else Billing.NEXT_INVOICE
-        )
-    return ItemsQuote(
-        decision=decision,
-        billing=billing,
-        effective_at=now,
-        lines=lines,
-        invoice_start=now,
-        invoice_end=period_end,
+        return restarting(decision, lines + period_lines(new, start, end), now, end)
+    return within_period(
+        decision,
+        lambda: item_proration_lines(old, new, period_start, period_end, now, price),
+        now=now,
         anchor=anchor,
         period_start=period_start,
         period_end=period_end,

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from domain.contracts import PlanSnapshot
 from domain.invoices import InvoiceLine, proration_lines
-from domain.item_quote import Billing
+from domain.item_quote import Billing, ChangeQuote, at_period_end, restarting, within_period
 from domain.periods import interval_months, next_boundary_after
 from domain.plan_change import (
     ChangeDecision,
@@ -22,24 +22,6 @@ from domain.plan_change import (
 )
 from domain.plans import PlanTerms
 from workflows.invoicing import period_line, unused_time_credit
-
-
-@dataclass(frozen=True)
-class ChangeQuote:
-    """Everything a plan change does, computed before anything is done."""
-
-    decision: ChangeDecision
-    billing: Billing
-    effective_at: datetime
-    # The change's own lines: prorations, or (interval change) the unused-time credit
-    # and the first full period of the new plan; for AT_PERIOD_END the renewal line.
-    lines: list[InvoiceLine]
-    invoice_start: datetime
-    invoice_end: datetime
-    # The billing anchor and period once the change has taken effect.
-    anchor: datetime
-    period_start: datetime
-    period_end: datetime
 
 
 def same_period_length(a: PlanTerms, b: PlanTerms) -> bool:
@@ -103,17 +85,7 @@ def quote_change(
     if decision.when == ChangeWhen.PERIOD_END:
         new_anchor = anchor_after_change(current, new, anchor, period_end)
         start, end = period_after(new, new_anchor, period_end)
-        return ChangeQuote(
-            decision=decision,
-            billing=Billing.AT_PERIOD_END,
-            effective_at=period_end,
-            lines=[period_line(new, start, end)],
-            invoice_start=start,
-            invoice_end=end,
-            anchor=new_anchor,
-            period_start=start,
-            period_end=end,
-        )
+        return at_period_end(decision, [period_line(new, start, end)], new_anchor, start, end)
     if decision.new_anchor:
         # Interval change: credit the unused old period, charge a full new one from now.
         start, end = period_after(new, now, now)
@@ -122,22 +94,10 @@ def quote_change(
             credit = unused_time_credit(prorate_current, period_start, period_end, now)
             if credit is not None:
                 lines.append(credit)
-        lines.append(period_line(new, start, end))
-        return ChangeQuote(
-            decision=decision,
-            billing=Billing.INVOICE_NOW,
-            effective_at=now,
-            lines=lines,
-            invoice_start=start,
-            invoice_end=end,
-            anchor=now,
-            period_start=start,
-            period_end=end,
-        )
-    if decision.proration == ProrationBehavior.NONE:
-        billing, lines = Billing.NONE, []
-    else:
-        lines = proration_lines(
+        return restarting(decision, [*lines, period_line(new, start, end)], now, end)
+    return within_period(
+        decision,
+        lambda: proration_lines(
             prorate_current,
             prorate_new,
             period_start,
@@ -145,19 +105,8 @@ def quote_change(
             now,
             old_name=current.name,
             new_name=new.name,
-        )
-        billing = (
-            Billing.INVOICE_NOW
-            if decision.proration == ProrationBehavior.ALWAYS_INVOICE
-            else Billing.NEXT_INVOICE
-        )
-    return ChangeQuote(
-        decision=decision,
-        billing=billing,
-        effective_at=now,
-        lines=lines,
-        invoice_start=now,
-        invoice_end=period_end,
+        ),
+        now=now,
         anchor=anchor,
         period_start=period_start,
         period_end=period_end,

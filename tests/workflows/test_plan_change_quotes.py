@@ -8,12 +8,12 @@ import pytest
 
 from domain.contracts import PlanSnapshot
 from domain.invoices import InvoiceLine, LineKind
+from domain.item_quote import ChangeQuote
 from domain.periods import Interval
 from domain.plan_change import ChangeWhen, PlanChangePolicy, ProrationBehavior
 from workflows.invoicing import allocate_refund, carry_credit, opening_line
 from workflows.plan_changes import (
     Billing,
-    ChangeQuote,
     decide,
     preview_invoice,
     quote_change,

@@ -24,7 +24,7 @@ from domain.contracts import (
     PlanSnapshot,
 )
 from domain.errors import DomainError
-from domain.item_quote import Billing
+from domain.item_quote import Billing, ChangeQuote
 from domain.items import Item
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
@@ -34,7 +34,6 @@ from workflows.lifecycle.context import Subscription, record_payment
 from workflows.messages import ChangePlanRequest, ChangePlanResult
 from workflows.patches import ITEMS_AND_BALANCE
 from workflows.plan_changes import (
-    ChangeQuote,
     InvoicePlan,
     anchor_after_change,
     check_trial_change,

@@ -26,7 +26,7 @@ from domain.contracts import ChargeOutcome, EventDraft, InvoiceDraft, ItemView, 
 from domain.errors import DomainError
 from domain.invoices import InvoiceLine
 from domain.item_change import decide_items_change
-from domain.item_quote import Billing, ItemsQuote, anchor_after, period_from, quote_items_change
+from domain.item_quote import Billing, ChangeQuote, anchor_after, period_from, quote_items_change
 from domain.items import Item, carry_item_ids, opening_lines, period_lines, same_items
 from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 from domain.status import SubscriptionStatus as S
@@ -91,7 +91,7 @@ def _drops_pending(sub: Subscription, new: list[Item]) -> bool:
 
 def _quote(
     sub: Subscription, change: Change, new: list[Item]
-) -> tuple[ChangeDecision, ItemsQuote | None]:
+) -> tuple[ChangeDecision, ChangeQuote | None]:
     """Decide and price the change, or reject it (validator and handler alike); no quote
     during a trial (nothing to prorate)."""
     s = sub.state
@@ -134,7 +134,7 @@ def _quote(
     return decision, quote
 
 
-async def _preview(sub: Subscription, quote: ItemsQuote, new: list[Item]) -> InvoiceDraft:
+async def _preview(sub: Subscription, quote: ChangeQuote, new: list[Item]) -> InvoiceDraft:
     """The invoice the change charges now, else the next renewal as it would be (with the
     usage so far of the period it bills in arrears)."""
     s = sub.state
@@ -296,7 +296,7 @@ async def _change_during_trial(
 
 
 async def _schedule(
-    sub: Subscription, change: Change, new: list[Item], quote: ItemsQuote
+    sub: Subscription, change: Change, new: list[Item], quote: ChangeQuote
 ) -> ChangePlanResult:
     """A decrease (by default) waits for the period end; a new request replaces it."""
     s = sub.state
@@ -337,7 +337,7 @@ async def _schedule(
 
 
 async def _change_now(
-    sub: Subscription, change: Change, new: list[Item], quote: ItemsQuote
+    sub: Subscription, change: Change, new: list[Item], quote: ChangeQuote
 ) -> ChangePlanResult:
     s = sub.state
     old = sub.items()
