@@ -59,6 +59,10 @@ class ChangeDecision:
     proration: ProrationBehavior
     new_anchor: bool
 
+    def summary(self) -> dict[str, str]:
+        """The decision as a change's answer shows it."""
+        return {"kind": self.kind.value, "when": self.when.value, "proration": self.proration.value}
+
 
 DEFAULT_PLAN_CHANGE_POLICY = PlanChangePolicy()
 

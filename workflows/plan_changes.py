@@ -113,14 +113,6 @@ def quote_change(
     )
 
 
-def decision_summary(decision: ChangeDecision) -> dict[str, str]:
-    return {
-        "kind": decision.kind.value,
-        "when": decision.when.value,
-        "proration": decision.proration.value,
-    }
-
-
 @dataclass(frozen=True)
 class InvoicePlan:
     """An invoice's content before it gets an id: reason, lines and the period it covers."""

@@ -38,7 +38,6 @@ from workflows.plan_changes import (
     anchor_after_change,
     check_trial_change,
     decide,
-    decision_summary,
     preview_invoice,
     quote_change,
     upcoming_renewal,
@@ -179,7 +178,7 @@ def _result(
 ) -> ChangePlanResult:
     return ChangePlanResult(
         subscription=sub.view(),
-        decision=decision_summary(quote.decision) if quote else None,
+        decision=quote.decision.summary() if quote else None,
         invoice=invoice,
         invoice_preview=preview,
         preview=req.preview,

@@ -182,18 +182,9 @@ def _result(
     invoice: InvoiceDraft | None = None,
     preview: InvoiceDraft | None = None,
 ) -> ChangePlanResult:
-    summary = (
-        {
-            "kind": decision.kind.value,
-            "when": decision.when.value,
-            "proration": decision.proration.value,
-        }
-        if decision
-        else None
-    )
     return ChangePlanResult(
         subscription=sub.view(),
-        decision=summary,
+        decision=decision.summary() if decision else None,
         invoice=invoice,
         invoice_preview=preview,
         preview=change.preview,
