@@ -6,41 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import httpx
 
 from tests.api.billing_support import api_key, at, events_of, rejected, start_active
+from tests.api.usage_support import batch, check, event, make_meter
 from tests.helpers import advance, make_customer, make_plan, ok
-
-
-async def make_meter(api: httpx.AsyncClient, aggregation: str, **extra: Any) -> dict[str, Any]:
-    body = {"name": f"{aggregation} meter", "event_name": "api_call", "aggregation": aggregation}
-    return ok(await api.post("/v1/meters", json=body | extra), 201)  # type: ignore[no-any-return]
-
-
-def event(
-    customer_id: str, tx: str, when: datetime | None = None, **properties: Any
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "transaction_id": tx,
-        "customer_id": customer_id,
-        "event_name": "api_call",
-        "properties": properties,
-    }
-    if when is not None:
-        body["timestamp"] = when.isoformat()
-    return body
-
-
-async def batch(api: httpx.AsyncClient, events: list[Any]) -> dict[str, Any]:
-    return ok(await api.post("/v1/usage_events/batch", json={"events": events}), 202)  # type: ignore[no-any-return]
-
-
-async def check(api: httpx.AsyncClient, customer_id: str, feature: str) -> dict[str, Any]:
-    params = {"customer_id": customer_id, "feature": feature}
-    return ok(await api.get("/v1/entitlements/check", params=params))  # type: ignore[no-any-return]
 
 
 async def test_meters_and_plans_validate_their_usage_terms(app_client: httpx.AsyncClient) -> None:

@@ -8,18 +8,23 @@ entitlements) at the period end while its final usage waits the grace."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import httpx
 
 from tests.api.billing_support import at, events_of, rejected
-from tests.api.test_usage import check, event, make_meter
+from tests.api.usage_support import (
+    check,
+    customer_on_clock,
+    event,
+    kinds,
+    make_meter,
+    metered_plan,
+    token_plans,
+)
 from tests.helpers import (
     advance,
     entitled,
     invoices,
-    make_clock,
-    make_customer,
     make_plan,
     ok,
     subscribe,
@@ -27,22 +32,12 @@ from tests.helpers import (
 )
 
 
-def kinds(invoice: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(line["kind"], line["amount"]) for line in invoice["lines"]]
-
-
 async def test_renewal_bills_the_ended_period_usage_after_the_grace(
     app_client: httpx.AsyncClient,
 ) -> None:
     api = app_client
-    meter = await make_meter(api, "sum", value_property="tokens")
-    seat = await make_plan(api, amount=1000)
-    metered = await make_plan(
-        api, usage_type="metered", meter_id=meter["id"], amount=200, package_size=1000
-    )
-    start = at(2027, 9, 1)
-    customer = await make_customer(api)
-    clock = await make_clock(api, start)
+    seat, metered = await token_plans(api)
+    customer, clock = await customer_on_clock(api, at(2027, 9, 1))
     body = {"customer_id": customer["id"], "test_clock_id": clock["id"]}
     given = await api.post(
         "/v1/subscriptions",
@@ -92,12 +87,9 @@ async def test_metered_only_opens_at_zero_and_cancel_bills_final_usage(
 ) -> None:
     api = app_client
     meter = await make_meter(api, "count")
-    metered = await make_plan(
-        api, usage_type="metered", meter_id=meter["id"], amount=50, package_size=10
-    )
+    metered = await metered_plan(api, meter, 50, package_size=10)
     start = at(2027, 11, 1)
-    customer = await make_customer(api)
-    clock = await make_clock(api, start)
+    customer, clock = await customer_on_clock(api, start)
     sub = await subscribe(
         api,
         customer_id=customer["id"],
@@ -134,13 +126,10 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     api = app_client
     meter = await make_meter(api, "max", value_property="seats")
     limited = {"key": "seats", "limit": 100, "meter_id": meter["id"]}
-    metered = await make_plan(
-        api, usage_type="metered", meter_id=meter["id"], amount=300, features=[limited]
-    )
+    metered = await metered_plan(api, meter, 300, features=[limited])
     seat = await make_plan(api, amount=500)
     start = at(2028, 1, 1)
-    customer = await make_customer(api)
-    clock = await make_clock(api, start)
+    customer, clock = await customer_on_clock(api, start)
     sub = await subscribe(
         api,
         customer_id=customer["id"],
@@ -187,14 +176,8 @@ async def test_a_metered_item_removed_mid_period_bills_its_usage_on_the_renewal(
     app_client: httpx.AsyncClient,
 ) -> None:
     api = app_client
-    meter = await make_meter(api, "sum", value_property="tokens")
-    seat = await make_plan(api, amount=1000)
-    metered = await make_plan(
-        api, usage_type="metered", meter_id=meter["id"], amount=200, package_size=1000
-    )
-    start = at(2028, 3, 1)
-    customer = await make_customer(api)
-    clock = await make_clock(api, start)
+    seat, metered = await token_plans(api)
+    customer, clock = await customer_on_clock(api, at(2028, 3, 1))
     sub = await subscribe(
         api,
         customer_id=customer["id"],
@@ -225,11 +208,10 @@ async def test_usage_before_a_pause_is_billed_by_the_resuming_invoice(
 ) -> None:
     api = app_client
     meter = await make_meter(api, "count")
-    metered = await make_plan(api, usage_type="metered", meter_id=meter["id"], amount=25)
+    metered = await metered_plan(api, meter, 25)
     seat = await make_plan(api, amount=3000)
     start = at(2028, 5, 1)
-    customer = await make_customer(api)
-    clock = await make_clock(api, start)
+    customer, clock = await customer_on_clock(api, start)
     sub = await subscribe(
         api,
         customer_id=customer["id"],

@@ -9,12 +9,15 @@ from typing import Any
 import httpx
 
 from tests.api.billing_support import at, rejected
-from tests.api.test_usage import check, event, make_meter
-from tests.helpers import advance, get_sub, invoices, make_clock, make_customer, make_plan, ok
-
-
-def kinds(invoice: dict[str, Any]) -> list[tuple[str, int]]:
-    return [(line["kind"], line["amount"]) for line in invoice["lines"]]
+from tests.api.usage_support import (
+    check,
+    customer_on_clock,
+    event,
+    kinds,
+    make_meter,
+    metered_plan,
+)
+from tests.helpers import advance, get_sub, invoices, make_plan, ok
 
 
 def plans_of(sub: dict[str, Any]) -> list[str]:
@@ -25,12 +28,11 @@ async def test_two_metered_items_on_one_meter_are_refused(app_client: httpx.Asyn
     api = app_client
     calls_meter = await make_meter(api, "count")
     disk_meter = await make_meter(api, "max", value_property="gb")
-    calls = await make_plan(api, usage_type="metered", meter_id=calls_meter["id"], amount=10)
-    overage = await make_plan(api, usage_type="metered", meter_id=calls_meter["id"], amount=20)
-    disk = await make_plan(api, usage_type="metered", meter_id=disk_meter["id"], amount=5)
+    calls = await metered_plan(api, calls_meter, 10)
+    overage = await metered_plan(api, calls_meter, 20)
+    disk = await metered_plan(api, disk_meter, 5)
     seat = await make_plan(api, amount=1000)
-    customer = await make_customer(api)
-    clock = await make_clock(api, at(2028, 7, 1))
+    customer, clock = await customer_on_clock(api, at(2028, 7, 1))
     body = {"customer_id": customer["id"], "test_clock_id": clock["id"]}
     shared = f"Plans {calls['id']} and {overage['id']} share meter {calls_meter['id']}"
 
@@ -67,17 +69,9 @@ async def test_usage_during_a_trial_counts_against_limits_and_is_free(
     api = app_client
     meter = await make_meter(api, "sum", value_property="tokens")
     limited = {"key": "tokens", "limit": 1000, "meter_id": meter["id"]}
-    metered = await make_plan(
-        api,
-        usage_type="metered",
-        meter_id=meter["id"],
-        amount=100,
-        package_size=100,
-        features=[limited],
-    )
+    metered = await metered_plan(api, meter, 100, package_size=100, features=[limited])
     seat = await make_plan(api, amount=1000)
-    customer = await make_customer(api)
-    clock = await make_clock(api, at(2028, 8, 1))
+    customer, clock = await customer_on_clock(api, at(2028, 8, 1))
     sub = ok(
         await api.post(
             "/v1/subscriptions",

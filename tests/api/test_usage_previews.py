@@ -14,9 +14,8 @@ import httpx
 
 from tests.api.billing_support import at
 from tests.api.test_item_discounts import coupon
-from tests.api.test_usage import event, make_meter
-from tests.api.test_usage_arrears import kinds
-from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
+from tests.api.usage_support import customer_on_clock, event, kinds, token_plans
+from tests.helpers import advance, invoices, ok, subscribe
 
 
 async def preview(api: httpx.AsyncClient, sub_id: str, **change: Any) -> dict[str, Any]:
@@ -38,15 +37,10 @@ async def test_previews_show_the_usage_so_far_and_claim_nothing(
     app_client: httpx.AsyncClient,
 ) -> None:
     api = app_client
-    meter = await make_meter(api, "sum", value_property="tokens")
-    seat = await make_plan(api, amount=1000)
-    metered = await make_plan(
-        api, usage_type="metered", meter_id=meter["id"], amount=200, package_size=1000
-    )
+    seat, metered = await token_plans(api)
     # Half off the metered plan only: the discount looks at the usage lines.
     half = await coupon(api, percent_off=50, duration="forever", applies_to_plans=[metered["id"]])
-    customer = await make_customer(api)
-    clock = await make_clock(api, at(2028, 7, 1))
+    customer, clock = await customer_on_clock(api, at(2028, 7, 1))
     both = [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": metered["id"]}]
     sub = await subscribe(
         api,
