@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
-from api.lifecycle import drive_advance
+from api.clock_advances import drive_advance
 from api.periodic import Periodic
 from config import Settings
 from db.engine import unit_of_work

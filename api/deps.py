@@ -13,7 +13,7 @@ the process (Temporal, Stripe, the key cache) commits the session it was given, 
 its docstring, and leaves what it writes after the call to the dependency. The reservations
 and answers of `Idempotency-Key` (`api.idempotency`) are short transactions of their own, by
 design. Background loops (the sweepers) run each step in a `db.engine.unit_of_work` block,
-or hand a session to such a service (`api.lifecycle.drive_advance`).
+or hand a session to such a service (`api.clock_advances.drive_advance`).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ each starts cold (nothing in the sticky cache, as a month after the subscription
 created):
 
 * bare, first set: one `tick` update per bare workflow (one no-op activity each), at the
-  advance endpoint's concurrency (`api.lifecycle.advance_all`, 64 in flight);
+  advance endpoint's concurrency (`api.clock_advances.advance_all`, 64 in flight);
 * Recur: `POST /v1/test_clocks/{id}/advance` by one month; it answers once every
   subscription has renewed, been charged and been projected;
 * bare, second set: the same over N other bare workflows, as cold as the first.
@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api import lifecycle
+from api import clock_advances
 from bench.baseline import BARE_TASK_QUEUE, BareRenewalWorkflow
 from bench.common import (
     CpuMeter,
@@ -76,7 +76,7 @@ from workflows.messages import workflow_id_for
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 BARE_SETS = ("before", "after")  # ticked before and after Recur's phase
 ADVANCE_CONCURRENCY = int(
-    inspect.signature(lifecycle.advance_all).parameters["concurrency"].default
+    inspect.signature(clock_advances.advance_all).parameters["concurrency"].default
 )
 
 

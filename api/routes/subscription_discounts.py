@@ -18,7 +18,7 @@ from db.repositories import subscriptions as repo
 from domain import errors
 from domain.contracts import SubscriptionView
 from domain.status import TERMINAL
-from workflows.messages import ActorRequest, SetDiscountRequest
+from workflows.messages import SetDiscountRequest
 from workflows.subscription import SubscriptionWorkflow
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
@@ -62,9 +62,7 @@ async def remove_discount(
 ) -> dict[str, Any]:
     """The subscription no longer holds a discount; the next invoices are at full price."""
     await _running(session, subscription_id)
-    view = await calls.update(
-        key, subscription_id, SubscriptionWorkflow.remove_discount, ActorRequest(actor=key.actor)
-    )
+    view = await calls.by(key, subscription_id, SubscriptionWorkflow.remove_discount)
     return _out(view)
 
 

@@ -39,7 +39,6 @@ from domain.periods import Interval, interval_months
 from domain.status import TERMINAL
 from domain.status import SubscriptionStatus as S
 from workflows.messages import (
-    ActorRequest,
     CancelRequest,
     ChangePlanRequest,
     ChangePlanResult,
@@ -233,12 +232,7 @@ async def reactivate(
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await calls.update(
-        key,
-        subscription_id,
-        SubscriptionWorkflow.reactivate,
-        ActorRequest(actor=key.actor),
-    )
+    view = await calls.by(key, subscription_id, SubscriptionWorkflow.reactivate)
     return _out(view)
 
 
@@ -264,12 +258,7 @@ async def resume(
     key: ProductKey,
 ) -> dict[str, Any]:
     await _require(session, subscription_id)
-    view = await calls.update(
-        key,
-        subscription_id,
-        SubscriptionWorkflow.resume,
-        ActorRequest(actor=key.actor),
-    )
+    view = await calls.by(key, subscription_id, SubscriptionWorkflow.resume)
     return _out(view)
 
 
@@ -282,11 +271,8 @@ async def retry_payment(
 ) -> dict[str, Any]:
     """Support: one payment attempt now; answers with its outcome."""
     await _require(session, subscription_id)
-    outcome: ChargeOutcome = await calls.update(
-        key,
-        subscription_id,
-        SubscriptionWorkflow.retry_payment,
-        ActorRequest(actor=key.actor),
+    outcome: ChargeOutcome = await calls.by(
+        key, subscription_id, SubscriptionWorkflow.retry_payment
     )
     return outcome.model_dump(mode="json")
 

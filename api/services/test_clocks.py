@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
-from api.lifecycle import AdvanceFailure, drive_advance
+from api.clock_advances import AdvanceFailure, drive_advance
 from config import Settings
 from db.models import TestClock
 from db.repositories import test_clocks

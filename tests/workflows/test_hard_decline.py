@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.client import Client
 
-from api import lifecycle
+from api import clock_advances, lifecycle
 from domain.contracts import ChargeOutcome, ChargeRequest
 from tests.conftest import Stack
 from tests.helpers import eventually
@@ -67,7 +67,7 @@ async def test_hard_decline_waits_for_a_new_payment_method(
         assert view.status == "active"
         handle = temporal_client.get_workflow_handle(workflow_id_for(inp.subscription_id))
 
-        await lifecycle.advance_subscription(
+        await clock_advances.advance_subscription(
             temporal_client, inp.subscription_id, start + timedelta(days=31)
         )
         state = await handle.query(SubscriptionWorkflow.state)
@@ -77,7 +77,7 @@ async def test_hard_decline_waits_for_a_new_payment_method(
         assert card.attempts == [1]
 
         # Two weeks pass: no retry is made against a stolen card.
-        await lifecycle.advance_subscription(
+        await clock_advances.advance_subscription(
             temporal_client, inp.subscription_id, start + timedelta(days=46)
         )
         state = await handle.query(SubscriptionWorkflow.state)

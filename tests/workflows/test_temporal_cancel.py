@@ -15,7 +15,7 @@ import httpx
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api import lifecycle
+from api import clock_advances, lifecycle
 from domain.contracts import ChargeOutcome, ChargeRequest, SubscriptionView
 from tests.api.billing_support import at, events_of, start_active
 from tests.conftest import Stack
@@ -104,7 +104,7 @@ async def test_a_charge_in_flight_finishes_before_the_cancel(
             workflow_id_for(inp.subscription_id), result_type=SubscriptionView
         )
         renewing = asyncio.create_task(
-            lifecycle.advance_subscription(
+            clock_advances.advance_subscription(
                 temporal_client, inp.subscription_id, start + timedelta(days=31)
             )
         )
