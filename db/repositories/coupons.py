@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, delete, exists, or_, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, delete, exists, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -136,38 +136,18 @@ async def reserve(
     again = select(_REDEMPTIONS.c.id).where(_REDEMPTIONS.c.id == redemption_id)
     if (await session.execute(again)).first() is not None:
         return None
-    counted = await session.execute(
-        update(_COUPONS)
-        .where(
-            _COUPONS.c.id == coupon_id,
-            _COUPONS.c.deleted_at.is_(None),
-            or_(_COUPONS.c.redeem_by.is_(None), _COUPONS.c.redeem_by > now),
-            or_(
-                _COUPONS.c.max_redemptions.is_(None),
-                _COUPONS.c.times_redeemed < _COUPONS.c.max_redemptions,
-            ),
-        )
-        .values(times_redeemed=_COUPONS.c.times_redeemed + 1)
-        .returning(_COUPONS.c.id)
+    coupon_open = and_(
+        _COUPONS.c.deleted_at.is_(None),
+        or_(_COUPONS.c.redeem_by.is_(None), _COUPONS.c.redeem_by > now),
     )
-    if counted.first() is None:
+    if not await _count_one(session, _COUPONS, coupon_id, coupon_open):
         return Refusal.COUPON
     if promotion_code_id is not None:
-        counted = await session.execute(
-            update(_CODES)
-            .where(
-                _CODES.c.id == promotion_code_id,
-                _CODES.c.active.is_(True),
-                or_(_CODES.c.expires_at.is_(None), _CODES.c.expires_at > now),
-                or_(
-                    _CODES.c.max_redemptions.is_(None),
-                    _CODES.c.times_redeemed < _CODES.c.max_redemptions,
-                ),
-            )
-            .values(times_redeemed=_CODES.c.times_redeemed + 1)
-            .returning(_CODES.c.id)
+        code_open = and_(
+            _CODES.c.active.is_(True),
+            or_(_CODES.c.expires_at.is_(None), _CODES.c.expires_at > now),
         )
-        if counted.first() is None:
+        if not await _count_one(session, _CODES, promotion_code_id, code_open):
             return Refusal.CODE
     await session.execute(
         insert(_REDEMPTIONS).values(
@@ -181,6 +161,27 @@ async def reserve(
         )
     )
     return None
+
+
+async def _count_one(
+    session: AsyncSession, table: Table, row_id: str, still_open: ColumnElement[bool]
+) -> bool:
+    """Add one to the row's `times_redeemed` if it is open and under `max_redemptions`
+    (one statement: concurrent redemptions cannot pass the limit)."""
+    counted = await session.execute(
+        update(table)
+        .where(
+            table.c.id == row_id,
+            still_open,
+            or_(
+                table.c.max_redemptions.is_(None),
+                table.c.times_redeemed < table.c.max_redemptions,
+            ),
+        )
+        .values(times_redeemed=table.c.times_redeemed + 1)
+        .returning(table.c.id)
+    )
+    return counted.first() is not None
 
 
 async def confirm(session: AsyncSession, redemption_id: str) -> None:
