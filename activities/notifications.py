@@ -34,9 +34,9 @@ from activities.smtp_relay import SmtpRelay
 from activities.webhook_signing import signed_headers
 from activities.webhook_transport import GuardedTransport, Resolver, TargetRefused, system_resolver
 from config import Settings
+from db.delivery_tables import WebhookEndpoint as Endpoint
 from db.engine import session_factory
 from db.models import Customer, Event, Subscription
-from db.models import WebhookEndpoint as Endpoint
 from db.repositories import invoices as invoice_repo
 from db.repositories import notifications as repo
 from domain.money import format_amount

@@ -8,7 +8,6 @@ Table models never enter workflow code.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -18,20 +17,13 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
-    Numeric,
     UniqueConstraint,
     text,
 )
 from sqlmodel import Field, SQLModel
 
-
-def _utc(**kwargs: Any) -> Any:
-    """A timezone-aware timestamp column (SQLModel's default drops the zone)."""
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
-
-
-def _json(default_factory: Any = dict) -> Any:
-    return Field(default_factory=default_factory, sa_type=JSON)
+from db.columns import json_field as _json
+from db.columns import utc as _utc
 
 
 class Customer(SQLModel, table=True):
@@ -308,83 +300,6 @@ class StripeEvent(SQLModel, table=True):
     processed_at: datetime | None = _utc(default=None)
 
 
-class WebhookEndpoint(SQLModel, table=True):
-    """An outbound webhook subscriber: the URL, the event types it wants, its signing secret."""
-
-    __tablename__ = "webhook_endpoints"
-
-    id: str = Field(primary_key=True)
-    url: str
-    events: list[str] = _json(list)
-    # Kept in clear text: it signs every delivery (shown to the caller only at creation).
-    secret: str
-    description: str | None = None
-    disabled: bool = False
-    created_at: datetime = _utc()
-
-
-class WebhookDelivery(SQLModel, table=True):
-    """One event for one endpoint: the delivery log, updated by every attempt."""
-
-    __tablename__ = "webhook_deliveries"
-    __table_args__ = (
-        UniqueConstraint("endpoint_id", "event_id"),
-        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
-    )
-
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
-    endpoint_id: str
-    event_id: str
-    event_type: str
-    subscription_id: str | None = Field(default=None, index=True)
-    status: str  # retrying | delivered | failed | skipped
-    attempts: int = 0
-    last_status_code: int | None = None
-    last_error: str | None = None
-    created_at: datetime = _utc()
-    updated_at: datetime = _utc()
-    delivered_at: datetime | None = _utc(default=None)
-
-
-class EmailNotification(SQLModel, table=True):
-    """An email sent (or given up on) for one event: a retried activity does not resend it."""
-
-    __tablename__ = "email_notifications"
-
-    event_id: str = Field(primary_key=True)
-    template: str
-    customer_id: str | None = Field(default=None, index=True)
-    recipient: str
-    subject: str
-    status: str  # sending (an attempt under way, or cut short) | sent | retrying | failed
-    attempts: int = 0
-    last_error: str | None = None
-    created_at: datetime = _utc()
-    sent_at: datetime | None = _utc(default=None)
-
-
-class NotificationOutbox(SQLModel, table=True):
-    """Deliveries still to make: one row per (event, target), written in the transaction that
-    writes the event, deleted once the delivery is done or given up (the delivery log and the
-    email record keep the outcome). A target is a webhook endpoint id or "email"; the rows of
-    one lane (subscription, target) go out one at a time, in `id` order."""
-
-    __tablename__ = "notification_outbox"
-    __table_args__ = (
-        UniqueConstraint("event_id", "target"),
-        Index("ix_notification_outbox_lane", "subscription_id", "target", "id"),
-    )
-
-    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
-    subscription_id: str
-    target: str
-    event_id: str
-    attempts: int = 0  # claimed this many times
-    next_attempt_at: datetime = _utc()
-    claimed_until: datetime | None = _utc(default=None)
-    created_at: datetime = _utc()
-
-
 class SubscriptionStart(SQLModel, table=True):
     """A subscription the API created and whose workflow it still has to start: written in
     the transaction that creates the subscription, deleted once the workflow is started. A
@@ -397,60 +312,4 @@ class SubscriptionStart(SQLModel, table=True):
     input: dict[str, Any] = _json()  # the workflow's SubscriptionInput, as JSON
     attempts: int = 0
     last_error: str | None = None
-    created_at: datetime = _utc()
-
-
-class Coupon(SQLModel, table=True):
-    """A discount's terms. `times_redeemed` only ever moves through the conditional updates
-    of `db/repositories/coupons.py`, so it never passes `max_redemptions`."""
-
-    __tablename__ = "coupons"
-
-    id: str = Field(primary_key=True)
-    name: str
-    percent_off: Decimal | None = Field(default=None, sa_type=Numeric(5, 2))
-    amount_off: int | None = Field(default=None, sa_type=BigInteger)
-    currency: str | None = None
-    duration: str  # once | repeating | forever
-    duration_in_months: int | None = None
-    applies_to_plans: list[str] | None = Field(default=None, sa_type=JSON)
-    max_redemptions: int | None = None
-    times_redeemed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    redeem_by: datetime | None = _utc(default=None)
-    deleted_at: datetime | None = _utc(default=None)  # no new redemptions after
-    created_at: datetime = _utc()
-
-
-class PromotionCode(SQLModel, table=True):
-    """A customer-facing code over a coupon; `code_key` (the code in lower case) is unique."""
-
-    __tablename__ = "promotion_codes"
-
-    id: str = Field(primary_key=True)
-    code: str
-    code_key: str = Field(unique=True)
-    coupon_id: str = Field(index=True)
-    active: bool = True  # False once deactivated
-    max_redemptions: int | None = None
-    times_redeemed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
-    expires_at: datetime | None = _utc(default=None)
-    customer_id: str | None = None
-    first_time_transaction: bool = False
-    minimum_amount: int | None = Field(default=None, sa_type=BigInteger)
-    created_at: datetime = _utc()
-
-
-class CouponRedemption(SQLModel, table=True):
-    """One redemption counted against a coupon (and code): `reserved` while the request that
-    made it is still deciding (its subscription may yet be refused), `redeemed` once kept.
-    A reservation is released (deleted, its counts given back) if the request fails."""
-
-    __tablename__ = "coupon_redemptions"
-
-    id: str = Field(primary_key=True)
-    coupon_id: str = Field(index=True)
-    promotion_code_id: str | None = Field(default=None, index=True)
-    customer_id: str = Field(index=True)
-    subscription_id: str = Field(index=True)
-    status: str  # reserved | redeemed
     created_at: datetime = _utc()

@@ -16,9 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Numeric, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def _utc(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
+from db.columns import utc as _utc
 
 
 class Meter(SQLModel, table=True):

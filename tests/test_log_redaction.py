@@ -25,8 +25,8 @@ from temporalio.client import Client
 
 from api.app import create_app
 from config import Settings, configure_logging
+from db.delivery_tables import WebhookEndpoint
 from db.engine import get_engine, get_read_engine, get_worker_engine
-from db.models import WebhookEndpoint
 from devstack.process import free_port
 from tests.conftest import Stack
 from tests.helpers import serving

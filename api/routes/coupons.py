@@ -14,7 +14,7 @@ from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.services.coupons import coupon_not_found, coupon_out
-from db.models import Coupon
+from db.coupon_tables import Coupon
 from db.repositories import coupons as repo
 from domain import errors
 from domain.coupons import Duration, check_terms

@@ -14,7 +14,7 @@ from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
 from api.services.coupons import code_not_found, code_out, coupon_not_found
-from db.models import PromotionCode
+from db.coupon_tables import PromotionCode
 from db.repositories import coupons as repo
 from db.repositories import customers
 from domain import errors

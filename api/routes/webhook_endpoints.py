@@ -21,7 +21,7 @@ from api.schemas import (
     WebhookEndpointCreated,
     WebhookEndpointOut,
 )
-from db.models import WebhookEndpoint
+from db.delivery_tables import WebhookEndpoint
 from db.repositories import notifications
 from domain import errors
 from domain.webhook_targets import refusal_for_host

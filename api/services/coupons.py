@@ -24,8 +24,9 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from api.coupon_schemas import CouponOut, PromotionCodeOut
 from api.ids import new_id
+from db.coupon_tables import Coupon, PromotionCode
 from db.engine import unit_of_work
-from db.models import Coupon, PromotionCode, Subscription
+from db.models import Subscription
 from db.repositories import coupons as repo
 from db.repositories import items as items_repo
 from db.repositories import plans, test_clocks

@@ -6,6 +6,8 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
+import db.coupon_tables
+import db.delivery_tables
 import db.models
 import db.usage_tables  # noqa: F401
 

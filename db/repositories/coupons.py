@@ -19,7 +19,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import Coupon, CouponRedemption, Invoice, Plan, PromotionCode
+from db.coupon_tables import Coupon, CouponRedemption, PromotionCode
+from db.models import Invoice, Plan
 
 _COUPONS = Coupon.__table__  # type: ignore[attr-defined]
 _CODES = PromotionCode.__table__  # type: ignore[attr-defined]

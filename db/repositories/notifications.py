@@ -14,16 +14,8 @@ from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import (
-    Customer,
-    EmailNotification,
-    Event,
-    Invoice,
-    Plan,
-    Subscription,
-    WebhookDelivery,
-    WebhookEndpoint,
-)
+from db.delivery_tables import EmailNotification, WebhookDelivery, WebhookEndpoint
+from db.models import Customer, Event, Invoice, Plan, Subscription
 
 
 def add_endpoint(session: AsyncSession, endpoint: WebhookEndpoint) -> None:

@@ -10,8 +10,8 @@ from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.delivery_tables import NotificationOutbox as Outbox
 from db.driver import compact, fetch_all
-from db.models import NotificationOutbox as Outbox
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,9 @@ from sqlalchemy import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from db.delivery_tables import NotificationOutbox
 from db.driver import columns, compact, fetch_all
-from db.models import Entitlement, Event, NotificationOutbox, Subscription
+from db.models import Entitlement, Event, Subscription
 from db.repositories.outbox import endpoint_wants
 from domain.contracts import SubscriptionView, SyncRequest
 from domain.notifications import EMAIL_LANE, EMAIL_TEMPLATES

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import NotificationOutbox
+from db.delivery_tables import NotificationOutbox
 
 
 async def queue_deliveries(

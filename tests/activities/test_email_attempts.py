@@ -10,8 +10,9 @@ import httpx
 from sqlalchemy.dialects.postgresql import insert
 
 from activities.notifications import Deliveries
+from db.delivery_tables import EmailNotification
 from db.engine import get_engine, transaction
-from db.models import EmailNotification, Event
+from db.models import Event
 from devstack.process import free_port
 from domain.notifications import NotificationOutcome
 from tests.conftest import Stack

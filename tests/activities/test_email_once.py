@@ -30,8 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.dispatcher import OutboxDispatcher
 from activities.notifications import Deliveries
+from db.delivery_tables import EmailNotification
 from db.engine import transaction
-from db.models import Customer, EmailNotification, Event
+from db.models import Customer, Event
 from db.repositories import notifications as repo
 from db.repositories import outbox
 from devstack.process import free_port

@@ -23,8 +23,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.dispatcher import OutboxDispatcher
 from activities.ledger import LedgerActivities
 from activities.notifications import Deliveries
+from db.delivery_tables import EmailNotification, NotificationOutbox
 from db.engine import get_engine, transaction
-from db.models import EmailNotification, NotificationOutbox
 from db.repositories import outbox
 from db.repositories.outbox import Claimed
 from domain.contracts import EventDraft, SubscriptionView, SyncRequest

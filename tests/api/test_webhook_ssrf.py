@@ -25,8 +25,9 @@ from activities.webhook_transport import GuardedBackend, TargetRefused
 from api.app import create_app
 from api.bootstrap import ensure_admin_key
 from config import Settings
+from db.delivery_tables import WebhookEndpoint
 from db.engine import transaction
-from db.models import Event, WebhookEndpoint
+from db.models import Event
 from devstack.process import free_port
 from domain.notifications import NotificationOutcome
 from tests.conftest import ADMIN_KEY, Stack

@@ -16,8 +16,8 @@ from sqlmodel import col, update
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from activities.webhook_signing import SECRET_BYTES, new_secret, signed_headers
+from db.delivery_tables import WebhookEndpoint
 from db.engine import get_engine
-from db.models import WebhookEndpoint
 from devstack.process import free_port
 from tests.conftest import Stack
 from tests.helpers import (

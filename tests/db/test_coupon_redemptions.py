@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.coupon_tables import Coupon, PromotionCode
 from db.engine import session_factory
-from db.models import Coupon, PromotionCode
 from db.repositories import coupons as repo
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
