@@ -1,6 +1,6 @@
 """Plain-text email templates for customer notifications.
 
-Each template gets an `EmailContext` built by `Deliveries` (`activities/notifications.py`)
+Each template gets an `EmailContext` built by `compose` (`activities/email_messages.py`)
 from the event and the read model. Only what a customer needs goes in: names, plan,
 amounts, dates, what to do. No payment-method details, card data, API keys or internal
 secrets ever reach a template.

@@ -16,31 +16,25 @@ import json
 import smtplib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.charset import QP, Charset
-from email.header import Header
 from email.message import Message
-from email.utils import format_datetime
-from typing import Any, cast
+from typing import cast
 
 import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from activities.email_templates import EmailContext, render
+from activities.email_messages import Mail, compose
 from activities.smtp_relay import SmtpRelay
 from activities.webhook_signing import signed_headers
 from activities.webhook_transport import GuardedTransport, Resolver, TargetRefused, system_resolver
 from config import Settings
 from db.delivery_tables import WebhookEndpoint as Endpoint
 from db.engine import session_factory
-from db.models import Customer, Event, Subscription
-from db.repositories import invoices as invoice_repo
+from db.models import Event
 from db.repositories import notifications as repo
-from domain.money import format_amount
-from domain.notifications import EMAIL_TEMPLATES, NotificationOutcome
+from domain.notifications import NotificationOutcome
 from domain.timestamps import rfc3339, with_z_times
 
 log = structlog.get_logger()
@@ -65,15 +59,6 @@ def webhook_body(event: Event) -> bytes:
         },
     }
     return json.dumps(payload, separators=(",", ":"), default=str).encode()
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
 
 
 class Deliveries:
@@ -225,7 +210,11 @@ class Deliveries:
             sources = await repo.email_sources(session, [event_id for event_id, _ in batch])
             for event_id, attempt in batch:
                 source = sources.get(event_id)
-                mail = await self._mail(session, source) if source and not source.sent else None
+                mail = (
+                    await compose(session, source, self._settings.email_from)
+                    if source and not source.sent
+                    else None
+                )
                 if source is not None and source.sent:
                     outcomes[event_id] = NotificationOutcome(status="duplicate")
                 elif mail is None:
@@ -311,79 +300,9 @@ class Deliveries:
                 break
         return errors
 
-    async def _mail(self, session: AsyncSession, source: repo.EmailSource) -> Mail | None:
-        """The email for an event, or None when it has none (no template, no address)."""
-        event, customer = source.event, source.customer
-        template = EMAIL_TEMPLATES.get(event.type)
-        if template is None or customer is None or not customer.email:
-            return None
-        subject, text = render(template, await self._context(session, source, customer))
-        # A compat32 Message, not EmailMessage: the same message for a tenth of the CPU
-        # (the modern policy parses every header it is given), which counts when a
-        # renewal storm sends a receipt per renewal.
-        message = Message()
-        message.set_payload(text, _UTF8_QP)  # text/plain; charset="utf-8"
-        message["From"] = self._settings.email_from
-        message["To"] = _header(customer.email)
-        message["Subject"] = _header(subject)
-        message["Date"] = format_datetime(datetime.now(UTC))
-        # The same Message-ID on every attempt, from the event alone (an event's email has
-        # one recipient, its customer): a mail client or mailbox that already has a message
-        # with this id can drop a resend (see `emails`).
-        message["Message-ID"] = f"<{event.id}@recur>"
-        message["X-Recur-Event-Id"] = event.id
-        message["X-Recur-Event-Type"] = event.type
-        return Mail(event.id, template, customer.id, customer.email, subject, message)
-
-    async def _context(
-        self, session: AsyncSession, source: repo.EmailSource, customer: Customer
-    ) -> EmailContext:
-        """What the template needs, from the event, the read model and the invoice."""
-        event, sub, plan, invoice = source.event, source.subscription, source.plan, source.invoice
-        if invoice is not None:
-            amount = format_amount(invoice.total, invoice.currency)
-        elif plan is not None:
-            amount = format_amount(plan.amount, plan.currency)
-        else:
-            amount = "-"
-        ctx: dict[str, Any] = {
-            "customer_name": customer.name or customer.email.split("@")[0],
-            "plan_name": plan.name if plan else "membership",
-            "amount": amount,
-            "subscription_id": event.subscription_id or "-",
-            "invoice_id": invoice.id if invoice else None,
-            "period_start": invoice.period_start if invoice else None,
-            "period_end": invoice.period_end if invoice else None,
-            "trial_end": _parse_time(event.data.get("trial_end"))
-            or (sub.trial_end if sub else None),
-            "has_payment_method": bool(customer.default_payment_method),
-            "reason": event.data.get("reason")
-            if isinstance(event.data.get("reason"), str)
-            else None,
-            "occurred_at": event.occurred_at,
-        }
-        if event.type == "invoice.payment_failed":
-            ctx.update(await _retry_plan(session, event, sub))
-        if invoice is not None and event.type == "subscription.renewed":
-            ctx["lines"] = tuple(
-                (line.description, format_amount(line.amount, invoice.currency))
-                for line in await invoice_repo.lines_of(session, [invoice.id])
-            )
-        return EmailContext(**ctx)
-
 
 # The error of an email a batch did not reach before half its claim had passed.
 _NOT_SENT = "not sent: the batch ran out of time"
-
-# Quoted-printable: the body stays readable on the wire (and to a search of a mail log).
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.header_encoding = QP
-_UTF8_QP.body_encoding = QP
-
-
-def _header(value: str) -> str:
-    """ASCII as it is; anything else as RFC 2047 encoded words."""
-    return value if value.isascii() else Header(value, _UTF8_QP).encode()
 
 
 def _attempt(mail: Mail, status: str, error: str | None) -> repo.EmailAttempt:
@@ -396,37 +315,6 @@ def _attempt(mail: Mail, status: str, error: str | None) -> repo.EmailAttempt:
         status=status,
         error=error,
     )
-
-
-@dataclass(frozen=True)
-class Mail:
-    event_id: str
-    template: str
-    customer_id: str
-    recipient: str
-    subject: str
-    message: Message
-
-
-async def _retry_plan(
-    session: AsyncSession, event: Event, sub: Subscription | None
-) -> dict[str, Any]:
-    """When the failed payment is tried again, as far as is known when the email goes out."""
-    # The first failure of a renewal is followed by subscription.past_due with the date.
-    following = await repo.next_events(session, event, limit=1)
-    if following and following[0].type == "subscription.past_due":
-        nxt = _parse_time(following[0].data.get("next_retry_at"))
-        return {"retry": "scheduled", "next_retry_at": nxt} if nxt else {"retry": "payment_method"}
-    if sub is None or sub.status == "incomplete":
-        return {"retry": "payment_method"}
-    dunning = sub.dunning or {}
-    if dunning.get("attempts") == event.data.get("attempt"):
-        if dunning.get("awaiting_payment_method"):
-            return {"retry": "payment_method"}
-        nxt = _parse_time(dunning.get("next_retry_at"))
-        if nxt:
-            return {"retry": "scheduled", "next_retry_at": nxt}
-    return {"retry": "later"}
 
 
 def _status(error: str | None, success: str, last: bool) -> str:
