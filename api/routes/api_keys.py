@@ -8,7 +8,7 @@ from api import key_admin
 from api.deps import AdminKey, SessionDep
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
-from api.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
+from api.operator_schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut
 
 router = APIRouter(prefix="/v1/api_keys", tags=["api keys"])
 

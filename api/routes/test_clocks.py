@@ -11,7 +11,7 @@ from api.deps import ProductKey, SessionDep, SettingsDep, TemporalDep
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
-from api.schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
+from api.operator_schemas import AdvanceFailureOut, TestClockAdvance, TestClockCreate, TestClockOut
 from api.services import test_clocks as service
 from db.models import TestClock
 from db.repositories import test_clocks

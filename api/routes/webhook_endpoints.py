@@ -15,7 +15,7 @@ from api.deps import AdminKey, SessionDep, SettingsDep
 from api.errors import not_found
 from api.idempotency import IdempotencyDep
 from api.ids import new_id
-from api.schemas import (
+from api.operator_schemas import (
     WebhookDeliveryOut,
     WebhookEndpointCreate,
     WebhookEndpointCreated,
