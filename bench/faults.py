@@ -6,7 +6,7 @@
 Starts the fault stack of `tests.faults.harness` (PostgreSQL, Temporal dev server on a
 SQLite file, localstripe, SMTP sink, Recur's worker and API, each a process of its own;
 the worker reaches Stripe through the fault proxy), runs each scenario of
-`tests.faults.scenarios.SCENARIOS` `--repeats` times with `--n` subscriptions (upgrades
+`tests.faults.catalog.SCENARIOS` `--repeats` times with `--n` subscriptions (upgrades
 and support retries: `--n-updates`), prints each run's report (the audit's problems
 name the subscription, its invoices, attempt rows, PaymentIntents and workflow) and a
 summary, and appends the summary to bench/RESULTS.md. Exit status 1 when a run failed.
@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import append_results, log, table
+from tests.faults.catalog import SCENARIOS
 from tests.faults.harness import FaultStack, start_fault_stack
-from tests.faults.scenarios import SCENARIOS, Backend, Journal, Report
+from tests.faults.scenarios import Backend, Journal, Report
 
 UPDATE_SCENARIOS = {"upgrade_worker_kill", "retry_payment_worker_kill"}
-KILLS_WORKER = {"storm_worker_kill", *UPDATE_SCENARIOS}
+KILLS_WORKER = {"storm_worker_kill", "usage_storm_worker_kill", *UPDATE_SCENARIOS}
 
 
 async def run(args: argparse.Namespace) -> int:

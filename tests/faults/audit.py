@@ -43,6 +43,7 @@ class Expected:
     period_start: datetime
     reasons: list[str]  # billing reasons of its invoices, in order, all paid
     status: str = "active"
+    totals: list[int] | None = None  # their totals, in order, when the scenario knows them
 
 
 @dataclass
@@ -147,6 +148,9 @@ def _problems_of(exp: Expected, sub: Sub) -> list[str]:
     reasons = [inv["billing_reason"] for inv in sub.invoices]
     if reasons != exp.reasons:
         out.append(f"invoices {reasons} (expected {exp.reasons})")
+    totals = [inv["total"] for inv in sub.invoices]
+    if exp.totals is not None and totals != exp.totals:
+        out.append(f"invoice totals {totals} (expected {exp.totals})")
     for inv in sub.invoices:
         attempts = sub.attempts.get(inv["id"], [])
         succeeded = [a for a in attempts if a["status"] == "succeeded"]

@@ -177,8 +177,11 @@ class Population:
     subs: list[dict[str, Any]]
 
 
-async def populate(backend: Backend, n: int, amount: int = 1000) -> Population:
-    """`n` customers with a good card, each subscribed on one new test clock at T0."""
+async def populate(
+    backend: Backend, n: int, amount: int = 1000, extra_items: list[str] | None = None
+) -> Population:
+    """`n` customers with a good card, each subscribed on one new test clock at T0 (to the
+    plan, and the plans of `extra_items` beside it)."""
     plan = await backend.ok(
         "POST",
         "/v1/plans",
@@ -199,7 +202,11 @@ async def populate(backend: Backend, n: int, amount: int = 1000) -> Population:
 
     async def subscribe(c: dict[str, Any]) -> dict[str, Any]:
         async with gate:
-            body = {"customer_id": c["id"], "plan_id": plan["id"], "test_clock_id": clock["id"]}
+            body: dict[str, Any] = {"customer_id": c["id"], "test_clock_id": clock["id"]}
+            if extra_items:
+                body["items"] = [{"plan_id": p} for p in [plan["id"], *extra_items]]
+            else:
+                body["plan_id"] = plan["id"]
             sub = await backend.ok("POST", "/v1/subscriptions", body, 201)
             assert sub["status"] == "active", sub
             return sub  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import asyncio
 import pytest
 import stripe
 
-from tests.faults import scenarios
+from tests.faults import catalog, scenarios, usage_scenarios
 from tests.faults.audit import audit
 from tests.faults.harness import FaultStack
 from tests.faults.scenarios import Backend, Report
@@ -60,11 +60,18 @@ async def test_retry_payment_worker_kill(fault_stack: FaultStack, backend: Backe
     _check(await scenarios.retry_payment_worker_kill(fault_stack, backend, N_UPDATES))
 
 
+async def test_usage_storm_worker_kill(fault_stack: FaultStack, backend: Backend) -> None:
+    """Renewals that bill usage in arrears, the worker killed while their charges are at
+    Stripe: each invoice prices its period's usage once and is charged once."""
+    _check(await usage_scenarios.usage_storm_worker_kill(fault_stack, backend, N))
+
+
 async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
     fault_stack: FaultStack, backend: Backend
 ) -> None:
-    """The suite can fail: a second PaymentIntent for a paid invoice, a subscription whose
-    renewal never came and a clock never advanced are each reported, by subscription."""
+    """The suite can fail: a second PaymentIntent for a paid invoice, an invoice total other
+    than expected, a subscription whose renewal never came and a clock never advanced are
+    each reported, by subscription."""
     assert fault_stack.temporal is not None
     pop = await scenarios.populate(backend, 2)
     charged, missed = pop.subs
@@ -90,6 +97,7 @@ async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
         },
     )
     expected = scenarios.expect(pop, pop.plan["id"], scenarios.T0, ["subscription_create"])
+    expected[0].totals = [invoice["total"] + 1]  # an amount the invoice does not have
     expected[1].period_start = scenarios.MONTH_LATER  # a renewal that never happened
     result = await audit(
         fault_stack.settings,
@@ -100,6 +108,7 @@ async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
     clock, double, never = result.problems
     assert double.startswith(charged["id"])
     assert f"invoice {invoice['id']} has 2 succeeded PaymentIntents" in double
+    assert f"invoice totals [{invoice['total']}] (expected [{invoice['total'] + 1}])" in double
     assert never.startswith(missed["id"]) and "period starts 2030-01-01" in never
     assert "its state says period_start 2030-01-01" in never, "the workflow's own state"
     assert clock.startswith(f"test clock {pop.clock['id']}")
@@ -108,7 +117,7 @@ async def test_the_audit_sees_a_double_charge_and_a_missed_renewal(
 def test_scenarios_are_all_tested() -> None:
     """bench/faults.py runs `SCENARIOS`; each has its test here."""
     tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
-    assert set(scenarios.SCENARIOS) <= tested
+    assert set(catalog.SCENARIOS) <= tested
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
