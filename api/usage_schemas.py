@@ -101,5 +101,6 @@ class UsageLine(BaseModel):
     plan_id: str
     period_start: datetime
     period_end: datetime
-    quantity: float
+    # An integer when whole (`domain.usage.as_number`): 1200, not 1200.0.
+    quantity: int | float
     amount: int

@@ -97,6 +97,7 @@ async def test_usage_during_a_trial_counts_against_limits_and_is_free(
     assert (full["entitled"], full["used"], full["remaining"]) == (False, 1100, 0)
     (trial_usage,) = ok(await api.get(f"/v1/subscriptions/{sub['id']}/usage"))
     assert (trial_usage["period_start"], trial_usage["quantity"]) == ("2028-08-01T00:00:00Z", 1100)
+    assert type(trial_usage["quantity"]) is int, "a whole quantity is a JSON integer"
     assert trial_usage["amount"] == 0, "a trial's usage is free"
 
     # The trial ends: the first invoice bills the licensed item only, the limit starts over.

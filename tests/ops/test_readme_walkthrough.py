@@ -249,3 +249,28 @@ def test_the_items_and_balance_section_runs_as_written(
             r"manual 500 None",
         ],
     )
+
+
+def test_the_usage_section_runs_as_written(dev_stack: DevStack, repo_root: Path) -> None:
+    script = section_script((repo_root / "README.md").read_text(), "Usage-based billing")
+    walk = dev_stack.walk(script)
+    assert walk.returncode == 0, f"stdout:\n{walk.stdout}\nstderr:\n{walk.stderr}"
+    _in_order(
+        walk.stdout,
+        [
+            r"sum tokens",
+            r"metered 1000",
+            r"active",
+            re.escape("1 1 ['unknown_customer']"),
+            r"1200 400 2027-09-01T00:00:00Z",
+            r"True 100000 1200 98800",
+            r"ready",
+            # The preview of the renewal: September's usage so far.
+            re.escape("subscription_cycle [('usage', 400, 'Tokens: 1200, 2 package(s) of 1000')]"),
+            r"ready",
+            r"False",  # the late event, inside the grace
+            r"ready",
+            re.escape("subscription_cycle [('usage', 600, 'Tokens: 2100, 3 package(s) of 1000')]"),
+            r"period_closed",
+        ],
+    )
