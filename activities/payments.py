@@ -20,6 +20,7 @@ from activities.invoice_balance import settle_balance
 from activities.stripe_gateway import InvalidPaymentRequest, PaymentResult, StripeGateway
 from db import balance_ledger
 from db.engine import transaction
+from db.repositories import balance as balance_repo
 from db.repositories import charges
 from db.repositories import invoices as invoice_repo
 from db.repositories.invoices import CREDITED
@@ -195,16 +196,15 @@ class PaymentActivities:
             # A credit note is issued, never paid: no paid_at; its time is its created_at,
             # the workflow's (test-clock) time.
             await invoice_repo.set_invoice_status(session, req.credit_note.id, CREDITED)
-            if req.to_balance > 0:
-                await _credit_back(session, req)
+            credited = await _credit_back(session, req) if req.to_balance > 0 else 0
         if paid is None or paid.stripe_payment_intent_id is None:
-            return RefundOutcome(refunded=0)
+            return RefundOutcome(refunded=0, to_balance=credited)
         amount = min(req.amount, paid.amount)
         existing = await self._gateway.find_refund(
             payment_intent_id=paid.stripe_payment_intent_id, idempotency_key=req.refund_key
         )
         if existing is not None:
-            return RefundOutcome(refunded=amount, stripe_refund_ids=[existing])
+            return RefundOutcome(refunded=amount, stripe_refund_ids=[existing], to_balance=credited)
         refund_id = await self._gateway.refund(
             payment_intent_id=paid.stripe_payment_intent_id,
             amount=amount,
@@ -216,7 +216,7 @@ class PaymentActivities:
             invoice_id=req.invoice_id,
             amount=amount,
         )
-        return RefundOutcome(refunded=amount, stripe_refund_ids=[refund_id])
+        return RefundOutcome(refunded=amount, stripe_refund_ids=[refund_id], to_balance=credited)
 
 
 def _count_outcome(attempt: charges.Attempt) -> None:
@@ -248,16 +248,25 @@ def _outcome(attempt: charges.Attempt) -> ChargeOutcome:
     )
 
 
-async def _credit_back(session: AsyncSession, req: RefundRequest) -> None:
+async def _credit_back(session: AsyncSession, req: RefundRequest) -> int:
     """The credit note's part that was paid from the balance goes back to it (keyed by the
-    note: a retried refund writes it once)."""
+    note: a retried refund writes it once); at most what the balance paid of the period's
+    invoices. Returns the amount credited."""
     note = req.credit_note
-    await balance_ledger.post(
+    paid_from_balance = (
+        await balance_repo.applied_to_period(session, req.subscription_id, req.period_start)
+        if req.period_start is not None
+        else 0
+    )
+    amount = min(req.to_balance, paid_from_balance)
+    if amount <= 0:
+        return 0
+    entry = await balance_ledger.post(
         session,
         balance_ledger.Entry(
             customer_id=note.customer_id,
             currency=note.currency,
-            amount=req.to_balance,
+            amount=amount,
             type=BalanceTxnType.PRORATION_CREDIT,
             description=f"Unused time paid from the balance, credit note {note.id}",
             invoice_id=note.id,
@@ -266,3 +275,4 @@ async def _credit_back(session: AsyncSession, req: RefundRequest) -> None:
         ),
         note.created_at,
     )
+    return entry.amount

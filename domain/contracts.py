@@ -78,8 +78,10 @@ class ChargeOutcome(BaseModel):
 
 class RefundRequest(BaseModel):
     """Refund `amount` of a paid invoice; `credit_note` records the money moving back.
-    `to_balance`: the part of the credit no payment can take back in cash (time paid from
-    the customer's balance), credited back to the balance, once per credit note."""
+    `to_balance`: the part of the credit no cash payment can take back, credited back to
+    the customer's balance once per credit note, up to what the balance paid of the
+    period's invoices (from `period_start`): a discount, not the balance, may have paid
+    the rest."""
 
     invoice_id: str
     subscription_id: str
@@ -87,11 +89,13 @@ class RefundRequest(BaseModel):
     refund_key: str
     credit_note: InvoiceDraft
     to_balance: Annotated[int, Field(ge=0, strict=True)] = 0
+    period_start: datetime | None = None
 
 
 class RefundOutcome(BaseModel):
     refunded: int
     stripe_refund_ids: list[str] = Field(default_factory=list)
+    to_balance: int = 0  # credited back to the balance
 
 
 class EventDraft(BaseModel):

@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.models import BalanceTransaction, Customer
+from db.models import BalanceTransaction, Customer, Invoice
 from domain.balance import BalanceTxnType
 
 
@@ -42,6 +42,24 @@ async def transactions(
         .limit(limit)
     )
     return (await session.exec(query)).all()
+
+
+async def applied_to_period(
+    session: AsyncSession, subscription_id: str, period_start: datetime
+) -> int:
+    """The credit the subscription's paid invoices for the period from `period_start` on
+    (its renewal, its upgrades) took from the balance."""
+    query = (
+        select(func.coalesce(func.sum(BalanceTransaction.amount), 0))
+        .join(Invoice, col(Invoice.id) == col(BalanceTransaction.invoice_id))
+        .where(
+            BalanceTransaction.subscription_id == subscription_id,
+            BalanceTransaction.type == BalanceTxnType.APPLIED_TO_INVOICE.value,
+            Invoice.status == "paid",
+            col(Invoice.period_start) >= period_start,
+        )
+    )
+    return -int((await session.exec(query)).one())
 
 
 async def by_source(session: AsyncSession, source_key: str) -> BalanceTransaction | None:

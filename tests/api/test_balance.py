@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from tests.api.billing_support import api_key, at, events_of, rejected, stripe_refunds
+from tests.api.test_item_discounts import coupon
 from tests.conftest import Stack
 from tests.helpers import advance, invoices, make_clock, make_customer, make_plan, ok, subscribe
 
@@ -253,3 +254,35 @@ async def test_a_prorated_refund_returns_time_paid_from_the_balance_to_it(
     assert ok(await api.get(f"/v1/customers/{customer['id']}"))["balances"] == {"usd": 100}
     (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
     assert (refunded["data"]["amount"], refunded["data"]["to_balance"]) == (400, 100)
+
+
+async def test_a_prorated_refund_returns_no_credit_a_discount_paid(
+    app_client: httpx.AsyncClient, stack: Stack
+) -> None:
+    """What cash cannot take back is returned to the balance only as far as the balance
+    paid it: here a `once` coupon paid half the period and the balance nothing."""
+    api = app_client
+    plan = await make_plan(api, amount=1000)
+    half = await coupon(api, percent_off=50, duration="once")
+    customer, clock = await make_customer(api), await make_clock(api, at(2027, 4, 1))
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        plan_id=plan["id"],
+        coupon_id=half["id"],
+        test_clock_id=clock["id"],
+    )
+    (opening,) = await invoices(api, sub["id"])
+    assert opening["total"] == 500
+    # A day in: 29 of 30 days unused at the full price (the coupon was used): 967 of credit,
+    # of which 500 was paid in cash and the rest by the coupon.
+    await advance(api, clock["id"], at(2027, 4, 2))
+    cancel = {"at_period_end": False, "refund": "prorated"}
+    ok(await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json=cancel))
+    _, note = await invoices(api, sub["id"])
+    assert note["total"] == -967
+    assert stripe_refunds(stack, opening) == [(500, "succeeded")]
+    ledger = ok(await api.get(f"/v1/customers/{customer['id']}/balance_transactions"))
+    assert ledger == [], "the balance paid nothing, so nothing returns to it"
+    (refunded,) = await events_of(api, sub["id"], "invoice.refunded")
+    assert (refunded["data"]["amount"], refunded["data"]["to_balance"]) == (500, 0)

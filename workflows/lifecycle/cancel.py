@@ -194,10 +194,11 @@ async def _refund(
     payments = [(p.invoice_id, p.amount) for p in s.period_payments]
     # Nothing paid in cash this period: the activity records the note, refunds nothing.
     parts = allocate_refund(-note.total, payments) or [(note.id, 0)]
-    # What the cash payments cannot take back was paid from the balance: it returns there
-    # (runs with a balance only).
+    # What the cash payments cannot take back may have been paid from the balance: that
+    # returns there (runs with a balance only; the activity caps it at what the balance
+    # paid this period).
     to_balance = -note.total - sum(amount for _, amount in parts) if sub.items_on() else 0
-    refunded = 0
+    refunded = credited = 0
     for n, (invoice_id, amount) in enumerate(parts):
         result = await sub.refund(
             RefundRequest(
@@ -207,9 +208,11 @@ async def _refund(
                 refund_key=f"{subscription_id}:{note.id}:{invoice_id}:refund",
                 credit_note=note,
                 to_balance=to_balance if n == 0 else 0,
+                period_start=s.current_period_start,
             )
         )
         refunded += result.refunded
+        credited += result.to_balance
     s.refunded += refunded
     return [
         sub.event(
@@ -219,7 +222,7 @@ async def _refund(
             credit_note_id=note.id,
             credit=-note.total,
             amount=refunded,
-            to_balance=to_balance,
+            to_balance=credited,
             actor=actor,
         )
     ]
