@@ -37,6 +37,8 @@ before it beside the current one:
   `renewal.renews_at`) and its `usage` lines (`lifecycle/renewal.py`), the final usage of
   `lifecycle/cancel.py`, the usage a change of items now (`lifecycle/items.py`) or a pause
   (`lifecycle/pause.py`) leaves for the next invoice.
+- USAGE_STRETCHES_MERGED, asked through `lifecycle/usage._groups` by a run whose waiting
+  usage holds two stretches of one meter from one period start.
 - USAGE_IN_PREVIEWS, asked through `lifecycle/usage.renewal_usage_so_far` by a preview of
   the next renewal that has usage to show (`lifecycle/items.py`).
 """
@@ -86,6 +88,11 @@ USAGE_IN_ARREARS = "usage-in-arrears"
 # renewal (`change_plan`/`update_items` with `preview`) reads the usage so far with an
 # activity and shows its `usage` lines. Asked only by a run that has usage to show.
 USAGE_IN_PREVIEWS = "usage-in-previews"
+# Runs recorded before this patch billed each usage stretch a change left waiting, so two
+# stretches of one meter from one period start (an item on the meter removed, another
+# added, that one removed too) billed that meter's aggregate twice. Now they are one
+# stretch. Asked only by a run holding such stretches (`lifecycle/usage.py`, `_groups`).
+USAGE_STRETCHES_MERGED = "usage-stretches-merged"
 
 # Runs recorded before this patch never held a discount (coupons did not exist); a run asks
 # for it only once it holds one, where a discount first changes an invoice or a proration.

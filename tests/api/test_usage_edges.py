@@ -133,3 +133,49 @@ async def test_usage_during_a_trial_counts_against_limits_and_is_free(
         "2028-09-15T00:00:00Z",
     )
     assert renewal["status"] == "paid"
+
+
+async def test_a_meter_that_changes_items_twice_in_a_period_is_billed_once(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """Two metered plans take turns on one meter within a period (one removed, the other
+    added, then removed too): the meter's aggregate is billed once, by the plan that held
+    it last, up to its removal."""
+    api = app_client
+    meter = await make_meter(api, "sum", value_property="tokens")
+    first = await metered_plan(api, meter, 100, package_size=1000)
+    second = await metered_plan(api, meter, 300, package_size=1000)
+    seat = await make_plan(api, amount=1000)
+    customer, clock = await customer_on_clock(api, at(2028, 9, 1))
+    cus = customer["id"]
+    sub = ok(
+        await api.post(
+            "/v1/subscriptions",
+            json={
+                "customer_id": cus,
+                "test_clock_id": clock["id"],
+                "items": [{"plan_id": seat["id"]}, {"plan_id": first["id"]}],
+            },
+        ),
+        201,
+    )
+    path = f"/v1/subscriptions/{sub['id']}/update_items"
+    ok(await api.post("/v1/usage_events", json=event(cus, "a1", tokens=1500)), 202)
+    await advance(api, clock["id"], at(2028, 9, 5))
+    alone = {"items": [{"plan_id": seat["id"]}], "when": "now"}
+    ok(await api.post(path, json=alone))
+    await advance(api, clock["id"], at(2028, 9, 10))
+    both = {"items": [{"plan_id": seat["id"]}, {"plan_id": second["id"]}], "when": "now"}
+    ok(await api.post(path, json=both))
+    ok(await api.post("/v1/usage_events", json=event(cus, "b1", tokens=700)), 202)
+    await advance(api, clock["id"], at(2028, 9, 20))
+    ok(await api.post(path, json=alone))
+
+    await advance(api, clock["id"], at(2028, 10, 1, 1, 0, 1))  # after the usage grace
+    renewal = (await invoices(api, sub["id"]))[-1]
+    assert renewal["billing_reason"] == "subscription_cycle"
+    usage = [line for line in renewal["lines"] if line["kind"] == "usage"]
+    # 1500 + 700 tokens on the meter this period: 3 packages at the second plan's 300.
+    assert [(u["amount"], u["period_start"], u["period_end"]) for u in usage] == [
+        (900, "2028-09-01T00:00:00Z", "2028-09-20T00:00:00Z")
+    ]

@@ -35,7 +35,7 @@ from domain.usage_contracts import (
 )
 from workflows.lifecycle.context import Subscription
 from workflows.messages import UsageStretch
-from workflows.patches import USAGE_IN_ARREARS, USAGE_IN_PREVIEWS
+from workflows.patches import USAGE_IN_ARREARS, USAGE_IN_PREVIEWS, USAGE_STRETCHES_MERGED
 
 with workflow.unsafe.imports_passed_through():
     from activities.usage import UsageActivities
@@ -106,20 +106,32 @@ class UsageGroup:
 
 
 def _groups(
+    sub: Subscription,
     items: list[MeteredItem],
     start: datetime | None,
     end: datetime,
     waiting: list[UsageStretch],
 ) -> list[UsageGroup]:
     """What an invoice bills in arrears: the metered items' usage of [start, end), then the
-    stretches left waiting by changes (one the items' own period covers is not billed
-    twice)."""
+    stretches left waiting by changes. Usage is aggregated per meter and period start, so
+    one aggregate is billed once: a stretch the items' own period covers is not billed
+    again, and stretches of one meter from one start (items on that meter that came and
+    went) are one stretch, to the latest end, priced by the latest item. Runs recorded
+    before USAGE_STRETCHES_MERGED billed each such stretch; the patch is asked only by a
+    run that has some."""
     groups = [UsageGroup(items, start, end)] if start is not None else []
     covered = {(item.meter_id, start) for item in items}
+    kept = [w for w in waiting if (w.item.meter_id, w.start) not in covered]
+    keys = [(w.item.meter_id, w.start) for w in kept]
+    if len(set(keys)) < len(keys) and sub.patches.use(USAGE_STRETCHES_MERGED):
+        latest: dict[tuple[str, datetime], UsageStretch] = {}
+        for stretch, key in zip(kept, keys, strict=True):
+            if key not in latest or stretch.end >= latest[key].end:
+                latest[key] = stretch
+        kept = list(latest.values())
     left: dict[tuple[datetime, datetime], list[MeteredItem]] = {}
-    for stretch in waiting:
-        if (stretch.item.meter_id, stretch.start) not in covered:
-            left.setdefault((stretch.start, stretch.end), []).append(stretch.item)
+    for stretch in kept:
+        left.setdefault((stretch.start, stretch.end), []).append(stretch.item)
     return groups + [UsageGroup(items, from_, to) for (from_, to), items in left.items()]
 
 
@@ -132,7 +144,7 @@ async def arrears_lines(
 ) -> list[InvoiceLine]:
     """The usage lines of an invoice: the metered items' for [start, end), then the usage
     changes left waiting."""
-    groups = _groups(items, start, end, sub.state.unbilled_usage)
+    groups = _groups(sub, items, start, end, sub.state.unbilled_usage)
     sub.state.unbilled_usage = []
     lines: list[InvoiceLine] = []
     for group in groups:
@@ -159,7 +171,7 @@ async def renewal_usage_so_far(
         new, at, restarts = change
         waiting += _left(sub, metered, new, at, restarts)
         metered = [] if restarts else _metered(new)
-    groups = [g for g in _groups(metered, start, end, waiting) if g.items]
+    groups = [g for g in _groups(sub, metered, start, end, waiting) if g.items]
     if not groups or not sub.patches.use(USAGE_IN_PREVIEWS):
         return []
     request = UsagePreviewRequest(
