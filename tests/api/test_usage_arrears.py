@@ -60,6 +60,10 @@ async def test_renewal_bills_the_ended_period_usage_after_the_grace(
     change = {"items": [{"plan_id": seat["id"], "quantity": 2}, {"plan_id": metered["id"]}]}
     refused = await api.post(f"/v1/subscriptions/{sub['id']}/update_items", json=change)
     rejected(refused, 409, "period_renewing")
+    # A cancel "at period end" would end service at a time already past.
+    at_end = {"at_period_end": True}
+    refused = await api.post(f"/v1/subscriptions/{sub['id']}/cancel", json=at_end)
+    rejected(refused, 409, "period_renewing")
 
     await advance(api, clock["id"], at(2027, 10, 1, 2))
     renewal = (await invoices(api, sub["id"]))[-1]

@@ -40,6 +40,21 @@ def validate_cancel(sub: Subscription, req: CancelRequest) -> None:
         raise rejected(
             errors.INVALID_REFUND("A prorated refund applies only to an immediate cancel")
         )
+    # Between a period end and its renewal (the usage grace) "the period end" has passed:
+    # such a cancel would end service in the past.
+    end = sub.state.current_period_end
+    scheduling = (
+        req.at_period_end
+        and sub.status in (S.ACTIVE, S.TRIALING)
+        and not sub.state.cancel_at_period_end  # already scheduled: asking again is a no-op
+    )
+    if scheduling and end is not None and sub.clock.now() >= end:
+        raise rejected(
+            errors.PERIOD_RENEWING(
+                "The billing period is renewing; cancel now, or at the next period end once "
+                "the renewal is done"
+            )
+        )
 
 
 async def request_cancel(sub: Subscription, req: CancelRequest) -> None:
