@@ -14,7 +14,14 @@ import httpx
 
 from tests.api.billing_support import at
 from tests.api.test_item_discounts import coupon
-from tests.api.usage_support import customer_on_clock, event, kinds, token_plans
+from tests.api.usage_support import (
+    customer_on_clock,
+    event,
+    kinds,
+    make_meter,
+    metered_plan,
+    token_plans,
+)
 from tests.helpers import advance, invoices, ok, subscribe
 
 
@@ -97,3 +104,35 @@ async def test_previews_show_the_usage_so_far_and_claim_nothing(
     assert kinds(renewal) == [("subscription", 1000), ("usage", 800), ("discount", -400)]
     assert usage_of(renewal) == [(800, *july)]
     assert renewal["status"] == "paid" and renewal["total"] == 1400
+
+
+async def test_a_preview_of_an_interval_change_of_metered_items(
+    app_client: httpx.AsyncClient,
+) -> None:
+    """Metered items alone, moved to a yearly plan: nothing is invoiced now, so the preview
+    is the renewal that ends the new year, with the monthly item's usage up to the change
+    and the yearly one's (none yet) over the new period."""
+    api = app_client
+    meter = await make_meter(api, "count")
+    monthly = await metered_plan(api, meter, 50)
+    yearly = await metered_plan(api, meter, 40, interval="year")
+    customer, clock = await customer_on_clock(api, at(2028, 11, 1))
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": monthly["id"]}],
+        test_clock_id=clock["id"],
+    )
+    calls = [event(customer["id"], f"y{i}") for i in range(3)]
+    ok(await api.post("/v1/usage_events/batch", json={"events": calls}), 202)
+    await advance(api, clock["id"], at(2028, 11, 11))
+    shown = await preview(api, sub["id"], items=[{"plan_id": yearly["id"]}])
+    assert (shown["billing_reason"], shown["period_start"], shown["period_end"]) == (
+        "subscription_cycle",
+        "2029-11-11T00:00:00Z",
+        "2030-11-11T00:00:00Z",
+    )
+    assert usage_of(shown) == [
+        (0, "2028-11-11T00:00:00Z", "2029-11-11T00:00:00Z"),
+        (150, "2028-11-01T00:00:00Z", "2028-11-11T00:00:00Z"),
+    ]

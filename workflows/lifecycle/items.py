@@ -32,7 +32,7 @@ from domain.plan_change import ChangeDecision, ChangeWhen, ProrationBehavior
 from domain.status import SubscriptionStatus as S
 from workflows.errors import rejected
 from workflows.lifecycle.context import Subscription, record_payment
-from workflows.lifecycle.usage import leave_usage, renewal_usage_so_far
+from workflows.lifecycle.usage import ChangeNow, leave_usage, renewal_usage_so_far
 from workflows.messages import ChangePlanResult, UpdateItemsRequest
 
 
@@ -152,24 +152,32 @@ async def _preview(sub: Subscription, quote: ChangeQuote, new: list[Item]) -> In
         return sub.build_invoice(
             "subscription_cycle", lines, quote.invoice_start, quote.invoice_end, preview=True
         )[0]
-    # The change applies now: the renewal bills the new items.
-    restarts = bool(quote.decision.new_anchor)
-    usage = await renewal_usage_so_far(sub, (new, sub.clock.now(), restarts))
+    # The change applies now: the renewal bills the new items, at the end of the current
+    # period, or of the new one when the period restarts (nothing to invoice now: metered
+    # items alone, or proration `none`).
+    if quote.decision.new_anchor:
+        period = (quote.period_start, quote.period_end)
+        usage = await renewal_usage_so_far(sub, ChangeNow(new, sub.clock.now(), period))
+        return _upcoming_renewal(sub, new, [], usage, renews=(quote.period_end, quote.anchor))
+    usage = await renewal_usage_so_far(sub, ChangeNow(new, sub.clock.now()))
     extra = quote.lines if quote.billing == Billing.NEXT_INVOICE else []
     return _upcoming_renewal(sub, new, extra, usage)
 
 
 def _upcoming_renewal(
-    sub: Subscription, items: list[Item], extra: list[InvoiceLine], usage: list[InvoiceLine]
+    sub: Subscription,
+    items: list[Item],
+    extra: list[InvoiceLine],
+    usage: list[InvoiceLine],
+    renews: tuple[datetime, datetime] | None = None,
 ) -> InvoiceDraft:
     """The next renewal on `items`: waiting and `extra` lines, the next period, then the
-    `usage` of the period ending."""
+    `usage` of the period ending. `renews`: when and on which anchor, when not at the
+    current period's end on the current anchor."""
     s = sub.state
     assert s.current_period_end is not None
-    at = s.current_period_end
-    start, end = period_from(
-        items, anchor_after(sub.items(), items, s.billing_cycle_anchor, at), at
-    )
+    at, anchor = renews or (s.current_period_end, s.billing_cycle_anchor)
+    start, end = period_from(items, anchor_after(sub.items(), items, anchor, at), at)
     lines = [*s.pending_proration_lines, *extra, *period_lines(items, start, end), *usage]
     return sub.build_invoice("subscription_cycle", lines, start, end, preview=True)[0]
 

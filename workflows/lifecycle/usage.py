@@ -152,13 +152,23 @@ async def arrears_lines(
     return lines
 
 
+@dataclass(frozen=True)
+class ChangeNow:
+    """A change of items applied now, as a preview sees it: the new items, when, and the
+    new period when the period restarts (an interval change)."""
+
+    items: list[Item]
+    at: datetime
+    new_period: tuple[datetime, datetime] | None = None
+
+
 async def renewal_usage_so_far(
-    sub: Subscription, change: tuple[list[Item], datetime, bool] | None = None
+    sub: Subscription, change: ChangeNow | None = None
 ) -> list[InvoiceLine]:
     """For a preview of the next renewal: the `usage` lines it would bill, priced on the
-    usage so far (read, neither claimed nor closed). `change`: the items, time and whether
-    the period restarts, of a change applied now (the items leaving are billed up to it,
-    the new metered items from the period's start). A run recorded before
+    usage so far (read, neither claimed nor closed). With a `change` applied now, the items
+    leaving are billed up to it and the new metered items over the period the renewal
+    ends (the current one, or the new one when it restarts). A run recorded before
     USAGE_IN_PREVIEWS showed no usage in previews; the patch is asked only when there is
     some to show."""
     s = sub.state
@@ -168,9 +178,11 @@ async def renewal_usage_so_far(
     metered = metered_items(sub)
     waiting = list(s.unbilled_usage)
     if change is not None:
-        new, at, restarts = change
-        waiting += _left(sub, metered, new, at, restarts)
-        metered = [] if restarts else _metered(new)
+        restarts = change.new_period is not None
+        waiting += _left(sub, metered, change.items, change.at, restarts)
+        metered = _metered(change.items)
+        if change.new_period is not None:
+            start, end = change.new_period
     groups = [g for g in _groups(sub, metered, start, end, waiting) if g.items]
     if not groups or not sub.patches.use(USAGE_IN_PREVIEWS):
         return []
