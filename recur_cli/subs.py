@@ -101,6 +101,35 @@ def subs_show(subscription_id: SubId, json_out: JsonOpt = False) -> None:
     emit({"subscription": sub, "invoices": invoices, "events": events}, json_out, human)
 
 
+@subs_app.command("usage")
+@reported
+def subs_usage(subscription_id: SubId, json_out: JsonOpt = False) -> None:
+    """The current period's usage of each metered item, priced as its invoice will be."""
+    lines = call("GET", f"/v1/subscriptions/{subscription_id}/usage")
+    currencies = {
+        plan_id: call("GET", f"/v1/plans/{plan_id}")["currency"]
+        for plan_id in {line["plan_id"] for line in lines}
+    }
+    emit(
+        lines,
+        json_out,
+        lambda: table(
+            ["meter", "plan", "from", "to", "quantity", "amount"],
+            [
+                [
+                    u["meter_id"],
+                    u["plan_id"],
+                    u["period_start"],
+                    u["period_end"],
+                    u["quantity"],
+                    amount(u["amount"], currencies[u["plan_id"]]),
+                ]
+                for u in lines
+            ],
+        ),
+    )
+
+
 @subs_app.command("create")
 @reported
 def subs_create(

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from devstack.process import free_port
+from tests.api.usage_support import event, make_meter, metered_plan
 from tests.helpers import eventually, make_clock, make_customer, make_plan, ok, subscribe
 from tests.ops.conftest import LiveApi
 
@@ -257,3 +258,21 @@ async def test_subs_reconcile_lists_and_repairs_a_terminated_workflow(
     assert after["status"] == "canceled"
     remaining = await recur_json(live_api, "subs", "reconcile")
     assert all(r["subscription_id"] != sub["id"] for r in remaining)
+
+
+async def test_subs_usage_shows_the_current_period(
+    live_api: LiveApi, app_client: httpx.AsyncClient
+) -> None:
+    api = app_client
+    meter = await make_meter(api, "sum", value_property="tokens")
+    metered = await metered_plan(api, meter, 200, package_size=1000)
+    customer = await make_customer(api, "pm_card_visa")
+    sub = await subscribe(api, customer_id=customer["id"], items=[{"plan_id": metered["id"]}])
+    ok(await api.post("/v1/usage_events", json=event(customer["id"], "c1", tokens=1500)), 202)
+
+    shown = await recur_json(live_api, "subs", "usage", sub["id"])
+    assert shown == ok(await api.get(f"/v1/subscriptions/{sub['id']}/usage"))
+    assert [(u["quantity"], u["amount"]) for u in shown] == [(1500, 400)]
+    code, out, _ = await recur(live_api, "subs", "usage", sub["id"])
+    assert code == 0, out
+    assert meter["id"] in out and "1500" in out and "4.00 USD" in out, out
