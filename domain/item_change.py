@@ -18,6 +18,7 @@ from domain.plan_change import (
     ChangeWhen,
     PlanChangePolicy,
     ProrationBehavior,
+    settled_decision,
 )
 from domain.status import SubscriptionStatus
 
@@ -110,13 +111,4 @@ def decide_items_change(
     else:
         when = requested_when or lateral_when
         default_proration = policy.upgrade_proration
-    if when == ChangeWhen.PERIOD_END:
-        proration = ProrationBehavior.NONE
-    else:
-        proration = requested_proration or default_proration
-    return ChangeDecision(
-        kind=kind,
-        when=when,
-        proration=proration,
-        new_anchor=kind == ChangeKind.INTERVAL_CHANGE and when == ChangeWhen.NOW,
-    )
+    return settled_decision(kind, when, requested_proration or default_proration)

@@ -147,13 +147,17 @@ def decide_plan_change(
     else:
         when = requested_when or policy.upgrade_when
         default_proration = policy.upgrade_proration
-    if when == ChangeWhen.PERIOD_END:
-        proration = ProrationBehavior.NONE
-    else:
-        proration = requested_proration or default_proration
+    return settled_decision(kind, when, requested_proration or default_proration)
+
+
+def settled_decision(
+    kind: ChangeKind, when: ChangeWhen, proration: ProrationBehavior
+) -> ChangeDecision:
+    """The decision once `when` is known: nothing at period end is prorated (no time is
+    left on the old terms to credit), and an interval change now restarts the period."""
     return ChangeDecision(
         kind=kind,
         when=when,
-        proration=proration,
+        proration=ProrationBehavior.NONE if when == ChangeWhen.PERIOD_END else proration,
         new_anchor=kind == ChangeKind.INTERVAL_CHANGE and when == ChangeWhen.NOW,
     )
