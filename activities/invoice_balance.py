@@ -18,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from db import balance_ledger
 from db.engine import transaction
 from db.repositories import invoices as invoice_repo
-from domain.balance import BalanceTxnType, settle
+from domain.balance import settle
 from domain.contracts import InvoiceDraft
 from domain.invoices import InvoiceLine, LineKind
 
@@ -29,20 +29,8 @@ async def settle_balance(engine: AsyncEngine, invoice: InvoiceDraft, now: dateti
     credited = sum(line.amount for line in balance_lines if line.amount > 0)
     if credited > 0:
         async with transaction(engine) as session:
-            await balance_ledger.post(
-                session,
-                balance_ledger.Entry(
-                    customer_id=invoice.customer_id,
-                    currency=invoice.currency,
-                    amount=credited,
-                    type=BalanceTxnType.PRORATION_CREDIT,
-                    description=f"Net credit of invoice {invoice.id}",
-                    invoice_id=invoice.id,
-                    subscription_id=invoice.subscription_id,
-                    source_key=balance_ledger.credited_key(invoice.id),
-                ),
-                now,
-            )
+            description = f"Net credit of invoice {invoice.id}"
+            await balance_ledger.credit_from(session, invoice, credited, description, now)
         return invoice
     if balance_lines or invoice.total <= 0:
         return invoice

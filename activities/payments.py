@@ -24,7 +24,6 @@ from db.repositories import balance as balance_repo
 from db.repositories import charges
 from db.repositories import invoices as invoice_repo
 from db.repositories.invoices import CREDITED
-from domain.balance import BalanceTxnType
 from domain.contracts import (
     ChargeOutcome,
     ChargeRequest,
@@ -261,18 +260,6 @@ async def _credit_back(session: AsyncSession, req: RefundRequest) -> int:
     amount = min(req.to_balance, paid_from_balance)
     if amount <= 0:
         return 0
-    entry = await balance_ledger.post(
-        session,
-        balance_ledger.Entry(
-            customer_id=note.customer_id,
-            currency=note.currency,
-            amount=amount,
-            type=BalanceTxnType.PRORATION_CREDIT,
-            description=f"Unused time paid from the balance, credit note {note.id}",
-            invoice_id=note.id,
-            subscription_id=note.subscription_id,
-            source_key=balance_ledger.credited_key(note.id),
-        ),
-        note.created_at,
-    )
+    description = f"Unused time paid from the balance, credit note {note.id}"
+    entry = await balance_ledger.credit_from(session, note, amount, description, note.created_at)
     return entry.amount

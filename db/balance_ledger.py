@@ -17,6 +17,7 @@ from db.repositories import balance as repo
 from db.repositories import outbox
 from domain import errors
 from domain.balance import BalanceTxnType, balance_after
+from domain.contracts import InvoiceDraft
 
 log = structlog.get_logger()
 
@@ -115,6 +116,25 @@ async def _announce(session: AsyncSession, row: BalanceTransaction, now: datetim
     await outbox.queue_webhooks(
         session, row.customer_id, event_id, BALANCE_UPDATED, datetime.now(UTC)
     )
+
+
+async def credit_from(
+    session: AsyncSession, invoice: InvoiceDraft, amount: int, description: str, now: datetime
+) -> BalanceTransaction:
+    """Credit `amount` to the balance of `invoice`'s customer as a `proration_credit` made
+    by that invoice (a change's net credit, a credit note's unused time), once per
+    invoice."""
+    entry = Entry(
+        customer_id=invoice.customer_id,
+        currency=invoice.currency,
+        amount=amount,
+        type=BalanceTxnType.PRORATION_CREDIT,
+        description=description,
+        invoice_id=invoice.id,
+        subscription_id=invoice.subscription_id,
+        source_key=credited_key(invoice.id),
+    )
+    return await post(session, entry, now)
 
 
 def applied_key(invoice_id: str) -> str:
