@@ -176,13 +176,8 @@ def _result(
     invoice: InvoiceDraft | None = None,
     preview: InvoiceDraft | None = None,
 ) -> ChangePlanResult:
-    return ChangePlanResult(
-        subscription=sub.view(),
-        decision=quote.decision.summary() if quote else None,
-        invoice=invoice,
-        invoice_preview=preview,
-        preview=req.preview,
-    )
+    decision = quote.decision if quote else None
+    return items.answer(sub, req.preview, decision, invoice=invoice, preview=preview)
 
 
 async def _drop_pending_change(sub: Subscription, req: ChangePlanRequest) -> ChangePlanResult:

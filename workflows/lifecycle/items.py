@@ -182,6 +182,24 @@ def _upcoming_renewal(
     return sub.build_invoice("subscription_cycle", lines, start, end, preview=True)[0]
 
 
+def answer(
+    sub: Subscription,
+    previewed: bool,
+    decision: ChangeDecision | None = None,
+    *,
+    invoice: InvoiceDraft | None = None,
+    preview: InvoiceDraft | None = None,
+) -> ChangePlanResult:
+    """The answer to a change of items or of plan (`previewed`: it was a preview)."""
+    return ChangePlanResult(
+        subscription=sub.view(),
+        decision=decision.summary() if decision else None,
+        invoice=invoice,
+        invoice_preview=preview,
+        preview=previewed,
+    )
+
+
 def _result(
     sub: Subscription,
     change: Change,
@@ -190,13 +208,7 @@ def _result(
     invoice: InvoiceDraft | None = None,
     preview: InvoiceDraft | None = None,
 ) -> ChangePlanResult:
-    return ChangePlanResult(
-        subscription=sub.view(),
-        decision=decision.summary() if decision else None,
-        invoice=invoice,
-        invoice_preview=preview,
-        preview=change.preview,
-    )
+    return answer(sub, change.preview, decision, invoice=invoice, preview=preview)
 
 
 def _shown(items: list[Item]) -> list[dict[str, object]]:
