@@ -19,6 +19,7 @@ from tests.api.usage_support import (
     kinds,
     make_meter,
     metered_plan,
+    subscribed_on_clock,
     token_plans,
 )
 from tests.helpers import (
@@ -93,13 +94,7 @@ async def test_metered_only_opens_at_zero_and_cancel_bills_final_usage(
     meter = await make_meter(api, "count")
     metered = await metered_plan(api, meter, 50, package_size=10)
     start = at(2027, 11, 1)
-    customer, clock = await customer_on_clock(api, start)
-    sub = await subscribe(
-        api,
-        customer_id=customer["id"],
-        items=[{"plan_id": metered["id"]}],
-        test_clock_id=clock["id"],
-    )
+    customer, clock, sub = await subscribed_on_clock(api, start, metered)
     assert sub["status"] == "active"
     (opening,) = await invoices(api, sub["id"])
     assert (opening["total"], opening["status"]) == (0, "paid")
@@ -133,13 +128,7 @@ async def test_cancel_at_period_end_bills_the_whole_period_after_the_grace(
     metered = await metered_plan(api, meter, 300, features=[limited])
     seat = await make_plan(api, amount=500)
     start = at(2028, 1, 1)
-    customer, clock = await customer_on_clock(api, start)
-    sub = await subscribe(
-        api,
-        customer_id=customer["id"],
-        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
-        test_clock_id=clock["id"],
-    )
+    customer, clock, sub = await subscribed_on_clock(api, start, seat, metered)
     cus = customer["id"]
     ok(await api.post("/v1/usage_events", json=event(cus, "m1", seats=4)), 202)
     path = f"/v1/subscriptions/{sub['id']}/cancel"
@@ -181,13 +170,7 @@ async def test_a_metered_item_removed_mid_period_bills_its_usage_on_the_renewal(
 ) -> None:
     api = app_client
     seat, metered = await token_plans(api)
-    customer, clock = await customer_on_clock(api, at(2028, 3, 1))
-    sub = await subscribe(
-        api,
-        customer_id=customer["id"],
-        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
-        test_clock_id=clock["id"],
-    )
+    customer, clock, sub = await subscribed_on_clock(api, at(2028, 3, 1), seat, metered)
     cus = customer["id"]
     ok(await api.post("/v1/usage_events", json=event(cus, "r1", tokens=2500)), 202)
     await advance(api, clock["id"], at(2028, 3, 11))
@@ -215,13 +198,7 @@ async def test_usage_before_a_pause_is_billed_by_the_resuming_invoice(
     metered = await metered_plan(api, meter, 25)
     seat = await make_plan(api, amount=3000)
     start = at(2028, 5, 1)
-    customer, clock = await customer_on_clock(api, start)
-    sub = await subscribe(
-        api,
-        customer_id=customer["id"],
-        items=[{"plan_id": seat["id"]}, {"plan_id": metered["id"]}],
-        test_clock_id=clock["id"],
-    )
+    customer, clock, sub = await subscribed_on_clock(api, start, seat, metered)
     cus = customer["id"]
     calls = [event(cus, f"p{i}") for i in range(4)]
     ok(await api.post("/v1/usage_events/batch", json={"events": calls}), 202)

@@ -20,6 +20,7 @@ from tests.api.usage_support import (
     kinds,
     make_meter,
     metered_plan,
+    subscribed_on_clock,
     token_plans,
 )
 from tests.helpers import advance, invoices, ok, subscribe
@@ -116,13 +117,7 @@ async def test_a_preview_of_an_interval_change_of_metered_items(
     meter = await make_meter(api, "count")
     monthly = await metered_plan(api, meter, 50)
     yearly = await metered_plan(api, meter, 40, interval="year")
-    customer, clock = await customer_on_clock(api, at(2028, 11, 1))
-    sub = await subscribe(
-        api,
-        customer_id=customer["id"],
-        items=[{"plan_id": monthly["id"]}],
-        test_clock_id=clock["id"],
-    )
+    customer, clock, sub = await subscribed_on_clock(api, at(2028, 11, 1), monthly)
     calls = [event(customer["id"], f"y{i}") for i in range(3)]
     ok(await api.post("/v1/usage_events/batch", json={"events": calls}), 202)
     await advance(api, clock["id"], at(2028, 11, 11))

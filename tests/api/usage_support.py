@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import make_clock, make_customer, make_plan, ok
+from tests.helpers import make_clock, make_customer, make_plan, ok, subscribe
 
 
 async def make_meter(api: httpx.AsyncClient, aggregation: str, **extra: Any) -> dict[str, Any]:
@@ -58,6 +58,21 @@ async def customer_on_clock(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A new customer (with a card) and a new test clock at `start`."""
     return await make_customer(api), await make_clock(api, start)
+
+
+async def subscribed_on_clock(
+    api: httpx.AsyncClient, start: datetime, *plans: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(customer, clock, subscription): a new customer subscribed to `plans`, one item
+    each, on a new test clock at `start`."""
+    customer, clock = await customer_on_clock(api, start)
+    sub = await subscribe(
+        api,
+        customer_id=customer["id"],
+        items=[{"plan_id": plan["id"]} for plan in plans],
+        test_clock_id=clock["id"],
+    )
+    return customer, clock, sub
 
 
 def kinds(invoice: dict[str, Any]) -> list[tuple[str, int]]:
